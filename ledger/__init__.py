@@ -1,0 +1,9 @@
+"""ledger: an event-sourced ledger for marketplace livestream campaigns."""
+
+from __future__ import annotations
+
+from ledger.clock import Clock, FixedClock, SystemClock
+from ledger.errors import LedgerError
+from ledger.ledger import Ledger
+
+__all__ = ["Clock", "FixedClock", "Ledger", "LedgerError", "SystemClock"]

@@ -1,0 +1,67 @@
+"""What every ledger event carries: who caused it, by which command, at which time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypedDict
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, AggregateCreated, AggregateEvent
+
+# Namespace for the ids we derive from public keys (campaign slug, campaign + account).
+LEDGER_NS = uuid5(NAMESPACE_URL, "https://ledger.example/ids")
+
+
+class ActorDict(TypedDict):
+    id: str
+    role: str
+
+
+SYSTEM: ActorDict = {"id": "system", "role": "system"}
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Why an event happens: the command's actor and id, and the ledger clock's time."""
+
+    actor: ActorDict
+    command_id: str
+    at: datetime
+
+    def as_system(self) -> Cause:
+        return Cause(actor=SYSTEM, command_id=self.command_id, at=self.at)
+
+    def stamp(self) -> dict[str, Any]:
+        return {"actor": self.actor, "command_id": self.command_id, "timestamp": self.at}
+
+
+class LedgerCreated(AggregateCreated):
+    """First event of a ledger aggregate."""
+
+    class_version = 1
+    actor: ActorDict
+    command_id: str
+
+
+class LedgerEvent(AggregateEvent):
+    """A later event of a ledger aggregate."""
+
+    class_version = 1
+    actor: ActorDict
+    command_id: str
+
+
+class LedgerAggregate(Aggregate):
+    """Base of Campaign and Registration: triggers events stamped with their cause."""
+
+    def record(self, event_class: type[LedgerEvent], by: Cause, **fields: Any) -> None:
+        self.trigger_event(event_class, **by.stamp(), **fields)
+
+
+def campaign_uuid(campaign_id: str) -> UUID:
+    return uuid5(LEDGER_NS, f"campaign:{campaign_id}")
+
+
+def registration_uuid(campaign_id: str, account_id: str) -> UUID:
+    return uuid5(LEDGER_NS, f"registration:{campaign_id}/{account_id}")

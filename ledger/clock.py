@@ -1,0 +1,42 @@
+"""The ledger's injectable clock: every rule and every event timestamp reads it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The wall clock, in UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FixedClock:
+    """A clock that stands still (for `--now`, scripted scenarios and replays)."""
+
+    def __init__(self, at: datetime) -> None:
+        if at.tzinfo is None:
+            raise ValueError("the clock needs a timezone-aware time")
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+    def set(self, at: datetime) -> None:
+        if at.tzinfo is None:
+            raise ValueError("the clock needs a timezone-aware time")
+        self.at = at
+
+
+def parse_instant(text: str) -> datetime:
+    """Parse an ISO-8601 time that names its zone; refuse a naive one."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no timezone (add Z or +07:00)")
+    return value

@@ -1,0 +1,1 @@
+"""Commands: pydantic schemas, parsing, and one handler per command."""

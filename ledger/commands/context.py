@@ -1,0 +1,91 @@
+"""What a handler works with: the store, the command's cause, and what it decides to save."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from ledger.aggregates.base import Cause, LedgerAggregate, campaign_uuid
+from ledger.aggregates.campaign import Campaign
+from ledger.aggregates.registration import Registration
+from ledger.commands.parse import Command
+from ledger.errors import Conflict, Forbidden, NotFound
+from ledger.store.application import LedgerApplication
+from ledger.store.recorders import RegistrationRow
+
+A = TypeVar("A", bound=LedgerAggregate)
+
+
+@dataclass
+class Outcome:
+    """The aggregates to save (with pending events) and what the result reports."""
+
+    aggregate_id: str
+    main: LedgerAggregate
+    others: list[LedgerAggregate] = field(default_factory=list)
+    registrations: list[RegistrationRow] = field(default_factory=list)
+    guard: tuple[str, int] | None = None
+
+    @property
+    def aggregates(self) -> list[LedgerAggregate]:
+        return [self.main, *self.others]
+
+    def event_names(self) -> list[str]:
+        return [type(e).__name__ for agg in self.aggregates for e in agg.pending_events]
+
+    def save_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self.registrations:
+            kwargs["registrations"] = self.registrations
+        if self.guard is not None:
+            kwargs["guard"] = self.guard
+        return kwargs
+
+
+@dataclass(frozen=True)
+class Context:
+    app: LedgerApplication
+    command: Command
+    cause: Cause
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        return load(self.app, campaign_uuid(campaign_id), Campaign, f"campaign {campaign_id!r}")
+
+    def registration(self, registration_id: str) -> Registration:
+        """Load it; a seller may act only on their own registrations; check expected_version."""
+        reg = load(self.app, UUID(registration_id), Registration,
+                   f"registration {registration_id!r}")
+        actor = self.command.actor
+        if actor.role == "seller" and reg.seller_id != actor.id:
+            raise Forbidden(f"seller {actor.id!r} does not own registration {registration_id}")
+        self.expect_version(reg)
+        return reg
+
+    def expect_version(self, aggregate: LedgerAggregate) -> None:
+        expected = self.command.expected_version
+        if expected is not None and aggregate.version != expected:
+            raise Conflict(
+                f"expected version {expected}, but it is at version {aggregate.version}",
+                {"expected_version": expected, "actual_version": aggregate.version},
+            )
+
+    def expect_new(self) -> None:
+        expected = self.command.expected_version
+        if expected not in (None, 0):
+            raise Conflict(f"expected version {expected}, but it does not exist yet",
+                           {"expected_version": expected, "actual_version": 0})
+
+
+def load(
+    app: LedgerApplication, aggregate_id: UUID, kind: type[A], label: str
+) -> A:
+    try:
+        aggregate = app.repository.get(aggregate_id)
+    except AggregateNotFoundError:
+        raise NotFound(f"{label} not found") from None
+    if not isinstance(aggregate, kind):
+        raise NotFound(f"{label} not found")
+    return aggregate

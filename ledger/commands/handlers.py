@@ -1,0 +1,131 @@
+"""One short handler per command: load, decide on the aggregate, return what to save."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+from uuid import UUID
+
+from ledger.aggregates.base import registration_uuid
+from ledger.aggregates.campaign import Campaign
+from ledger.aggregates.registration import Registration
+from ledger.commands import schemas as s
+from ledger.commands.context import Context, Outcome, load
+from ledger.errors import Forbidden, NotFound, RuleBroken
+from ledger.store.recorders import RegistrationRow
+
+
+def create_campaign(p: s.CreateCampaign, ctx: Context) -> Outcome:
+    ctx.expect_new()
+    try:
+        ctx.campaign(p.campaign_id)
+    except NotFound:
+        fields = p.model_dump(mode="python")
+        fields["requirements"] = p.requirements.model_dump()
+        campaign = Campaign.create(ctx.cause, **fields)
+        return Outcome(p.campaign_id, campaign)
+    raise RuleBroken("already_exists", f"campaign {p.campaign_id!r} already exists")
+
+
+def register(p: s.Register, ctx: Context) -> Outcome:
+    if p.seller_id != ctx.command.actor.id:
+        raise Forbidden(f"seller {ctx.command.actor.id!r} cannot register for {p.seller_id!r}")
+    campaign = ctx.campaign(p.campaign_id)
+    reg_id = registration_uuid(p.campaign_id, p.account_id)
+    try:
+        load(ctx.app, reg_id, Registration, "registration")
+    except NotFound:
+        pass
+    else:
+        raise RuleBroken("already_registered",
+                         f"account {p.account_id!r} is already registered for {p.campaign_id!r}",
+                         {"registration_id": str(reg_id)})
+    ctx.expect_new()
+    reg = Registration.register(
+        campaign, seller_id=p.seller_id, account_id=p.account_id,
+        main_category=p.main_category, level=p.level, profile=p.profile.model_dump(),
+        sessions=[(w.starts_at, w.ends_at) for w in p.sessions], by=ctx.cause,
+    )
+    row = RegistrationRow(reg.registration_id, p.campaign_id, p.account_id, p.seller_id)
+    return Outcome(reg.registration_id, reg, registrations=[row])
+
+
+def add_session(p: s.AddSession, ctx: Context) -> Outcome:
+    reg = ctx.registration(p.registration_id)
+    _check_campaign_not_expired(reg, ctx)
+    reg.add_sessions([(p.starts_at, p.ends_at)], ctx.cause)
+    return Outcome(p.registration_id, reg)
+
+
+def duplicate(p: s.Duplicate, ctx: Context) -> Outcome:
+    reg = ctx.registration(p.registration_id)
+    _check_campaign_not_expired(reg, ctx)
+    reg.duplicate(p.session_id, p.starts_at, p.ends_at, ctx.cause)
+    return Outcome(p.registration_id, reg)
+
+
+def _check_campaign_not_expired(reg: Registration, ctx: Context) -> None:
+    # A registration with no open session was not expired with its campaign; it must not
+    # take new sessions afterwards either, whatever the clock says.
+    if ctx.campaign(reg.campaign_id).expired_at is not None:
+        raise RuleBroken("campaign_ended", f"campaign {reg.campaign_id!r} has been expired")
+
+
+def withdraw(p: s.Withdraw, ctx: Context) -> Outcome:
+    reg = ctx.registration(p.registration_id)
+    reg.withdraw(p.session_ids, p.reason, ctx.cause)
+    return Outcome(p.registration_id, reg)
+
+
+def approve(p: s.Approve, ctx: Context) -> Outcome:
+    reg = ctx.registration(p.registration_id)
+    reg.approve(p.session_ids, p.note, p.override_reason, ctx.cause)
+    return Outcome(p.registration_id, reg)
+
+
+def reject(p: s.Reject, ctx: Context) -> Outcome:
+    reg = ctx.registration(p.registration_id)
+    reg.reject(p.session_ids, p.reasons, p.note, ctx.cause)
+    return Outcome(p.registration_id, reg)
+
+
+def expire_campaign(p: s.ExpireCampaign, ctx: Context) -> Outcome:
+    """Campaign `Expired` and every open registration's `Expired`, in one transaction."""
+    campaign = ctx.campaign(p.campaign_id)
+    ctx.expect_version(campaign)
+    campaign.expire(ctx.cause)
+    ids = ctx.app.store.registrations_of(p.campaign_id)
+    system = ctx.cause.as_system()
+    expired: list[Registration] = []
+    for reg_id in ids:
+        reg = load(ctx.app, UUID(reg_id), Registration, "registration")
+        if reg.is_open():
+            reg.expire(system)
+            expired.append(reg)
+    return Outcome(p.campaign_id, campaign, others=list(expired), guard=(p.campaign_id, len(ids)))
+
+
+def record_performance(p: s.RecordPerformance, ctx: Context) -> Outcome:
+    reg = ctx.registration(p.registration_id)
+    report = p.model_dump(exclude={"registration_id"})
+    reg.record_performance(report, ctx.cause)
+    return Outcome(p.registration_id, reg)
+
+
+Handler = Callable[[Any, Context], Outcome]
+
+HANDLERS: dict[str, Handler] = {
+    "create_campaign": create_campaign,
+    "register": register,
+    "add_session": add_session,
+    "duplicate": duplicate,
+    "withdraw": withdraw,
+    "approve": approve,
+    "reject": reject,
+    "expire_campaign": expire_campaign,
+    "record_performance": record_performance,
+}
+
+
+def handle(ctx: Context) -> Outcome:
+    return cast(Outcome, HANDLERS[ctx.command.name](ctx.command.payload, ctx))

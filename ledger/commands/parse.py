@@ -1,0 +1,100 @@
+"""From a JSON document to a validated Command, listing every bad field at once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from ledger.commands.schemas import PAYLOADS, Actor, Envelope, Model
+from ledger.errors import InvalidJson, ValidationFailed
+
+MAX_COMMAND_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    command_id: str
+    actor: Actor
+    expected_version: int | None
+    payload: Model
+
+    def fingerprint(self) -> str:
+        """Identifies the command's content, to tell a retry from a reused command_id."""
+        body = {
+            "command": self.name,
+            "actor": self.actor.model_dump(),
+            "expected_version": self.expected_version,
+            "payload": self.payload.model_dump(mode="json"),
+        }
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def load_json(text: str | bytes) -> Any:
+    """Parse JSON strictly: no NaN/Infinity, numbers with a fraction stay Decimal."""
+    if len(text) > MAX_COMMAND_BYTES:
+        raise InvalidJson(f"command is larger than {MAX_COMMAND_BYTES} bytes")
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError, UnicodeDecodeError) as e:
+        raise InvalidJson(f"not valid JSON: {str(e)[:200]}") from None
+
+
+def command_id_of(data: Any) -> str | None:
+    if isinstance(data, dict) and isinstance(data.get("command_id"), str):
+        return data["command_id"][:128]
+    return None
+
+
+def _details(error: ValidationError, prefix: str) -> list[dict[str, str]]:
+    found = []
+    for item in error.errors(include_url=False):
+        path = ".".join(str(part) for part in item["loc"])
+        field = f"{prefix}.{path}" if prefix and path else (prefix or path)
+        message = str(item["msg"]).removeprefix("Value error, ")
+        found.append({"field": field, "message": message})
+    return found
+
+
+def parse_command(data: Any) -> Command:
+    if not isinstance(data, dict):
+        raise ValidationFailed.field("", "a command is a JSON object")
+    details: list[dict[str, str]] = []
+    envelope: Envelope | None = None
+    try:
+        envelope = Envelope.model_validate(data)
+    except ValidationError as e:
+        details += _details(e, "")
+    name = data.get("command")
+    schema = PAYLOADS.get(name) if isinstance(name, str) else None
+    if schema is None and not any(d["field"] == "command" for d in details):
+        details.append({
+            "field": "command",
+            "message": f"unknown command {str(name)[:60]!r}; one of: {', '.join(PAYLOADS)}",
+        })
+    payload: Model | None = None
+    if schema is not None and isinstance(data.get("payload"), dict):
+        try:
+            payload = schema.model_validate(data["payload"])
+        except ValidationError as e:
+            details += _details(e, "payload")
+    if details or envelope is None or payload is None:
+        fields = ", ".join(d["field"] or "(command)" for d in details[:5])
+        raise ValidationFailed(f"invalid command: {fields}", details)
+    return Command(
+        name=envelope.command,
+        command_id=envelope.command_id,
+        actor=envelope.actor,
+        expected_version=envelope.expected_version,
+        payload=payload,
+    )

@@ -1,0 +1,192 @@
+"""Command schemas: the envelope, and one frozen pydantic payload model per command."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ledger.commands.types import (
+    Category,
+    Count,
+    Currency,
+    Flag,
+    Id,
+    Instant,
+    Level,
+    Money,
+    Note,
+    RegistrationId,
+    Slug,
+    Text,
+)
+
+Role = Literal["seller", "reviewer", "operator", "system"]
+ReasonCode = Literal[
+    "criteria_not_met", "performance_below_threshold", "policy_violation",
+    "incomplete_info", "capacity_full", "other",
+]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Actor(Model):
+    id: Id
+    role: Role
+
+
+class Envelope(Model):
+    command: str
+    command_id: Id
+    actor: Actor
+    expected_version: Count | None = None
+    payload: dict[str, Any]
+
+
+# Campaigns ---------------------------------------------------------------------------------
+
+class Requirements(Model):
+    min_account_level: Level | None = None
+    min_livestream_level: Level | None = None
+    categories: list[Category] = Field(default_factory=list, max_length=200)
+
+
+class LevelOffer(Model):
+    code: Id
+    name: Text
+    benefits: list[Text] | Text | None = None
+    min_livestream_level: Level | None = None
+
+
+class CreateCampaign(Model):
+    campaign_id: Slug
+    name: Text
+    kind: Literal["live", "short_video"]
+    review_mode: Literal["manual", "auto"]
+    registration_opens_at: Instant
+    registration_closes_at: Instant
+    starts_at: Instant
+    ends_at: Instant
+    requirements: Requirements = Requirements()
+    levels: list[LevelOffer] = Field(default_factory=list, max_length=50)
+    allow_duplicates: Flag = False
+    max_sessions: Count = Field(default=100, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def windows_are_ordered(self) -> CreateCampaign:
+        order = ["registration_opens_at", "registration_closes_at", "starts_at", "ends_at"]
+        times = [getattr(self, name) for name in order]
+        if not (times[0] < times[1] <= times[2] < times[3]):
+            raise ValueError(
+                "windows must be ordered: registration_opens_at < registration_closes_at"
+                " <= starts_at < ends_at"
+            )
+        codes = [level.code for level in self.levels]
+        if len(set(codes)) != len(codes):
+            raise ValueError("level codes must be unique")
+        if self.review_mode == "manual" and not self.levels:
+            raise ValueError("a manual campaign offers at least one level")
+        if self.review_mode == "auto" and self.levels:
+            raise ValueError("levels are offered in manual campaigns only")
+        return self
+
+
+class ExpireCampaign(Model):
+    campaign_id: Slug
+
+
+# Registrations -----------------------------------------------------------------------------
+
+class Profile(Model):
+    account_level: Level
+    livestream_level: Level
+
+
+class Window(Model):
+    starts_at: Instant
+    ends_at: Instant
+
+
+class Register(Model):
+    campaign_id: Slug
+    seller_id: Id
+    account_id: Id
+    main_category: Category
+    level: Id | None = None
+    profile: Profile
+    sessions: list[Window] = Field(default_factory=list, max_length=1000)
+
+
+class AddSession(Model):
+    registration_id: RegistrationId
+    starts_at: Instant
+    ends_at: Instant
+
+
+class Duplicate(Model):
+    registration_id: RegistrationId
+    session_id: Id
+    starts_at: Instant
+    ends_at: Instant
+
+
+class Withdraw(Model):
+    registration_id: RegistrationId
+    session_ids: list[Id] | None = Field(default=None, max_length=1000)
+    reason: Note | None = None
+
+
+class Approve(Model):
+    registration_id: RegistrationId
+    session_ids: list[Id] | None = Field(default=None, max_length=1000)
+    note: Note | None = None
+    override_reason: Note | None = None
+
+
+class Reject(Model):
+    registration_id: RegistrationId
+    session_ids: list[Id] | None = Field(default=None, max_length=1000)
+    reasons: list[ReasonCode] = Field(min_length=1, max_length=6)
+    note: Note | None = None
+
+
+class RecordPerformance(Model):
+    registration_id: RegistrationId
+    report_id: Id
+    session_id: Id | None = None
+    period_start: Instant
+    period_end: Instant
+    currency: Currency
+    gmv: Money
+    orders: Count
+    items_sold: Count
+    buyers: Count
+    views: Count
+    refunds: Money
+
+
+PAYLOADS: dict[str, type[Model]] = {
+    "create_campaign": CreateCampaign,
+    "register": Register,
+    "add_session": AddSession,
+    "duplicate": Duplicate,
+    "withdraw": Withdraw,
+    "approve": Approve,
+    "reject": Reject,
+    "expire_campaign": ExpireCampaign,
+    "record_performance": RecordPerformance,
+}
+
+ROLES: dict[str, frozenset[str]] = {
+    "create_campaign": frozenset({"operator"}),
+    "expire_campaign": frozenset({"operator", "system"}),
+    "approve": frozenset({"operator", "reviewer"}),
+    "reject": frozenset({"operator", "reviewer"}),
+    "register": frozenset({"seller"}),
+    "add_session": frozenset({"seller"}),
+    "duplicate": frozenset({"seller"}),
+    "withdraw": frozenset({"seller"}),
+    "record_performance": frozenset({"system"}),
+}

@@ -1,0 +1,93 @@
+"""The ledger's errors: one class per error code of DOMAIN.md.
+
+```text
+LedgerError (code)                     refusals: a result with ok=false, nothing written
+├── InvalidJson            invalid_json
+├── ValidationFailed       validation_error   details: [{"field", "message"}...]
+├── NotFound               not_found
+├── Forbidden              forbidden
+├── Conflict               conflict
+└── RuleBroken             a DOMAIN.md rule, its code given per instance:
+                           already_exists, registration_closed, already_registered,
+                           category_not_allowed, level_not_offered, invalid_transition,
+                           duplicates_not_allowed, campaign_ended, override_required,
+                           campaign_not_ended, session_outside_campaign, session_in_past,
+                           session_overlap, too_many_sessions
+
+StoreUnavailable                       not a refusal: the store cannot be reached
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+RuleCode = Literal[
+    "already_exists",
+    "registration_closed",
+    "already_registered",
+    "category_not_allowed",
+    "level_not_offered",
+    "invalid_transition",
+    "duplicates_not_allowed",
+    "campaign_ended",
+    "override_required",
+    "campaign_not_ended",
+    "session_outside_campaign",
+    "session_in_past",
+    "session_overlap",
+    "too_many_sessions",
+]
+
+
+class LedgerError(Exception):
+    """A refused command: `code` is the DOMAIN.md error code."""
+
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: Any = details if details is not None else {}
+
+    def as_error(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class InvalidJson(LedgerError):
+    code = "invalid_json"
+
+
+class ValidationFailed(LedgerError):
+    code = "validation_error"
+
+    @classmethod
+    def field(cls, field: str, message: str) -> ValidationFailed:
+        return cls(f"{field}: {message}", [{"field": field, "message": message}])
+
+
+class NotFound(LedgerError):
+    code = "not_found"
+
+
+class Forbidden(LedgerError):
+    code = "forbidden"
+
+
+class Conflict(LedgerError):
+    code = "conflict"
+
+
+class RuleBroken(LedgerError):
+    """A business rule of DOMAIN.md refused the command."""
+
+    def __init__(self, code: RuleCode, message: str, details: Any = None) -> None:
+        super().__init__(message, details)
+        self.rule_code = code
+
+    def as_error(self) -> dict[str, Any]:
+        return {"code": self.rule_code, "message": self.message, "details": self.details}
+
+
+class StoreUnavailable(Exception):
+    """The event store cannot be reached or opened (a one-line message names it)."""

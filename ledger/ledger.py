@@ -1,0 +1,152 @@
+"""The Ledger: `Ledger.open(url)` and `ledger.send(command) -> result`, the one contract
+that the CLI, tests and (later) the network service all use."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
+
+from ledger.aggregates.base import Cause, campaign_uuid
+from ledger.aggregates.campaign import Campaign
+from ledger.aggregates.registration import Registration
+from ledger.clock import Clock, SystemClock
+from ledger.commands.context import A, Context, Outcome, load
+from ledger.commands.handlers import handle
+from ledger.commands.parse import Command, command_id_of, load_json, parse_command
+from ledger.commands.schemas import ROLES
+from ledger.errors import Conflict, Forbidden, LedgerError, NotFound
+from ledger.store.application import LedgerApplication, library_env
+from ledger.store.recorders import CommandRow
+from ledger.store.urls import DEFAULT_URL, check_reachable, parse_url
+
+MAX_ATTEMPTS = 100
+
+
+def refused(command_id: str | None, error: LedgerError) -> dict[str, Any]:
+    return {"ok": False, "command_id": command_id, "error": error.as_error()}
+
+
+class Ledger:
+    def __init__(self, app: LedgerApplication, clock: Clock, url: str) -> None:
+        self.app = app
+        self.clock = clock
+        self.url = url
+
+    @classmethod
+    def open(cls, url: str | None = None, *, clock: Clock | None = None,
+             pool_size: int = 5) -> Ledger:
+        """Open (and on first use create) the store at `url` (default sqlite:///ledger.db)."""
+        store = parse_url(url or DEFAULT_URL)
+        check_reachable(store)
+        app = LedgerApplication(env=library_env(store, pool_size=pool_size))
+        return cls(app, clock or SystemClock(), store.display)
+
+    def close(self) -> None:
+        self.app.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # Commands ------------------------------------------------------------------------------
+
+    def send(self, command: dict[str, Any] | str | bytes) -> dict[str, Any]:
+        """Execute one command (a dict, or its JSON text) and return its result dict."""
+        data: Any = command
+        try:
+            if isinstance(command, str | bytes):
+                data = load_json(command)
+            parsed = parse_command(data)
+            if parsed.actor.role not in ROLES[parsed.name]:
+                raise Forbidden(f"a {parsed.actor.role} may not {parsed.name}",
+                                {"role": parsed.actor.role, "allowed": sorted(ROLES[parsed.name])})
+        except LedgerError as e:
+            return refused(command_id_of(data), e)
+        return self._execute(parsed)
+
+    def _execute(self, command: Command) -> dict[str, Any]:
+        fingerprint = command.fingerprint()
+        for attempt in range(MAX_ATTEMPTS):
+            replay = self._replay(command, fingerprint)
+            if replay is not None:
+                return replay
+            cause = Cause(actor={"id": command.actor.id, "role": command.actor.role},
+                          command_id=command.command_id, at=self.clock.now())
+            try:
+                outcome = handle(Context(self.app, command, cause))
+            except LedgerError as e:
+                return refused(command.command_id, e)
+            try:
+                return self._save(command, fingerprint, outcome)
+            except IntegrityError:
+                # Another writer got there first: run again on fresh state (or replay it).
+                time.sleep(min(0.2, 0.002 * (attempt + 1)) * random.random())
+        return refused(command.command_id, Conflict(
+            f"gave up after {MAX_ATTEMPTS} attempts: too many concurrent writers", {}))
+
+    def _replay(self, command: Command, fingerprint: str) -> dict[str, Any] | None:
+        stored = self.app.store.find_command(command.command_id)
+        if stored is None:
+            return None
+        if stored.fingerprint != fingerprint:
+            return refused(command.command_id, Conflict(
+                f"command_id {command.command_id!r} was already used for a different command",
+                {"command_id": command.command_id, "reason": "command_id_reused"}))
+        position = None
+        if stored.version is not None and stored.result.get("events"):
+            position = self.app.store.position_of(stored.aggregate_id, stored.version)
+        return {**stored.result, "replayed": True, "position": position}
+
+    def _save(self, command: Command, fingerprint: str, outcome: Outcome) -> dict[str, Any]:
+        result = {
+            "ok": True,
+            "command_id": command.command_id,
+            "aggregate_id": outcome.aggregate_id,
+            "version": outcome.main.version,
+            "events": outcome.event_names(),
+            "replayed": False,
+        }
+        row = CommandRow(command_id=command.command_id, fingerprint=fingerprint,
+                         aggregate_id=str(outcome.main.id), version=outcome.main.version,
+                         result=result, recorded_at=self.clock.now())
+        recordings = self.app.save(*outcome.aggregates, command=row, **outcome.save_kwargs())
+        position = recordings[-1].notification.id if recordings else None
+        return {**result, "position": position}
+
+    # Reading state -------------------------------------------------------------------------
+
+    def campaign(self, campaign_id: str, version: int | None = None) -> Campaign:
+        return self._load(campaign_uuid(campaign_id), Campaign, f"campaign {campaign_id!r}",
+                          version)
+
+    def registration(self, registration_id: str, version: int | None = None) -> Registration:
+        try:
+            reg_uuid = UUID(registration_id)
+        except ValueError:
+            raise NotFound(f"registration {registration_id!r} not found") from None
+        return self._load(reg_uuid, Registration, f"registration {registration_id!r}", version)
+
+    def _load(self, aggregate_id: UUID, kind: type[A], label: str, version: int | None) -> A:
+        if version is None:
+            return load(self.app, aggregate_id, kind, label)
+        aggregate = self.app.repository.get(aggregate_id, version=version)
+        if not isinstance(aggregate, kind):
+            raise NotFound(f"{label} not found")
+        return aggregate
+
+    def resolve(self, public_id: str) -> UUID:
+        """A registration id (UUID) or a campaign id (slug) → the aggregate's UUID."""
+        try:
+            reg_uuid = UUID(public_id)
+        except ValueError:
+            return self.campaign(public_id).id
+        return self.registration(str(reg_uuid)).id
+
+    def events_of(self, public_id: str) -> list[Any]:
+        return list(self.app.events.get(self.resolve(public_id)))

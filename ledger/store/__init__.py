@@ -1,0 +1,1 @@
+"""The event store: the eventsourcing Application, database URLs, and our recorders."""

@@ -1,0 +1,74 @@
+"""The eventsourcing Application behind the ledger, configured from a database URL."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import JSONTranscoder, Transcoding
+
+from ledger.aggregates.campaign import Campaign
+from ledger.aggregates.registration import Registration
+from ledger.aggregates.sessions import Session
+from ledger.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
+from ledger.store.urls import StoreUrl
+
+SNAPSHOT_INTERVAL = 50
+
+
+class SessionAsDict(Transcoding):
+    """Sessions inside Registration snapshots."""
+
+    type = Session
+    name = "ledger_session"
+
+    def encode(self, obj: Session) -> dict[str, Any]:
+        return dict(vars(obj))
+
+    def decode(self, data: dict[str, Any]) -> Session:
+        return Session(**data)
+
+
+class LedgerApplication(Application):
+    name = "Ledger"
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Registration: SNAPSHOT_INTERVAL}
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(SessionAsDict())
+
+    @property
+    def store(self) -> LedgerSQLiteRecorder | LedgerPostgresRecorder:
+        recorder = self.recorder
+        assert isinstance(recorder, LedgerSQLiteRecorder | LedgerPostgresRecorder)
+        return recorder
+
+
+def library_env(store: StoreUrl, *, pool_size: int = 5) -> dict[str, str]:
+    """The library's settings for a database URL (they override os.environ)."""
+    if store.backend == "sqlite":
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": store.path,
+            "SQLITE_LOCK_TIMEOUT": "30",
+            "APPLICATION_RECORDER_TOPIC": "ledger.store.recorders:LedgerSQLiteRecorder",
+        }
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": store.dbname,
+        "POSTGRES_HOST": store.host,
+        "POSTGRES_PORT": str(store.port),
+        "POSTGRES_USER": store.user,
+        "POSTGRES_PASSWORD": store.password,
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": "10",
+        "POSTGRES_PRE_PING": "y",
+        "APPLICATION_RECORDER_TOPIC": "ledger.store.recorders:LedgerPostgresRecorder",
+    }
+    if store.schema:
+        env["POSTGRES_SCHEMA"] = store.schema
+    return env
+
+
+__all__ = ["Campaign", "LedgerApplication", "Registration", "library_env"]

@@ -1,0 +1,197 @@
+"""Our recorders: the library's, plus rows written in the same transaction as the events.
+
+`Application.save(*aggregates, command=..., registrations=..., guard=...)` passes those
+keyword arguments down to `insert_events`, and the library calls `_insert_events` inside
+its insert transaction. We write there:
+
+- `ledger_commands`: the command's id, body fingerprint and result (idempotency);
+- `ledger_registrations`: (campaign, account) → registration, the write-side index that
+  `expire_campaign` reads;
+- and check a `guard` (the campaign still has the registrations the command read).
+
+On PostgreSQL we take the library's table lock first, so that our rows and its events are
+locked in one order and two writers cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from eventsourcing.utils import retry
+from psycopg.sql import SQL
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    command_id: str
+    fingerprint: str
+    aggregate_id: str  # the aggregate's UUID, as text
+    version: int | None
+    result: dict[str, Any]
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class RegistrationRow:
+    registration_id: str
+    campaign_id: str
+    account_id: str
+    seller_id: str
+
+
+class GuardFailed(IntegrityError):
+    """The registrations of a campaign changed between reading and writing: run again."""
+
+
+class _Cursor(Protocol):
+    def execute(self, query: Any, params: Any = ..., **kwargs: Any) -> Any: ...
+    def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> Any: ...
+
+
+class LedgerRows:
+    """SQL shared by both backends; `p` is the parameter placeholder, `t` the table prefix."""
+
+    p = "?"
+    t = ""
+    id_type = "TEXT"
+    time_type = "TEXT"
+
+    def ledger_create_statements(self) -> list[str]:
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.t}ledger_commands ("
+            "command_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
+            f"aggregate_id {self.id_type} NOT NULL, version INTEGER, result TEXT NOT NULL, "
+            f"recorded_at {self.time_type} NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {self.t}ledger_registrations ("
+            f"registration_id {self.id_type} PRIMARY KEY, campaign_id TEXT NOT NULL, "
+            "account_id TEXT NOT NULL, seller_id TEXT NOT NULL, "
+            "UNIQUE (campaign_id, account_id))",
+        ]
+
+    def write_ledger_rows(self, curs: _Cursor, **kwargs: Any) -> None:
+        p = self.p
+        command: CommandRow | None = kwargs.get("command")
+        if command is not None:
+            curs.execute(
+                f"INSERT INTO {self.t}ledger_commands VALUES ({p},{p},{p},{p},{p},{p})",
+                (command.command_id, command.fingerprint, command.aggregate_id, command.version,
+                 json.dumps(command.result, separators=(",", ":")),
+                 command.recorded_at.isoformat()),
+            )
+        rows: list[RegistrationRow] = kwargs.get("registrations") or []
+        if rows:
+            curs.executemany(
+                f"INSERT INTO {self.t}ledger_registrations VALUES ({p},{p},{p},{p})",
+                [(r.registration_id, r.campaign_id, r.account_id, r.seller_id) for r in rows],
+            )
+        guard: tuple[str, int] | None = kwargs.get("guard")
+        if guard is not None:
+            curs.execute(
+                f"SELECT COUNT(*) AS n FROM {self.t}ledger_registrations WHERE campaign_id={p}",
+                (guard[0],),
+            )
+            found = curs.fetchone()["n"]
+            if found != guard[1]:
+                raise GuardFailed(f"campaign {guard[0]} has {found} registrations, not {guard[1]}")
+
+    # Reads -------------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        raise NotImplementedError
+
+    def find_command(self, command_id: str) -> CommandRow | None:
+        rows = self._query(
+            f"SELECT * FROM {self.t}ledger_commands WHERE command_id={self.p}", (command_id,)
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return CommandRow(
+            command_id=row["command_id"], fingerprint=row["fingerprint"],
+            aggregate_id=str(row["aggregate_id"]), version=row["version"],
+            result=json.loads(row["result"]), recorded_at=_as_datetime(row["recorded_at"]),
+        )
+
+    def registrations_of(self, campaign_id: str) -> list[str]:
+        rows = self._query(
+            f"SELECT registration_id FROM {self.t}ledger_registrations WHERE campaign_id={self.p} "
+            "ORDER BY registration_id",
+            (campaign_id,),
+        )
+        return [str(row["registration_id"]) for row in rows]
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+class LedgerSQLiteRecorder(LedgerRows, SQLiteApplicationRecorder):
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name)
+
+    def construct_create_table_statements(self) -> list[str]:
+        return super().construct_create_table_statements() + self.ledger_create_statements()
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Any, **kwargs: Any
+    ) -> Any:
+        # Our rows first: the first write takes SQLite's write lock, so the guard's count
+        # below is read under it.
+        self.write_ledger_rows(c, **kwargs)
+        return super()._insert_events(c, stored_events, **kwargs)
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            return list(c.fetchall())
+
+    def position_of(self, originator_id: str, version: int) -> int | None:
+        rows = self._query(
+            f"SELECT rowid AS position FROM {self.events_table_name} "
+            "WHERE originator_id=? AND originator_version=?",
+            (originator_id.replace("-", ""), version),
+        )
+        return int(rows[0]["position"]) if rows else None
+
+
+class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
+    p = "%s"
+    id_type = "uuid"
+    time_type = "timestamptz"
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.t = f'"{datastore.schema}".'
+        self.sql_create_statements.extend(SQL(s) for s in self.ledger_create_statements())
+
+    def _insert_events(self, curs: Any, stored_events: list[StoredEvent], **kwargs: Any) -> None:
+        if kwargs.get("command") or kwargs.get("registrations") or kwargs.get("guard"):
+            self._lock_table(curs)
+            self.write_ledger_rows(curs, **kwargs)
+
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(sql, params)
+            return list(curs.fetchall())
+
+    def position_of(self, originator_id: str, version: int) -> int | None:
+        rows = self._query(
+            f'SELECT notification_id AS position FROM {self.t}"{self.events_table_name}" '
+            "WHERE originator_id=%s AND originator_version=%s",
+            (originator_id, version),
+        )
+        return int(rows[0]["position"]) if rows else None
