@@ -78,7 +78,8 @@ def check_reachable(store: StoreUrl, timeout: float = 5.0) -> None:
         with psycopg.connect(store.conninfo(), connect_timeout=max(1, int(timeout))):
             pass
     except psycopg.OperationalError as e:
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = lines[0] if lines else type(e).__name__
         raise StoreUnavailable(
             f"cannot reach PostgreSQL at {store.host}:{store.port} (database {store.dbname!r}): "
             f"{reason}"

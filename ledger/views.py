@@ -1,0 +1,89 @@
+"""JSON shapes of the current state: `ledger show` and `ledger events` print these."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from ledger.aggregates.campaign import Campaign
+from ledger.aggregates.registration import Registration
+
+_BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "actor", "command_id",
+                "originator_topic"}
+
+
+def jsonable(value: Any) -> Any:
+    """Decimal → decimal string, datetime → ISO-8601, UUID → str, recursively."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def dumps(value: Any, *, indent: int | None = None) -> str:
+    return json.dumps(jsonable(value), indent=indent, ensure_ascii=False)
+
+
+def campaign_state(campaign: Campaign, now: datetime, registrations: int) -> dict[str, Any]:
+    return jsonable({
+        "campaign_id": campaign.campaign_id,
+        "name": campaign.name,
+        "kind": campaign.kind,
+        "review_mode": campaign.review_mode,
+        "status": campaign.status(now),
+        "registration_opens_at": campaign.registration_opens_at,
+        "registration_closes_at": campaign.registration_closes_at,
+        "starts_at": campaign.starts_at,
+        "ends_at": campaign.ends_at,
+        "requirements": campaign.requirements,
+        "levels": campaign.levels,
+        "allow_duplicates": campaign.allow_duplicates,
+        "max_sessions": campaign.max_sessions,
+        "expired_at": campaign.expired_at,
+        "registrations": registrations,
+        "version": campaign.version,
+    })
+
+
+def registration_state(reg: Registration) -> dict[str, Any]:
+    return jsonable({
+        "registration_id": reg.registration_id,
+        "campaign_id": reg.campaign_id,
+        "seller_id": reg.seller_id,
+        "account_id": reg.account_id,
+        "main_category": reg.main_category,
+        "level": reg.level,
+        "review_mode": reg.terms["review_mode"],
+        "status": reg.status(),
+        "profile": reg.profile,
+        "eligibility": reg.eligibility,
+        "sessions": [s.as_dict() for s in reg.sessions.values()],
+        "decisions": reg.decisions,
+        "performance_reports": len(reg.report_ids),
+        "submitted_at": reg.created_on,
+        "updated_at": reg.modified_on,
+        "version": reg.version,
+    })
+
+
+def event_record(event: Any) -> dict[str, Any]:
+    """One stored event: version, recorded time, type, actor, command_id, and its data."""
+    data = {k: v for k, v in vars(event).items() if k not in _BASE_FIELDS}
+    return jsonable({
+        "version": event.originator_version,
+        "recorded_at": event.timestamp,
+        "type": type(event).__name__,
+        "actor": event.actor,
+        "command_id": event.command_id,
+        "data": data,
+    })
