@@ -204,7 +204,8 @@ def perform(season: Season, plan: Plan, registered: dict[str, Seller]) -> None:
     for reg_id in registered:
         state = season.ledger.registration(reg_id)
         if state.is_manual:
-            windows = [(s.session_id, s.starts_at, s.ends_at) for s in state.sessions.values()
+            windows: list[tuple[str | None, datetime, datetime]] = [
+                (s.session_id, s.starts_at, s.ends_at) for s in state.sessions.values()
                        if s.status == "approved"]
         elif state.decision == "approved":
             windows = [(None, plan.day + timedelta(days=d), plan.day + timedelta(days=d + 1))

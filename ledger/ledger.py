@@ -10,7 +10,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
-from ledger.aggregates.base import Cause, campaign_uuid
+from ledger.aggregates.base import Cause, LedgerAggregate, campaign_uuid
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
 from ledger.clock import Clock, SystemClock
@@ -135,7 +135,7 @@ class Ledger:
     def _load(self, aggregate_id: UUID, kind: type[A], label: str, version: int | None) -> A:
         if version is None:
             return load(self.app, aggregate_id, kind, label)
-        aggregate = self.app.repository.get(aggregate_id, version=version)
+        aggregate: LedgerAggregate = self.app.repository.get(aggregate_id, version=version)
         if not isinstance(aggregate, kind):
             raise NotFound(f"{label} not found")
         return aggregate

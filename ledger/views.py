@@ -30,12 +30,16 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _object(value: dict[str, Any]) -> dict[str, Any]:
+    return {str(k): jsonable(v) for k, v in value.items()}
+
+
 def dumps(value: Any, *, indent: int | None = None) -> str:
     return json.dumps(jsonable(value), indent=indent, ensure_ascii=False)
 
 
 def campaign_state(campaign: Campaign, now: datetime, registrations: int) -> dict[str, Any]:
-    return jsonable({
+    return _object({
         "campaign_id": campaign.campaign_id,
         "name": campaign.name,
         "kind": campaign.kind,
@@ -56,7 +60,7 @@ def campaign_state(campaign: Campaign, now: datetime, registrations: int) -> dic
 
 
 def registration_state(reg: Registration) -> dict[str, Any]:
-    return jsonable({
+    return _object({
         "registration_id": reg.registration_id,
         "campaign_id": reg.campaign_id,
         "seller_id": reg.seller_id,
@@ -79,7 +83,7 @@ def registration_state(reg: Registration) -> dict[str, Any]:
 def event_record(event: Any) -> dict[str, Any]:
     """One stored event: version, recorded time, type, actor, command_id, and its data."""
     data = {k: v for k, v in vars(event).items() if k not in _BASE_FIELDS}
-    return jsonable({
+    return _object({
         "version": event.originator_version,
         "recorded_at": event.timestamp,
         "type": type(event).__name__,

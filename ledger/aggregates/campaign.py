@@ -109,7 +109,8 @@ class Campaign(LedgerAggregate):
 
     def expire(self, by: Cause) -> None:
         if self.expired_at is not None:
-            raise RuleBroken("invalid_transition", f"campaign {self.campaign_id} is already expired")
+            raise RuleBroken("invalid_transition",
+                             f"campaign {self.campaign_id} is already expired")
         if by.at < self.ends_at:
             raise RuleBroken(
                 "campaign_not_ended",

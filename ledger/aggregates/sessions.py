@@ -62,7 +62,8 @@ def check_new_sessions(
                 "session_outside_campaign",
                 f"session {starts_at.isoformat()}..{ends_at.isoformat()} is outside the "
                 f"campaign period {period[0].isoformat()}..{period[1].isoformat()}",
-                {"campaign_starts_at": period[0].isoformat(), "campaign_ends_at": period[1].isoformat()},
+                {"campaign_starts_at": period[0].isoformat(),
+                 "campaign_ends_at": period[1].isoformat()},
             )
         if starts_at < now:
             raise RuleBroken(

@@ -83,7 +83,7 @@ def load(
     app: LedgerApplication, aggregate_id: UUID, kind: type[A], label: str
 ) -> A:
     try:
-        aggregate = app.repository.get(aggregate_id)
+        aggregate: LedgerAggregate = app.repository.get(aggregate_id)
     except AggregateNotFoundError:
         raise NotFound(f"{label} not found") from None
     if not isinstance(aggregate, kind):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 from ledger.aggregates.base import registration_uuid
@@ -128,4 +128,4 @@ HANDLERS: dict[str, Handler] = {
 
 
 def handle(ctx: Context) -> Outcome:
-    return cast(Outcome, HANDLERS[ctx.command.name](ctx.command.payload, ctx))
+    return HANDLERS[ctx.command.name](ctx.command.payload, ctx)

@@ -52,7 +52,8 @@ def load_json(text: str | bytes) -> Any:
 
 def command_id_of(data: Any) -> str | None:
     if isinstance(data, dict) and isinstance(data.get("command_id"), str):
-        return data["command_id"][:128]
+        command_id: str = data["command_id"]
+        return command_id[:128]
     return None
 
 

@@ -8,7 +8,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+)
 
 Id = Annotated[
     str,
@@ -30,7 +37,9 @@ _MONEY = re.compile(r"^-?\d{1,18}(\.\d{1,6})?$")
 
 def _instant(value: Any) -> datetime:
     if not isinstance(value, str):
-        raise ValueError("must be an ISO-8601 time string with a zone, e.g. 2026-11-11T20:00:00+07:00")
+        raise ValueError(
+            "must be an ISO-8601 time string with a zone, e.g. 2026-11-11T20:00:00+07:00"
+        )
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

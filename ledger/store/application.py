@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, ClassVar
+from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Transcoding
@@ -29,7 +30,7 @@ class SessionAsDict(Transcoding):
         return Session(**data)
 
 
-class LedgerApplication(Application):
+class LedgerApplication(Application[UUID]):
     name = "Ledger"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Registration: SNAPSHOT_INTERVAL}
 

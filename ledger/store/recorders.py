@@ -16,6 +16,7 @@ locked in one order and two writers cannot deadlock.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -175,9 +176,13 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
         self.t = f'"{datastore.schema}".'
-        self.sql_create_statements.extend(SQL(s) for s in self.ledger_create_statements())
+        self.sql_create_statements.extend(
+            SQL(s).format() for s in self.ledger_create_statements()
+        )
 
-    def _insert_events(self, curs: Any, stored_events: list[StoredEvent], **kwargs: Any) -> None:
+    def _insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
         if kwargs.get("command") or kwargs.get("registrations") or kwargs.get("guard"):
             self._lock_table(curs)
             self.write_ledger_rows(curs, **kwargs)
