@@ -130,8 +130,8 @@ def send(settings: Settings, source: TextIO) -> None:
     """Execute commands: one JSON command, or JSON Lines (one per line).
 
     Reads SOURCE (a file, or - for standard input) and prints one JSON result per
-    command. Exit status: 0 all accepted, 1 any refused, 2 unusable input (a line that
-    is not JSON or not a valid command; its result says why).
+    command; a refusal also names its input `line`. Exit status: 0 all accepted, 1 any
+    refused, 2 unusable input (a line that is not JSON or not a valid command).
 
     \b
     Example:
@@ -141,8 +141,10 @@ def send(settings: Settings, source: TextIO) -> None:
     """
     ledger = settings.ledger()
     worst = 0
-    for _, document in _documents(source):
+    for line, document in _documents(source):
         result = ledger.send(document)
+        if not result["ok"]:
+            result = {**result, "line": line}
         click.echo(dumps(result))
         if not result["ok"]:
             unusable = result["error"]["code"] in ("invalid_json", "validation_error")
