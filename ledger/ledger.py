@@ -8,7 +8,7 @@ import time
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
 from ledger.aggregates.base import Cause, LedgerAggregate, campaign_uuid
 from ledger.aggregates.campaign import Campaign
@@ -18,12 +18,18 @@ from ledger.commands.context import A, Context, Outcome, load
 from ledger.commands.handlers import handle
 from ledger.commands.parse import Command, command_id_of, load_json, parse_command
 from ledger.commands.schemas import ROLES
-from ledger.errors import Conflict, Forbidden, LedgerError, NotFound
+from ledger.errors import Conflict, Forbidden, LedgerError, NotFound, StoreUnavailable
 from ledger.store.application import LedgerApplication, library_env
 from ledger.store.recorders import CommandRow
 from ledger.store.urls import DEFAULT_URL, check_reachable, parse_url
 
 MAX_ATTEMPTS = 100
+MAX_OUTAGE_RETRIES = 5
+
+
+def first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def refused(command_id: str | None, error: LedgerError) -> dict[str, Any]:
@@ -72,23 +78,35 @@ class Ledger:
 
     def _execute(self, command: Command) -> dict[str, Any]:
         fingerprint = command.fingerprint()
+        outages = 0
         for attempt in range(MAX_ATTEMPTS):
-            replay = self._replay(command, fingerprint)
-            if replay is not None:
-                return replay
-            cause = Cause(actor={"id": command.actor.id, "role": command.actor.role},
-                          command_id=command.command_id, at=self.clock.now())
             try:
-                outcome = handle(Context(self.app, command, cause))
-            except LedgerError as e:
-                return refused(command.command_id, e)
-            try:
-                return self._save(command, fingerprint, outcome)
+                return self._attempt(command, fingerprint)
             except IntegrityError:
                 # Another writer got there first: run again on fresh state (or replay it).
                 time.sleep(min(0.2, 0.002 * (attempt + 1)) * random.random())
+            except (OperationalError, InterfaceError) as e:
+                # Safe to run again: if the lost write did commit, its command row replays.
+                outages += 1
+                if outages > MAX_OUTAGE_RETRIES:
+                    raise StoreUnavailable(
+                        f"the store is unavailable ({first_line(e)}); sending the same "
+                        "command_id again later is safe") from None
+                time.sleep(0.25 * outages)
         return refused(command.command_id, Conflict(
             f"gave up after {MAX_ATTEMPTS} attempts: too many concurrent writers", {}))
+
+    def _attempt(self, command: Command, fingerprint: str) -> dict[str, Any]:
+        replay = self._replay(command, fingerprint)
+        if replay is not None:
+            return replay
+        cause = Cause(actor={"id": command.actor.id, "role": command.actor.role},
+                      command_id=command.command_id, at=self.clock.now())
+        try:
+            outcome = handle(Context(self.app, command, cause))
+        except LedgerError as e:
+            return refused(command.command_id, e)
+        return self._save(command, fingerprint, outcome)
 
     def _replay(self, command: Command, fingerprint: str) -> dict[str, Any] | None:
         stored = self.app.store.find_command(command.command_id)

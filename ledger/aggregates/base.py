@@ -36,12 +36,21 @@ class Cause:
         return {"actor": self.actor, "command_id": self.command_id, "timestamp": self.at}
 
 
+_BASE_FIELDS = frozenset({"originator_id", "originator_version", "originator_topic",
+                          "timestamp", "actor", "command_id"})
+
+
 class LedgerCreated(AggregateCreated):
-    """First event of a ledger aggregate."""
+    """First event of a ledger aggregate: its own fields become the aggregate's state."""
 
     class_version = 1
     actor: ActorDict
     command_id: str
+
+    def apply(self, aggregate: Any) -> None:
+        for name, value in vars(self).items():
+            if name not in _BASE_FIELDS:
+                setattr(aggregate, name, value)
 
 
 class LedgerEvent(AggregateEvent):

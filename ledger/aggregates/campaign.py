@@ -24,18 +24,7 @@ class CampaignCreated(LedgerCreated):
     max_sessions: int
 
     def apply(self, campaign: Campaign) -> None:
-        campaign.campaign_id = self.campaign_id
-        campaign.name = self.name
-        campaign.kind = self.kind
-        campaign.review_mode = self.review_mode
-        campaign.registration_opens_at = self.registration_opens_at
-        campaign.registration_closes_at = self.registration_closes_at
-        campaign.starts_at = self.starts_at
-        campaign.ends_at = self.ends_at
-        campaign.requirements = dict(self.requirements)
-        campaign.levels = [dict(level) for level in self.levels]
-        campaign.allow_duplicates = self.allow_duplicates
-        campaign.max_sessions = self.max_sessions
+        super().apply(campaign)
         campaign.expired_at = None
 
 

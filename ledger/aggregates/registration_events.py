@@ -27,15 +27,7 @@ class Registered(LedgerCreated):
     terms: dict[str, Any]
 
     def apply(self, reg: Registration) -> None:
-        reg.registration_id = self.registration_id
-        reg.campaign_id = self.campaign_id
-        reg.seller_id = self.seller_id
-        reg.account_id = self.account_id
-        reg.main_category = self.main_category
-        reg.level = self.level
-        reg.profile = dict(self.profile)
-        reg.eligibility = [dict(c) for c in self.eligibility]
-        reg.terms = dict(self.terms)
+        super().apply(reg)
         reg.sessions = {}
         reg.decision = None
         reg.expired = False
