@@ -12,7 +12,7 @@ from typing import Any, TextIO, TypeVar
 import click
 
 from ledger.clock import Clock, FixedClock, SystemClock, parse_instant
-from ledger.errors import LedgerError, StoreUnavailable
+from ledger.errors import LedgerError, StoreUnavailable, first_line
 from ledger.ledger import Ledger
 from ledger.store.urls import DEFAULT_URL
 from ledger.views import campaign_state, dumps, event_record, registration_state
@@ -58,7 +58,7 @@ def friendly_errors(func: F) -> F:
         except Exception as e:
             if os.environ.get("LEDGER_DEBUG"):
                 raise
-            click.echo(f"Error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+            click.echo(f"Error: {type(e).__name__}: {first_line(e)} "
                        "(set LEDGER_DEBUG=1 for the traceback)", err=True)
             sys.exit(3)
 

@@ -89,5 +89,11 @@ class RuleBroken(LedgerError):
         return {"code": self.rule_code, "message": self.message, "details": self.details}
 
 
+def first_line(error: BaseException) -> str:
+    """An exception as one line, for messages that must not become tracebacks."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 class StoreUnavailable(Exception):
     """The event store cannot be reached or opened (a one-line message names it)."""

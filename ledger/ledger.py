@@ -18,18 +18,13 @@ from ledger.commands.context import A, Context, Outcome, load
 from ledger.commands.handlers import handle
 from ledger.commands.parse import Command, command_id_of, load_json, parse_command
 from ledger.commands.schemas import ROLES
-from ledger.errors import Conflict, Forbidden, LedgerError, NotFound, StoreUnavailable
+from ledger.errors import Conflict, Forbidden, LedgerError, NotFound, StoreUnavailable, first_line
 from ledger.store.application import LedgerApplication, library_env
 from ledger.store.recorders import CommandRow
 from ledger.store.urls import DEFAULT_URL, check_reachable, parse_url
 
 MAX_ATTEMPTS = 100
 MAX_OUTAGE_RETRIES = 5
-
-
-def first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def refused(command_id: str | None, error: LedgerError) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
 
-from ledger.errors import StoreUnavailable
+from ledger.errors import StoreUnavailable, first_line
 
 DEFAULT_URL = "sqlite:///ledger.db"
 
@@ -78,9 +78,7 @@ def check_reachable(store: StoreUrl, timeout: float = 5.0) -> None:
         with psycopg.connect(store.conninfo(), connect_timeout=max(1, int(timeout))):
             pass
     except psycopg.OperationalError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        reason = lines[0] if lines else type(e).__name__
         raise StoreUnavailable(
             f"cannot reach PostgreSQL at {store.host}:{store.port} (database {store.dbname!r}): "
-            f"{reason}"
+            f"{first_line(e)}"
         ) from None
