@@ -19,7 +19,7 @@ from ledger.commands.handlers import handle
 from ledger.commands.parse import Command, command_id_of, load_json, parse_command
 from ledger.commands.schemas import ROLES
 from ledger.errors import Conflict, Forbidden, LedgerError, NotFound, StoreUnavailable, first_line
-from ledger.store.application import LedgerApplication, library_env
+from ledger.store.application import LedgerApplication, open_application
 from ledger.store.recorders import CommandRow
 from ledger.store.urls import DEFAULT_URL, check_reachable, parse_url
 
@@ -43,7 +43,7 @@ class Ledger:
         """Open (and on first use create) the store at `url` (default sqlite:///ledger.db)."""
         store = parse_url(url or DEFAULT_URL)
         check_reachable(store)
-        app = LedgerApplication(env=library_env(store, pool_size=pool_size))
+        app = open_application(store, pool_size=pool_size)
         return cls(app, clock or SystemClock(), store.display)
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from uuid import UUID
 
+import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
@@ -15,6 +16,7 @@ from ledger.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
 from ledger.store.urls import StoreUrl
 
 SNAPSHOT_INTERVAL = 50
+DDL_LOCK_KEY = 0x1ED6E5  # advisory lock held while creating tables
 
 
 class SessionAsDict(Transcoding):
@@ -43,6 +45,23 @@ class LedgerApplication(Application[UUID]):
         recorder = self.recorder
         assert isinstance(recorder, LedgerSQLiteRecorder | LedgerPostgresRecorder)
         return recorder
+
+
+def open_application(store: StoreUrl, *, pool_size: int = 5) -> LedgerApplication:
+    """Construct the application; its tables are created on first use.
+
+    On PostgreSQL, `CREATE TABLE IF NOT EXISTS` run by two processes at once can fail
+    (a unique violation in the catalog), so construction holds an advisory lock.
+    """
+    env = library_env(store, pool_size=pool_size)
+    if store.backend != "postgres":
+        return LedgerApplication(env=env)
+    with psycopg.connect(store.conninfo(), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
+        try:
+            return LedgerApplication(env=env)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
 
 
 def library_env(store: StoreUrl, *, pool_size: int = 5) -> dict[str, str]:
