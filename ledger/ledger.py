@@ -10,7 +10,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
-from ledger.aggregates.base import Cause, LedgerAggregate, campaign_uuid
+from ledger.aggregates.base import Cause, campaign_uuid
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
 from ledger.clock import Clock, SystemClock
@@ -92,16 +92,22 @@ class Ledger:
             f"gave up after {MAX_ATTEMPTS} attempts: too many concurrent writers", {}))
 
     def _attempt(self, command: Command, fingerprint: str) -> dict[str, Any]:
-        replay = self._replay(command, fingerprint)
-        if replay is not None:
-            return replay
+        # No look-up of command_id first: the command row is written in the same
+        # transaction as the events, so a copy of an earlier command cannot commit; it
+        # fails (IntegrityError) or is refused, and only then do we look for a replay.
         cause = Cause(actor={"id": command.actor.id, "role": command.actor.role},
                       command_id=command.command_id, at=self.clock.now())
         try:
             outcome = handle(Context(self.app, command, cause))
         except LedgerError as e:
-            return refused(command.command_id, e)
-        return self._save(command, fingerprint, outcome)
+            return self._replay(command, fingerprint) or refused(command.command_id, e)
+        try:
+            return self._save(command, fingerprint, outcome)
+        except IntegrityError:
+            replay = self._replay(command, fingerprint)
+            if replay is None:
+                raise
+            return replay
 
     def _replay(self, command: Command, fingerprint: str) -> dict[str, Any] | None:
         stored = self.app.store.find_command(command.command_id)
@@ -146,12 +152,7 @@ class Ledger:
         return self._load(reg_uuid, Registration, f"registration {registration_id!r}", version)
 
     def _load(self, aggregate_id: UUID, kind: type[A], label: str, version: int | None) -> A:
-        if version is None:
-            return load(self.app, aggregate_id, kind, label)
-        aggregate: LedgerAggregate = self.app.repository.get(aggregate_id, version=version)
-        if not isinstance(aggregate, kind):
-            raise NotFound(f"{label} not found")
-        return aggregate
+        return load(self.app, aggregate_id, kind, label, version)
 
     def resolve(self, public_id: str) -> UUID:
         """A registration id (UUID) or a campaign id (slug) → the aggregate's UUID."""

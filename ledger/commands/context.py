@@ -31,7 +31,9 @@ class Outcome:
 
     @property
     def aggregates(self) -> list[LedgerAggregate]:
-        return [self.main, *self.others]
+        # The main aggregate's events are stored last, so the position of its last event
+        # (which a replay can look up) is the position of the whole command.
+        return [*self.others, self.main]
 
     def event_names(self) -> list[str]:
         return [type(e).__name__ for agg in self.aggregates for e in agg.pending_events]
@@ -80,10 +82,11 @@ class Context:
 
 
 def load(
-    app: LedgerApplication, aggregate_id: UUID, kind: type[A], label: str
+    app: LedgerApplication, aggregate_id: UUID, kind: type[A], label: str,
+    version: int | None = None,
 ) -> A:
     try:
-        aggregate: LedgerAggregate = app.repository.get(aggregate_id)
+        aggregate: LedgerAggregate = app.get(aggregate_id, version)
     except AggregateNotFoundError:
         raise NotFound(f"{label} not found") from None
     if not isinstance(aggregate, kind):

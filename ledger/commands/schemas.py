@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from ledger.commands.types import (
     Category,
@@ -72,7 +72,7 @@ class CreateCampaign(Model):
     requirements: Requirements = Requirements()
     levels: list[LevelOffer] = Field(default_factory=list, max_length=50)
     allow_duplicates: Flag = False
-    max_sessions: Count = Field(default=100, ge=1, le=1000)
+    max_sessions: Annotated[StrictInt, Field(ge=1, le=1000)] = 100
 
     @model_validator(mode="after")
     def windows_are_ordered(self) -> CreateCampaign:
