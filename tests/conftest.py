@@ -121,3 +121,9 @@ def approved_registration(world: World, registration: str) -> str:
 def auto_registration(world: World, auto_campaign: str) -> str:
     """An auto registration the system approved."""
     return world.register(register_auto(auto_campaign))
+
+
+@pytest.fixture
+def scene(world: World, manual_campaign: str, auto_campaign: str, registration: str) -> str:
+    """Both campaigns exist, and a manual registration has s1, s2 under review."""
+    return registration

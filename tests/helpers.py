@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -16,6 +17,7 @@ from psycopg import sql
 from ledger import FixedClock, Ledger
 
 Json = dict[str, Any]
+Build = Callable[[str], Json]  # registration id -> command
 
 # The timeline of the realistic campaigns (registration window, then the LIVE period).
 BANGKOK = timezone(timedelta(hours=7))
@@ -66,6 +68,16 @@ def command(name: str, actor: Json, payload: Json, *, expected_version: int | No
         "expected_version": expected_version,
         "payload": payload,
     }
+
+
+def with_payload(cmd: Json, **fields: Any) -> Json:
+    cmd["payload"].update(fields)
+    return cmd
+
+
+def with_envelope(cmd: Json, **fields: Any) -> Json:
+    cmd.update(fields)
+    return cmd
 
 
 def _some(**fields: Any) -> Json:
