@@ -264,13 +264,13 @@ class World:
     def dump(self) -> Dump:
         return dump_store(self.url)
 
-    def accept(self, cmd: Json | str) -> Json:
+    def accept(self, cmd: Json | str | bytes) -> Json:
         result = self.ledger.send(cmd)
         assert result["ok"] is True, result
         assert result["replayed"] is False, result
         return result
 
-    def refuse(self, cmd: Json | str, code: str) -> Json:
+    def refuse(self, cmd: Json | str | bytes, code: str) -> Json:
         """Send `cmd`, expect refusal with `code`, and that the store is exactly as it was."""
         before = dump_store(self.url)
         result = self.ledger.send(cmd)

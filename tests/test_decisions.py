@@ -136,9 +136,14 @@ def test_expire_campaign_expires_registrations_with_open_sessions_and_leaves_clo
     withdrawn = world.register(register(account_id="shop-withdrawn"))
     world.accept(withdraw(withdrawn))
     world.at(ENDS)
-    result = world.accept(expire_campaign(manual_campaign))
+    cmd = expire_campaign(manual_campaign)
+    result = world.accept(cmd)
     assert result["events"] == ["Expired", "Expired", "Expired"]
     assert result["aggregate_id"] == manual_campaign
+    for public_id, actor in [(manual_campaign, OPERATOR), (pending, SYSTEM), (approved, SYSTEM)]:
+        expired = world.ledger.events_of(public_id)[-1]
+        assert (expired.actor, expired.command_id, expired.timestamp) == (
+            actor, cmd["command_id"], ENDS)
     statuses = {r: world.ledger.registration(r).status()
                 for r in (pending, approved, rejected, withdrawn)}
     assert statuses == {pending: "expired", approved: "expired",

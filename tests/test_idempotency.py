@@ -100,6 +100,21 @@ def test_a_replay_ignores_the_clock_and_later_changes(world: World, scene: str) 
     assert again["version"] == 4
 
 
+@pytest.mark.parametrize("build", [
+    lambda r: approve(r), lambda r: reject(r), lambda r: withdraw(r),
+], ids=["approve all", "reject all", "withdraw all"])
+def test_a_replay_is_not_run_again_even_where_it_would_now_do_more(
+    world: World, registration: str, build: Callable[[str], Json]
+) -> None:
+    cmd = build(registration)
+    first = world.accept(cmd)
+    world.accept(add_session(registration, slot(30)))  # s3, under review
+    before = world.dump()
+    assert world.ledger.send(cmd) == {**first, "replayed": True}
+    assert world.dump() == before
+    assert world.session_statuses(registration)["s3"] == "under_review"
+
+
 def test_a_replay_of_register_is_not_already_registered(world: World, manual_campaign: str) -> None:
     cmd = register()
     first = world.accept(cmd)

@@ -59,7 +59,7 @@ from tests.helpers import (
 def test_text_that_is_not_json_is_refused_as_invalid_json_without_a_command_id(
     world: World, scene: str, text: str | bytes
 ) -> None:
-    result = world.refuse(text, "invalid_json")  # type: ignore[arg-type]
+    result = world.refuse(text, "invalid_json")
     assert result["command_id"] is None
 
 
@@ -227,7 +227,7 @@ NOT_FOUND: dict[str, Build] = {
     "withdraw an unknown session": lambda r: withdraw(r, ["s9"]),
     "expire an unknown campaign": lambda r: expire_campaign("no-such-campaign"),
     "record performance of an unknown registration": lambda r: record_performance(str(uuid4())),
-    "a campaign id used as a registration id": lambda r: approve(
+    "the nil uuid as a registration id": lambda r: approve(
         "00000000-0000-0000-0000-000000000000"),
 }
 

@@ -132,6 +132,15 @@ def _nothing_withdrawable(world: World, reg: str) -> Json:
     return withdraw(reg)
 
 
+def _report_after(decide: Build | None) -> Callable[[World, str], Json]:
+    def setup(world: World, reg: str) -> Json:
+        if decide is not None:
+            world.accept(decide(reg))
+        world.at(STARTS + hours(3))
+        return record_performance(reg)
+    return setup
+
+
 def _expired_session(world: World, reg: str) -> Json:
     world.at(ENDS)
     world.accept(expire_campaign())
@@ -152,10 +161,8 @@ TRANSITIONS: dict[str, Callable[[World, str], Json]] = {
     "withdraw an approved session after it started": _started,
     "withdraw all when the only open session has started": _nothing_withdrawable,
     "approve an expired session": _expired_session,
-    "record performance of a never approved registration": lambda w, r: (
-        w.at(STARTS + hours(3)), record_performance(r))[1],
-    "record performance of a rejected registration": _reject_all_then(
-        lambda r: record_performance(r, period=(STARTS, STARTS + hours(1)))),
+    "record performance of a never approved registration": _report_after(None),
+    "record performance of a rejected registration": _report_after(lambda r: reject(r)),
 }
 
 
@@ -163,10 +170,7 @@ TRANSITIONS: dict[str, Callable[[World, str], Json]] = {
 def test_a_move_the_status_does_not_allow_is_refused_with_invalid_transition(
     world: World, scene: str, setup: Callable[[World, str], Json]
 ) -> None:
-    cmd = setup(world, scene)
-    if cmd["command"] == "record_performance" and world.clock.now() < STARTS + hours(1):
-        world.at(STARTS + hours(3))
-    world.refuse(cmd, "invalid_transition")
+    world.refuse(setup(world, scene), "invalid_transition")
 
 
 AUTO_TRANSITIONS: dict[str, tuple[datetime, Build]] = {

@@ -35,7 +35,7 @@ ADD: dict[str, Send] = {
 }
 
 
-@pytest.fixture(params=ADD.values(), ids=ADD.keys())
+@pytest.fixture(params=list(ADD.values()), ids=list(ADD))
 def send(request: pytest.FixtureRequest) -> Send:
     """Both ways of adding a session to a registration follow the same rules."""
     result: Send = request.param

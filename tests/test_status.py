@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from ledger import Ledger
 from tests.helpers import (
     AUTO,
     ENDS,
@@ -74,8 +75,6 @@ def test_a_manual_registration_status_follows_its_sessions_in_order(
 
 def test_a_reloaded_ledger_derives_the_same_status(world: World, registration: str) -> None:
     play(world, registration, [("approve", ["s1"]), ("reject", ["s2"])])
-    from ledger import Ledger
-
     with Ledger.open(world.url, clock=world.clock, pool_size=1) as again:
         reg = again.registration(registration)
         assert reg.status() == "approved"
