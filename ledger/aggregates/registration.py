@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -55,16 +55,8 @@ class Registration(LedgerAggregate):
         return [c for c in self.eligibility if not c["passed"]]
 
     def status(self) -> str:
-        """DOMAIN.md's derived status, in its order."""
-        if self.expired:
-            return "expired"
-        if not self.is_manual:
-            return self.decision or "under_review"
-        statuses = {s.status for s in self.sessions.values()}
-        for status in ("under_review", "approved", "rejected"):
-            if status in statuses:
-                return status
-        return "withdrawn"
+        return derive_status(self.is_manual, [s.status for s in self.sessions.values()],
+                             self.decision, self.expired)
 
     def is_open(self) -> bool:
         """Would `expire_campaign` expire it?"""
@@ -245,6 +237,20 @@ class Registration(LedgerAggregate):
             raise ValidationFailed.field("period_end", "must not be in the future")
         self.record(PerformanceRecorded, by, **report)
         return True
+
+
+def derive_status(manual: bool, session_statuses: Iterable[str], decision: str | None,
+                  expired: bool) -> str:
+    """DOMAIN.md's derived registration status, in its order (read models use it too)."""
+    if expired:
+        return "expired"
+    if not manual:
+        return decision or "under_review"
+    statuses = set(session_statuses)
+    for status in ("under_review", "approved", "rejected"):
+        if status in statuses:
+            return status
+    return "withdrawn"
 
 
 def evaluate_eligibility(

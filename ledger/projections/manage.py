@@ -1,0 +1,113 @@
+"""Manage Campaign: a row per registration for the seller's page, and the campaigns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.aggregates import campaign as c
+from ledger.aggregates import registration_events as r
+from ledger.aggregates.registration import derive_status
+from ledger.projections.base import ReadModel, aggregate_id, handles
+from ledger.projections.tables import Table
+
+REGISTRATIONS = Table("manage_registrations", ("aggregate_id",), {
+    "aggregate_id": "text", "registration_id": "text", "seller_id": "text",
+    "account_id": "text", "campaign_id": "text", "campaign_name": "text", "kind": "text",
+    "review_mode": "text", "campaign_starts_at": "time", "campaign_ends_at": "time",
+    "allow_duplicates": "int", "main_category": "text", "level": "text", "status": "text",
+    "sessions": "json", "decision": "text", "expired": "int", "submitted_at": "time",
+    "decided_at": "time", "last_decision": "text", "last_reasons": "json", "last_note": "text",
+    "updated_at": "time", "version": "int"})
+CAMPAIGNS = Table("manage_campaigns", ("aggregate_id",), {
+    "aggregate_id": "text", "campaign_id": "text", "name": "text", "kind": "text",
+    "review_mode": "text", "registration_opens_at": "time", "registration_closes_at": "time",
+    "starts_at": "time", "ends_at": "time", "allow_duplicates": "int", "max_sessions": "int",
+    "requirements": "json", "levels": "json", "expired_at": "time"})
+
+
+class ManageCampaign(ReadModel):
+    name = "manage_campaign"
+    description = "a row per registration (the seller's Manage Campaign page) and campaigns"
+    tables = (REGISTRATIONS, CAMPAIGNS)
+    state_tables = (REGISTRATIONS, CAMPAIGNS)
+
+    @handles(c.CampaignCreated)
+    def on_campaign_created(self, e: c.CampaignCreated) -> None:
+        self.batch.put(CAMPAIGNS, {
+            "aggregate_id": aggregate_id(e), "campaign_id": e.campaign_id, "name": e.name,
+            "kind": e.kind, "review_mode": e.review_mode,
+            "registration_opens_at": e.registration_opens_at,
+            "registration_closes_at": e.registration_closes_at, "starts_at": e.starts_at,
+            "ends_at": e.ends_at, "allow_duplicates": int(e.allow_duplicates),
+            "max_sessions": e.max_sessions, "requirements": e.requirements, "levels": e.levels,
+            "expired_at": None})
+
+    @handles(c.Expired)
+    def on_campaign_expired(self, e: c.Expired) -> None:
+        row = self.batch.get(CAMPAIGNS, aggregate_id(e))
+        if row is not None:
+            row["expired_at"] = e.timestamp
+
+    @handles(r.Registered)
+    def on_registered(self, e: r.Registered) -> None:
+        terms = e.terms
+        self.batch.put(REGISTRATIONS, {
+            "aggregate_id": aggregate_id(e), "registration_id": e.registration_id,
+            "seller_id": e.seller_id, "account_id": e.account_id, "campaign_id": e.campaign_id,
+            "campaign_name": terms["name"], "kind": terms["kind"],
+            "review_mode": terms["review_mode"], "campaign_starts_at": terms["starts_at"],
+            "campaign_ends_at": terms["ends_at"],
+            "allow_duplicates": int(terms["allow_duplicates"]),
+            "main_category": e.main_category, "level": e.level, "status": "under_review",
+            "sessions": [], "decision": None, "expired": 0, "submitted_at": e.timestamp,
+            "decided_at": None, "last_decision": None, "last_reasons": None, "last_note": None,
+            "updated_at": e.timestamp, "version": e.originator_version})
+
+    @handles(r.SessionAdded)
+    def on_session_added(self, e: r.SessionAdded) -> None:
+        self._add_session(e, None)
+
+    @handles(r.Duplicated)
+    def on_duplicated(self, e: r.Duplicated) -> None:
+        self._add_session(e, e.duplicated_from)
+
+    def _add_session(self, e: Any, duplicated_from: str | None) -> None:
+        row = self._row(e)
+        if row is not None:
+            row["sessions"] = [*row["sessions"], {
+                "session_id": e.session_id, "starts_at": e.starts_at.isoformat(),
+                "ends_at": e.ends_at.isoformat(), "status": "under_review",
+                "duplicated_from": duplicated_from}]
+            self._restatus(row)
+
+    @handles(r.Decision)
+    def on_decision(self, e: r.Decision) -> None:
+        row = self._row(e)
+        if row is None:
+            return
+        chosen = set(e.session_ids)
+        row["sessions"] = [{**s, "status": e.new_status} if s["session_id"] in chosen else s
+                           for s in row["sessions"]]
+        if row["review_mode"] != "manual" and not e.session_ids:
+            row["decision"] = e.new_status
+        if isinstance(e, r.Expired):
+            row["expired"] = 1
+        if isinstance(e, r.Approved | r.Rejected):
+            row["decided_at"] = e.timestamp
+            row["last_decision"] = e.new_status
+            row["last_reasons"] = list(getattr(e, "reasons", []) or [])
+            row["last_note"] = e.note
+        self._restatus(row)
+
+    def _row(self, e: Any) -> dict[str, Any] | None:
+        row = self.batch.get(REGISTRATIONS, aggregate_id(e))
+        if row is not None:
+            row["updated_at"] = e.timestamp
+            row["version"] = e.originator_version
+        return row
+
+    @staticmethod
+    def _restatus(row: dict[str, Any]) -> None:
+        row["status"] = derive_status(row["review_mode"] == "manual",
+                                      [s["status"] for s in row["sessions"]],
+                                      row["decision"], bool(row["expired"]))

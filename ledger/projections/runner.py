@@ -1,0 +1,167 @@
+"""Catch up, follow and rebuild read models from the application's notification log.
+
+One page of notifications is read and decoded once, then each read model applies the
+events past its own position to an in-memory batch and writes the batch with its new
+position in one transaction (one tracking record per page, not per event).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.utils import resolve_topic
+
+from ledger.projections.base import ReadModel
+from ledger.projections.tables import Batch
+from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
+from ledger.store.application import LedgerApplication
+
+PAGE = 1000
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Decoded:
+    position: int
+    event: Any | None  # None: a topic this version of the ledger does not know
+    topic: str
+    originator_id: str
+
+
+def make_view(app: LedgerApplication) -> ViewMixin:
+    recorder_class = PostgresView if app.factory.__class__.__module__.endswith(
+        "postgres") else SQLiteView
+    view = app.factory.tracking_recorder(recorder_class)
+    assert isinstance(view, ViewMixin)
+    return view
+
+
+class Projector:
+    """Runs the read models over one application's store."""
+
+    def __init__(self, app: LedgerApplication, model_classes: Sequence[type[ReadModel]],
+                 page: int = PAGE) -> None:
+        self.app = app
+        self.view = make_view(app)
+        self.models = [cls(self.view) for cls in model_classes]
+        self.page = page
+        self._topics: dict[str, bool] = {}
+        for model in self.models:
+            self.view.create_tables(model.tables)
+
+    def head(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+    def model(self, name: str) -> ReadModel:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
+    # Catch up ---------------------------------------------------------------------------------
+
+    def catch_up(self, names: Sequence[str] | None = None, *, shadow: bool = False,
+                 until: int | None = None, progress: Progress | None = None) -> int:
+        """Apply everything recorded up to `until` (default: the head now); events done."""
+        models = [m for m in self.models if names is None or m.name in names]
+        positions = {m.name: self.view.position(m.name, shadow=shadow) for m in models}
+        stop = self.head() if until is None else until
+        start = min(positions.values(), default=stop)
+        done = 0
+        while start < stop:
+            notifications = self.app.recorder.select_notifications(
+                start, self.page, stop=stop, inclusive_of_start=False)
+            if not notifications:
+                break
+            page = [self._decode(n) for n in notifications]
+            for model in models:
+                if positions[model.name] < page[-1].position:
+                    self._apply(model, page, positions[model.name], shadow)
+                    positions[model.name] = page[-1].position
+            start = page[-1].position
+            done += len(page)
+            if progress is not None:
+                progress(start, stop)
+        return done
+
+    def _decode(self, notification: Any) -> Decoded:
+        known = self._topics.get(notification.topic)
+        if known is None:
+            try:
+                resolve_topic(notification.topic)
+                known = True
+            except Exception:  # a topic written by a newer version of the ledger
+                known = False
+            self._topics[notification.topic] = known
+        event = self.app.mapper.to_domain_event(notification) if known else None
+        return Decoded(notification.id, event, notification.topic,
+                       str(notification.originator_id))
+
+    def _apply(self, model: ReadModel, page: list[Decoded], after: int, shadow: bool) -> None:
+        fresh = [d for d in page if d.position > after]
+        model.batch = Batch()
+        ids = sorted({d.originator_id for d in fresh if d.event is not None})
+        self.view.prefetch(model.state_tables, ids, model.batch, shadow=shadow)
+        skipped: dict[str, int] = {}
+        applied = 0
+        for item in fresh:
+            if item.event is None:
+                skipped[item.topic] = skipped.get(item.topic, 0) + 1
+                continue
+            model.process_event(item.event, Tracking(self.app.name, item.position))
+            applied += 1
+        self.view.flush(model.name, model.table_map, model.batch, page[-1].position, applied,
+                        skipped, shadow=shadow)
+
+    # Follow and rebuild -----------------------------------------------------------------------
+
+    def run(self, names: Sequence[str] | None = None, *, interval: float = 0.2,
+            should_stop: Callable[[], bool] = lambda: False,
+            on_advance: Callable[[int], None] | None = None) -> None:
+        """Keep catching up until `should_stop()`; polling keeps SQLite and PostgreSQL alike."""
+        while not should_stop():
+            if self.catch_up(names) and on_advance is not None:
+                on_advance(self.head())
+            else:
+                time.sleep(interval)
+
+    def rebuild(self, names: Sequence[str] | None = None, *, restart: bool = False,
+                progress: Progress | None = None) -> int:
+        """Build into shadow tables from the first event (or where an interrupted rebuild
+        stopped), then swap them in atomically; readers see the old tables until then."""
+        models = [m for m in self.models if names is None or m.name in names]
+        for model in models:
+            if restart:
+                self.view.reset_shadow(model.name, model.tables)
+            self.view.create_tables(model.tables, shadow=True)
+        done = 0
+        while True:
+            target = self.head()
+            done += self.catch_up([m.name for m in models], shadow=True, until=target,
+                                  progress=progress)
+            if all(self.view.position(m.name, shadow=True) >= target for m in models):
+                break
+        for model in models:
+            self.view.swap(model.name, model.tables)
+        return done
+
+    def status(self) -> list[dict[str, Any]]:
+        head = self.head()
+        rows = {row["name"]: row for row in self.view.status_rows()}
+        report = []
+        for model in self.models:
+            row = rows.get(model.name, {})
+            position = self.view.position(model.name)
+            report.append({
+                "name": model.name, "position": position, "head": head,
+                "lag": head - position, "last_advanced_at": row.get("last_advanced_at"),
+                "events_applied": row.get("events_applied", 0),
+                "skipped_unknown": row.get("skipped") or {},
+                "rebuilt_at": row.get("rebuilt_at"),
+                "rebuild_in_progress": f"{model.name}/rebuild" in rows,
+            })
+        return report

@@ -1,0 +1,210 @@
+"""The view: a TrackingRecorder of the library that also writes read-model tables.
+
+Every read model shares one recorder per database. A read model's tracking key is
+`Ledger/<name>` (its shadow, while rebuilding: `Ledger/<name>/rebuild`), so several read
+models can follow the same store, each at its own position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+
+from ledger.projections.tables import Batch, Dialect, Table, chunks
+
+STATUS = Table("projection_status", ("name",), {
+    "name": "text", "position": "int", "last_advanced_at": "time", "events_applied": "int",
+    "skipped": "json", "rebuilt_at": "time"})
+
+
+def physical(table: Table, shadow: bool) -> str:
+    return f"rm_{table.name}__new" if shadow else f"rm_{table.name}"
+
+
+def tracking_key(name: str, shadow: bool) -> str:
+    return f"Ledger/{name}/rebuild" if shadow else f"Ledger/{name}"
+
+
+class ViewMixin:
+    """Read-model writes that are the same on both backends; `dialect` says the rest."""
+
+    dialect: Dialect
+
+    @contextmanager
+    def _txn(self) -> Iterator[Any]:
+        raise NotImplementedError
+        yield
+
+    if TYPE_CHECKING:  # provided by the library's tracking recorders
+        def _insert_tracking(self, c: Any, tracking: Tracking) -> None: ...
+
+    # Tables ------------------------------------------------------------------------------
+
+    def create_tables(self, tables: Sequence[Table], *, shadow: bool = False) -> None:
+        with self._txn() as c:
+            for table in [*tables, STATUS]:
+                c.execute(self.dialect.create(table, physical(table, shadow and table
+                                                              is not STATUS)))
+
+    def drop_tables(self, tables: Sequence[Table], *, shadow: bool) -> None:
+        with self._txn() as c:
+            for table in tables:
+                c.execute(f"DROP TABLE IF EXISTS {self.dialect.q(physical(table, shadow))}")
+
+    def position(self, name: str, *, shadow: bool = False) -> int:
+        with self._txn() as c:
+            c.execute(f"SELECT notification_id FROM {self._tracking_table()} "
+                      f"WHERE application_name = {self.dialect.p}", (tracking_key(name, shadow),))
+            row = c.fetchone()
+        return int(row[0] if not isinstance(row, dict) else row["notification_id"]) if row else 0
+
+    def _tracking_table(self) -> str:
+        raise NotImplementedError
+
+    # Reading and writing a page ------------------------------------------------------------
+
+    def prefetch(self, tables: Sequence[Table], ids: Sequence[str], batch: Batch,
+                 *, shadow: bool) -> None:
+        """Load the state rows of these aggregates (state tables are keyed by aggregate id)."""
+        if not ids:
+            return
+        with self._txn() as c:
+            for table in tables:
+                rows = batch.state.setdefault(table.name, {})
+                for part in chunks(list(ids)):
+                    c.execute(self.dialect.select_keys(table, physical(table, shadow), len(part)),
+                              tuple(part))
+                    for row in c.fetchall():
+                        decoded = self._decode(table, row)
+                        rows[tuple(decoded[k] for k in table.keys)] = decoded
+
+    def _decode(self, table: Table, row: Any) -> dict[str, Any]:
+        return {c: self.dialect.from_db(table.kind(c), row[c]) for c in table.all_columns}
+
+    def flush(self, name: str, tables: dict[str, Table], batch: Batch, position: int,
+              applied: int, skipped: dict[str, int], *, shadow: bool) -> None:
+        """Write the page's rows and the tracking position in one transaction."""
+        d = self.dialect
+        with self._txn() as c:
+            for table_name, rows in batch.state.items():
+                table = tables[table_name]
+                values = [d.row_values(table, r) for r in rows.values() if r is not None]
+                if values:
+                    c.executemany(d.upsert(table, physical(table, shadow)), values)
+            for table_name, sums in batch.sums.items():
+                self._add_sums(c, tables[table_name], sums, shadow)
+            for table_name, appended in batch.appended.items():
+                table = tables[table_name]
+                c.executemany(d.upsert(table, physical(table, shadow)),
+                              [d.row_values(table, r) for r in appended])
+            self._record_status(c, name, position, applied, skipped, shadow)
+            self._insert_tracking(c, Tracking(tracking_key(name, shadow), position))
+
+    def _add_sums(self, c: Any, table: Table, sums: dict[tuple[Any, ...], dict[str, Any]],
+                  shadow: bool) -> None:
+        d = self.dialect
+        keys = list(sums)
+        for part in chunks(keys):
+            c.execute(d.select_keys(table, physical(table, shadow), len(part)),
+                      tuple(d.to_db(table.kind(k), v) for key in part
+                            for k, v in zip(table.keys, key, strict=True)))
+            for row in c.fetchall():
+                old = self._decode(table, row)
+                new = sums[tuple(old[k] for k in table.keys)]
+                for column in table.columns:
+                    if column not in table.keys:
+                        new[column] = (old[column] or 0) + new[column]
+        c.executemany(d.upsert(table, physical(table, shadow)),
+                      [d.row_values(table, row) for row in sums.values()])
+
+    def _record_status(self, c: Any, name: str, position: int, applied: int,
+                       skipped: dict[str, int], shadow: bool) -> None:
+        key = f"{name}/rebuild" if shadow else name
+        d = self.dialect
+        c.execute(f"SELECT * FROM {d.q(physical(STATUS, False))} WHERE name = {d.p}", (key,))
+        row = c.fetchone()
+        old: dict[str, Any] = (self._decode(STATUS, row) if row
+                               else {"events_applied": 0, "skipped": {}})
+        merged = dict(old["skipped"] or {})
+        for topic, count in skipped.items():
+            merged[topic] = merged.get(topic, 0) + count
+        status = {"name": key, "position": position, "last_advanced_at": datetime.now(UTC),
+                  "events_applied": (old["events_applied"] or 0) + applied, "skipped": merged,
+                  "rebuilt_at": old.get("rebuilt_at")}
+        c.execute(d.upsert(STATUS, physical(STATUS, False)), d.row_values(STATUS, status))
+
+    def status_rows(self) -> list[dict[str, Any]]:
+        with self._txn() as c:
+            c.execute(f"SELECT * FROM {self.dialect.q(physical(STATUS, False))}")
+            return [self._decode(STATUS, row) for row in c.fetchall()]
+
+    def swap(self, name: str, tables: Sequence[Table]) -> None:
+        """Replace the live tables by the rebuilt ones, atomically, with their position."""
+        d = self.dialect
+        position = self.position(name, shadow=True)
+        with self._txn() as c:
+            for table in tables:
+                live, new = physical(table, False), physical(table, True)
+                c.execute(f"DROP TABLE IF EXISTS {d.q(live)}")
+                c.execute(f'ALTER TABLE {d.q(new)} RENAME TO "{live}"')
+                if d.backend == "postgres":
+                    c.execute(f'ALTER INDEX {d.prefix}"{new}_pk" RENAME TO "{live}_pk"')
+            c.execute(f"DELETE FROM {self._tracking_table()} WHERE application_name IN "
+                      f"({d.p}, {d.p})", (tracking_key(name, False), tracking_key(name, True)))
+            self._insert_tracking(c, Tracking(tracking_key(name, False), position))
+            c.execute(f"SELECT * FROM {d.q(physical(STATUS, False))} WHERE name = {d.p}",
+                      (f"{name}/rebuild",))
+            row = c.fetchone()
+            rebuilt = self._decode(STATUS, row) if row else {"events_applied": 0, "skipped": {}}
+            c.execute(f"DELETE FROM {d.q(physical(STATUS, False))} WHERE name IN ({d.p}, {d.p})",
+                      (name, f"{name}/rebuild"))
+            now = datetime.now(UTC)
+            status = {**rebuilt, "name": name, "position": position, "last_advanced_at": now,
+                      "rebuilt_at": now}
+            c.execute(d.upsert(STATUS, physical(STATUS, False)), d.row_values(STATUS, status))
+
+    def reset_shadow(self, name: str, tables: Sequence[Table]) -> None:
+        self.drop_tables(tables, shadow=True)
+        d = self.dialect
+        with self._txn() as c:
+            c.execute(f"DELETE FROM {self._tracking_table()} WHERE application_name = {d.p}",
+                      (tracking_key(name, True),))
+            c.execute(f"DELETE FROM {d.q(physical(STATUS, False))} WHERE name = {d.p}",
+                      (f"{name}/rebuild",))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._txn() as c:
+            c.execute(sql, tuple(params))
+            return [dict(row) for row in c.fetchall()]
+
+
+class SQLiteView(ViewMixin, SQLiteTrackingRecorder):
+    dialect = Dialect("sqlite", "?", "")
+
+    @contextmanager
+    def _txn(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=True) as c:
+            yield c
+
+    def _tracking_table(self) -> str:
+        return "tracking"
+
+
+class PostgresView(ViewMixin, PostgresTrackingRecorder):
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        self.dialect = Dialect("postgres", "%s", f'"{datastore.schema}".')
+
+    @contextmanager
+    def _txn(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=True) as c:
+            yield c
+
+    def _tracking_table(self) -> str:
+        return f'"{self.datastore.schema}"."{self.tracking_table_name}"'
