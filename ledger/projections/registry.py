@@ -1,0 +1,16 @@
+"""The read models, by name, and the projector that runs them over a ledger's store."""
+
+from __future__ import annotations
+
+from ledger.projections.base import ReadModel
+from ledger.projections.manage import ManageCampaign
+from ledger.projections.runner import Projector
+from ledger.store.application import LedgerApplication
+
+READ_MODELS: dict[str, type[ReadModel]] = {
+    ManageCampaign.name: ManageCampaign,
+}
+
+
+def projector(app: LedgerApplication, page: int = 1000) -> Projector:
+    return Projector(app, list(READ_MODELS.values()), page=page)
