@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ledger.aggregates import campaign as c
@@ -9,6 +10,8 @@ from ledger.aggregates import registration_events as r
 from ledger.aggregates.registration import derive_status
 from ledger.projections.base import ReadModel, aggregate_id, handles
 from ledger.projections.tables import Table
+from ledger.projections.view import ViewMixin
+from ledger.views import jsonable
 
 REGISTRATIONS = Table("manage_registrations", ("aggregate_id",), {
     "aggregate_id": "text", "registration_id": "text", "seller_id": "text",
@@ -111,3 +114,83 @@ class ManageCampaign(ReadModel):
         row["status"] = derive_status(row["review_mode"] == "manual",
                                       [s["status"] for s in row["sessions"]],
                                       row["decision"], bool(row["expired"]))
+
+
+# Queries: the seller's Manage Campaign page and the campaign list --------------------------
+
+REGISTRATION_STATUSES = ("under_review", "approved", "rejected", "withdrawn", "expired")
+
+
+def actions_open(row: dict[str, Any], now: datetime) -> list[str]:
+    """What the seller can do on this registration now (computed at query time)."""
+    if row["expired"] or now >= row["campaign_ends_at"]:
+        return []
+    if row["review_mode"] != "manual":
+        approved = row["decision"] == "approved" and now < row["campaign_starts_at"]
+        return ["withdraw"] if approved else []
+    statuses = [(s["status"], datetime.fromisoformat(s["starts_at"])) for s in row["sessions"]]
+    actions = []
+    if any(status == "under_review" for status, _ in statuses):
+        actions.append("cancel")
+    if any(status == "approved" and now < starts for status, starts in statuses):
+        actions.append("withdraw")
+    if row["allow_duplicates"] and statuses:
+        actions.append("duplicate")
+    return actions
+
+
+def manage_page(view: ViewMixin, seller_id: str, now: datetime, *, status: str | None = None,
+                campaign_id: str | None = None) -> list[dict[str, Any]]:
+    d = view.dialect
+    sql = f"SELECT * FROM {d.q('rm_manage_registrations')} WHERE seller_id = {d.p}"
+    params: list[Any] = [seller_id]
+    if status is not None:
+        sql += f" AND status = {d.p}"
+        params.append(status)
+    if campaign_id is not None:
+        sql += f" AND campaign_id = {d.p}"
+        params.append(campaign_id)
+    rows = [view.decode_row(REGISTRATIONS, row) for row in view.query(
+        sql + " ORDER BY campaign_starts_at DESC, campaign_id, account_id", params)]
+    return [jsonable({
+        "registration_id": row["registration_id"], "campaign_id": row["campaign_id"],
+        "campaign_name": row["campaign_name"], "kind": row["kind"],
+        "review_mode": row["review_mode"], "starts_at": row["campaign_starts_at"],
+        "ends_at": row["campaign_ends_at"], "account_id": row["account_id"],
+        "status": row["status"], "sessions": row["sessions"],
+        "submitted_at": row["submitted_at"], "decided_at": row["decided_at"],
+        "last_decision": row["last_decision"], "last_reasons": row["last_reasons"] or [],
+        "actions": actions_open(row, now)}) for row in rows]
+
+
+def campaign_list(view: ViewMixin, now: datetime, *, open_only: bool = False
+                  ) -> list[dict[str, Any]]:
+    rows = [view.decode_row(CAMPAIGNS, row) for row in view.query(
+        f"SELECT * FROM {view.dialect.q('rm_manage_campaigns')} ORDER BY starts_at, campaign_id")]
+    listed = []
+    for row in rows:
+        status = campaign_status(row, now)
+        if open_only and status != "registration_open":
+            continue
+        listed.append(jsonable({
+            "campaign_id": row["campaign_id"], "name": row["name"], "kind": row["kind"],
+            "review_mode": row["review_mode"], "status": status,
+            "registration_opens_at": row["registration_opens_at"],
+            "registration_closes_at": row["registration_closes_at"],
+            "starts_at": row["starts_at"], "ends_at": row["ends_at"],
+            "allow_duplicates": bool(row["allow_duplicates"]),
+            "requirements": row["requirements"], "levels": row["levels"]}))
+    return listed
+
+
+def campaign_status(row: dict[str, Any], now: datetime) -> str:
+    """DOMAIN.md's campaign status, from the stored windows and the caller's clock."""
+    if row["expired_at"] is not None:
+        return "expired"
+    for status, edge in (("upcoming", "registration_opens_at"),
+                         ("registration_open", "registration_closes_at"),
+                         ("registration_closed", "starts_at"), ("ongoing", "ends_at")):
+        if now < row[edge]:
+            return status
+    return "ended"
+

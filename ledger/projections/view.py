@@ -81,10 +81,10 @@ class ViewMixin:
                     c.execute(self.dialect.select_keys(table, physical(table, shadow), len(part)),
                               tuple(part))
                     for row in c.fetchall():
-                        decoded = self._decode(table, row)
+                        decoded = self.decode_row(table, row)
                         rows[tuple(decoded[k] for k in table.keys)] = decoded
 
-    def _decode(self, table: Table, row: Any) -> dict[str, Any]:
+    def decode_row(self, table: Table, row: Any) -> dict[str, Any]:
         return {c: self.dialect.from_db(table.kind(c), row[c]) for c in table.all_columns}
 
     def flush(self, name: str, tables: dict[str, Table], batch: Batch, position: int,
@@ -115,7 +115,7 @@ class ViewMixin:
                       tuple(d.to_db(table.kind(k), v) for key in part
                             for k, v in zip(table.keys, key, strict=True)))
             for row in c.fetchall():
-                old = self._decode(table, row)
+                old = self.decode_row(table, row)
                 new = sums[tuple(old[k] for k in table.keys)]
                 for column in table.columns:
                     if column not in table.keys:
@@ -129,7 +129,7 @@ class ViewMixin:
         d = self.dialect
         c.execute(f"SELECT * FROM {d.q(physical(STATUS, False))} WHERE name = {d.p}", (key,))
         row = c.fetchone()
-        old: dict[str, Any] = (self._decode(STATUS, row) if row
+        old: dict[str, Any] = (self.decode_row(STATUS, row) if row
                                else {"events_applied": 0, "skipped": {}})
         merged = dict(old["skipped"] or {})
         for topic, count in skipped.items():
@@ -142,7 +142,7 @@ class ViewMixin:
     def status_rows(self) -> list[dict[str, Any]]:
         with self._txn() as c:
             c.execute(f"SELECT * FROM {self.dialect.q(physical(STATUS, False))}")
-            return [self._decode(STATUS, row) for row in c.fetchall()]
+            return [self.decode_row(STATUS, row) for row in c.fetchall()]
 
     def swap(self, name: str, tables: Sequence[Table]) -> None:
         """Replace the live tables by the rebuilt ones, atomically, with their position."""
@@ -161,7 +161,7 @@ class ViewMixin:
             c.execute(f"SELECT * FROM {d.q(physical(STATUS, False))} WHERE name = {d.p}",
                       (f"{name}/rebuild",))
             row = c.fetchone()
-            rebuilt = self._decode(STATUS, row) if row else {"events_applied": 0, "skipped": {}}
+            rebuilt = self.decode_row(STATUS, row) if row else {"events_applied": 0, "skipped": {}}
             c.execute(f"DELETE FROM {d.q(physical(STATUS, False))} WHERE name IN ({d.p}, {d.p})",
                       (name, f"{name}/rebuild"))
             now = datetime.now(UTC)
