@@ -55,6 +55,9 @@ def friendly_errors(func: F) -> F:
             sys.exit(2)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         except Exception as e:
             if os.environ.get("LEDGER_DEBUG"):
                 raise
@@ -224,3 +227,7 @@ def demo(settings: Settings, fresh: bool) -> None:
     from ledger.demo import run_demo
 
     run_demo(settings.db, fresh=fresh, echo=click.echo)
+
+
+# The read-model commands register themselves on `main`.
+from ledger import cli_read  # noqa: E402, F401

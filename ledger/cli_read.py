@@ -1,0 +1,270 @@
+"""`ledger projections ...`, the read-model queries and `ledger export`: thin commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+import click
+
+from ledger.cli import Settings, friendly_errors, main
+from ledger.projections.manage import REGISTRATION_STATUSES, campaign_list, manage_page
+from ledger.projections.registry import READ_MODELS, projector
+from ledger.projections.runner import Projector
+from ledger.views import dumps, jsonable
+
+
+def _projector(settings: Settings) -> Projector:
+    return projector(settings.ledger().app)
+
+
+def _names(names: Sequence[str]) -> list[str] | None:
+    unknown = [n for n in names if n not in READ_MODELS]
+    if unknown:
+        raise click.BadParameter(f"unknown read model {unknown[0]!r}; one of: "
+                                 f"{', '.join(READ_MODELS)}", param_hint="NAME")
+    return list(names) or None
+
+
+def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A plain text table for people (programs use --json)."""
+    if not rows:
+        return "(nothing)"
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(_cell(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    return "-" if value is None else str(value)
+
+
+class ProgressBar:
+    """Events done, events/s and ETA on a terminal (stderr); silent otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.started = time.monotonic()
+        self.first: int | None = None
+
+    def __call__(self, position: int, target: int) -> None:
+        if not self.enabled:
+            return
+        if self.first is None:
+            self.first = position
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = (position - self.first) / elapsed
+        eta = (target - position) / rate if rate > 0 else 0.0
+        width = 30
+        filled = int(width * position / target) if target else width
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {position:,}/{target:,} "
+                          f"events  {rate:,.0f}/s  ETA {eta:,.0f}s ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+
+
+# ledger projections ... -----------------------------------------------------------------------
+
+@main.group()
+def projections() -> None:
+    """Read models: status, catch up, follow new events, rebuild from the first event."""
+
+
+@projections.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per read model.")
+@click.pass_obj
+@friendly_errors
+def projections_status(settings: Settings, as_json: bool) -> None:
+    """Each read model's position, the store's head, the lag, when it last advanced.
+
+    Example: ledger projections status
+    """
+    report = [jsonable(row) for row in _projector(settings).status()]
+    if as_json:
+        for row in report:
+            click.echo(dumps(row))
+        return
+    click.echo(table(report, ["name", "position", "head", "lag", "last_advanced_at",
+                              "skipped_unknown", "rebuild_in_progress"]))
+
+
+@projections.command("catch-up")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.pass_obj
+@friendly_errors
+def projections_catch_up(settings: Settings, names: tuple[str, ...]) -> None:
+    """Apply every event recorded since each read model's position, then exit.
+
+    Example: ledger projections catch-up manage_campaign
+    """
+    chosen = _names(names)
+    p = _projector(settings)
+    bar = ProgressBar()
+    started = time.monotonic()
+    done = p.catch_up(chosen, progress=bar)
+    bar.close()
+    click.echo(f"caught up {done:,} events in {time.monotonic() - started:.1f}s; "
+               f"position {p.head():,}")
+
+
+@projections.command("run")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--interval", default=0.2, show_default=True, help="Seconds between polls.")
+@click.pass_obj
+@friendly_errors
+def projections_run(settings: Settings, names: tuple[str, ...], interval: float) -> None:
+    """Keep the read models current until interrupted (Ctrl-C stops cleanly).
+
+    Each page is written with its position in one transaction, so stopping at any moment
+    loses nothing; the next run carries on where this one stopped.
+
+    Example: ledger projections run
+    """
+    chosen = _names(names)
+    p = _projector(settings)
+    click.echo(f"following {settings.ledger().url} (Ctrl-C to stop)", err=True)
+    try:
+        p.run(chosen, interval=interval,
+              on_advance=lambda head: click.echo(f"advanced to {head:,}", err=True))
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+
+
+@projections.command("rebuild")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--restart", is_flag=True,
+              help="Throw away an interrupted rebuild instead of resuming it.")
+@click.pass_obj
+@friendly_errors
+def projections_rebuild(settings: Settings, names: tuple[str, ...], restart: bool) -> None:
+    """Rebuild read models from the first event, then swap them in atomically.
+
+    Readers keep seeing the old tables until the new ones are complete. An interrupted
+    rebuild leaves the old tables in place; running it again resumes it.
+
+    Example: ledger projections rebuild ytd_performance
+    """
+    chosen = _names(names)
+    p = _projector(settings)
+    bar = ProgressBar()
+    started = time.monotonic()
+    done = p.rebuild(chosen, restart=restart, progress=bar)
+    bar.close()
+    took = time.monotonic() - started
+    click.echo(f"rebuilt {', '.join(chosen or READ_MODELS)}: {done:,} events in {took:.1f}s "
+               f"({done / took if took else 0:,.0f} events/s); position {p.head():,}")
+
+
+# Queries ----------------------------------------------------------------------------------------
+
+def query_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--fresh", is_flag=True,
+                        help="Catch the read model up first, so a just-sent command shows.")(func)
+    return click.option("--json", "as_json", is_flag=True, help="JSON for programs.")(func)
+
+
+def _fresh_projector(settings: Settings, name: str, fresh: bool) -> Projector:
+    p = _projector(settings)
+    if fresh:
+        p.catch_up([name])
+    return p
+
+
+@main.command()
+@click.option("--seller", required=True, help="The seller's id.")
+@click.option("--status", type=click.Choice(REGISTRATION_STATUSES), help="Only this status.")
+@click.option("--campaign", help="Only this campaign id.")
+@query_options
+@click.pass_obj
+@friendly_errors
+def manage(settings: Settings, seller: str, status: str | None, campaign: str | None,
+           as_json: bool, fresh: bool) -> None:
+    """The seller's Manage Campaign page: registrations, sessions, actions open now.
+
+    Example: ledger manage --seller seller-07 --status expired
+    """
+    p = _fresh_projector(settings, "manage_campaign", fresh)
+    rows = manage_page(p.view, seller, settings.ledger().clock.now(), status=status,
+                       campaign_id=campaign)
+    if as_json:
+        click.echo(dumps(rows, indent=2))
+        return
+    for row in rows:
+        row["sessions"] = [f"{s['session_id']}:{s['status']}" for s in row["sessions"]]
+    click.echo(table(rows, ["campaign_name", "account_id", "status", "sessions",
+                            "last_decision", "actions", "registration_id"]))
+
+
+@main.command()
+@click.option("--open", "open_only", is_flag=True, help="Only campaigns open for registration.")
+@query_options
+@click.pass_obj
+@friendly_errors
+def campaigns(settings: Settings, open_only: bool, as_json: bool, fresh: bool) -> None:
+    """The campaigns, with their status now (optionally only those open for registration).
+
+    Example: ledger campaigns --open
+    """
+    p = _fresh_projector(settings, "manage_campaign", fresh)
+    rows = campaign_list(p.view, settings.ledger().clock.now(), open_only=open_only)
+    if as_json:
+        click.echo(dumps(rows, indent=2))
+        return
+    click.echo(table(rows, ["campaign_id", "name", "kind", "review_mode", "status",
+                            "registration_closes_at", "starts_at", "ends_at"]))
+
+
+# Export ---------------------------------------------------------------------------------------
+
+def _export_tables() -> dict[str, Any]:
+    return {t.name: t for model in READ_MODELS.values() for t in model.tables}
+
+
+@main.command()
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
+              show_default=True)
+@click.option("--out", type=click.File("w", encoding="utf-8"), default="-",
+              help="File to write (default: standard output).")
+@click.pass_obj
+@friendly_errors
+def export(settings: Settings, name: str, fmt: str, out: TextIO) -> None:
+    """Export a read-model table (e.g. manage_registrations) as CSV or JSON Lines.
+
+    Money stays exact (decimal strings); times are ISO-8601; nested values are JSON.
+
+    Example: ledger export ytd_totals --format csv --out ytd.csv
+    """
+    tables = _export_tables()
+    key = name.removeprefix("rm_")
+    if key not in tables:
+        raise click.BadParameter(f"unknown table {name!r}; one of: {', '.join(tables)}",
+                                 param_hint="NAME")
+    spec = tables[key]
+    view = _projector(settings).view
+    rows = (jsonable(view.decode_row(spec, row)) for row in view.query(
+        f"SELECT * FROM {view.dialect.q('rm_' + key)} ORDER BY "
+        + ", ".join(f'"{k}"' for k in spec.keys)))
+    if fmt == "jsonl":
+        for row in rows:
+            out.write(dumps(row) + "\n")
+        return
+    writer = csv.DictWriter(out, fieldnames=spec.all_columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v
+                         for k, v in row.items()})
