@@ -1,0 +1,87 @@
+"""The read-model commands: projections status/catch-up/rebuild, queries, export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ledger.cli import main
+from tests.test_cli import CAMPAIGN, NOW, REGISTER
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> list[str]:
+    opts = ["--db", f"sqlite:///{tmp_path / 'read.db'}", "--now", NOW]
+    sent = CliRunner().invoke(main, [*opts, "send", "-"],
+                              input=json.dumps(CAMPAIGN) + "\n" + json.dumps(REGISTER) + "\n")
+    assert sent.exit_code == 0, sent.output
+    return opts
+
+
+def run(opts: list[str], *args: str) -> str:
+    result = CliRunner().invoke(main, [*opts, *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_status_shows_the_lag_until_a_catch_up(store):
+    before = [json.loads(line) for line in run(store, "projections", "status", "--json")
+              .splitlines()]
+    assert {row["lag"] for row in before} == {3}
+    assert "caught up 3 events" in run(store, "projections", "catch-up")
+    after = [json.loads(line) for line in run(store, "projections", "status", "--json")
+             .splitlines()]
+    assert {(row["position"], row["lag"]) for row in after} == {(3, 0)}
+
+
+def test_rebuild_prints_a_summary_line(store):
+    output = run(store, "projections", "rebuild", "manage_campaign")
+    assert output.startswith("rebuilt manage_campaign: 3 events")
+
+
+def test_an_unknown_read_model_name_is_refused_with_the_list(store):
+    result = CliRunner().invoke(main, [*store, "projections", "catch-up", "nope"])
+    assert result.exit_code == 2
+    assert "unknown read model 'nope'; one of: manage_campaign" in result.output
+
+
+def test_manage_with_fresh_shows_a_just_sent_registration_and_its_actions(store):
+    rows = json.loads(run(store, "manage", "--seller", "seller-1", "--fresh", "--json"))
+    assert [(r["campaign_id"], r["status"], r["actions"]) for r in rows] == [
+        ("1111-mega-live", "under_review", ["cancel"])]
+    assert rows[0]["sessions"][0]["session_id"] == "s1"
+
+
+def test_manage_filters_by_status(store):
+    assert json.loads(run(store, "manage", "--seller", "seller-1", "--status", "approved",
+                          "--fresh", "--json")) == []
+
+
+def test_campaigns_open_lists_campaigns_open_for_registration_now(store):
+    rows = json.loads(run(store, "campaigns", "--open", "--fresh", "--json"))
+    assert [(r["campaign_id"], r["status"]) for r in rows] == [
+        ("1111-mega-live", "registration_open")]
+    later = [*store[:2], "--now", "2026-11-20T00:00:00+07:00"]
+    assert json.loads(run(later, "campaigns", "--open", "--json")) == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_export_writes_a_read_model_table(store, fmt):
+    run(store, "projections", "catch-up")
+    output = run(store, "export", "manage_registrations", "--format", fmt)
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(output)))
+    else:
+        rows = [json.loads(line) for line in output.splitlines()]
+    assert [(r["seller_id"], r["status"]) for r in rows] == [("seller-1", "under_review")]
+
+
+def test_export_refuses_an_unknown_table(store):
+    result = CliRunner().invoke(main, [*store, "export", "nope"])
+    assert result.exit_code == 2
+    assert "unknown table 'nope'" in result.output
