@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from ledger.projections.base import ReadModel
+from ledger.projections.campaign_performance import CampaignPerformance
+from ledger.projections.decisions import ReviewDecisions
 from ledger.projections.manage import ManageCampaign
 from ledger.projections.runner import Projector
+from ledger.projections.ytd import YtdPerformance
 from ledger.store.application import LedgerApplication
 
 READ_MODELS: dict[str, type[ReadModel]] = {
     ManageCampaign.name: ManageCampaign,
+    YtdPerformance.name: YtdPerformance,
+    CampaignPerformance.name: CampaignPerformance,
+    ReviewDecisions.name: ReviewDecisions,
 }
 
 

@@ -1,0 +1,142 @@
+"""Campaign performance: per campaign, sums per currency by day and seller, and its reviews."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from ledger.aggregates import campaign as c
+from ledger.aggregates import registration_events as r
+from ledger.aggregates.registration import derive_status
+from ledger.errors import NotFound
+from ledger.projections.base import ReadModel, aggregate_id, handles
+from ledger.projections.tables import Table
+from ledger.projections.view import ViewMixin
+from ledger.projections.ytd import MEASURES, fetch, figures, measures
+from ledger.views import jsonable
+
+RATE_PLACES = Decimal("0.0001")
+
+CAMPAIGNS = Table("cp_campaigns", ("aggregate_id",), {
+    "aggregate_id": "text", "campaign_id": "text", "name": "text", "kind": "text",
+    "review_mode": "text", "starts_at": "time", "ends_at": "time", "expired_at": "time"})
+REGISTRATIONS = Table("cp_registrations", ("aggregate_id",), {
+    "aggregate_id": "text", "registration_id": "text", "campaign_id": "text",
+    "seller_id": "text", "account_id": "text", "review_mode": "text", "sessions": "json",
+    "decision": "text", "expired": "int", "decided": "int", "ever_approved": "int",
+    "status": "text"})
+TOTALS = Table("cp_totals", ("campaign_id", "currency"), {
+    "campaign_id": "text", "currency": "text", **MEASURES})
+DAYS = Table("cp_days", ("campaign_id", "day", "currency"), {
+    "campaign_id": "text", "day": "text", "currency": "text", **MEASURES})
+SELLERS = Table("cp_sellers", ("campaign_id", "seller_id", "currency"), {
+    "campaign_id": "text", "seller_id": "text", "currency": "text", **MEASURES})
+
+
+class CampaignPerformance(ReadModel):
+    name = "campaign_performance"
+    description = "per campaign: sums per currency by day and seller, statuses, approval rate"
+    tables = (CAMPAIGNS, REGISTRATIONS, TOTALS, DAYS, SELLERS)
+    state_tables = (CAMPAIGNS, REGISTRATIONS)
+
+    @handles(c.CampaignCreated)
+    def on_campaign_created(self, e: c.CampaignCreated) -> None:
+        self.batch.put(CAMPAIGNS, {
+            "aggregate_id": aggregate_id(e), "campaign_id": e.campaign_id, "name": e.name,
+            "kind": e.kind, "review_mode": e.review_mode, "starts_at": e.starts_at,
+            "ends_at": e.ends_at, "expired_at": None})
+
+    @handles(c.Expired)
+    def on_campaign_expired(self, e: c.Expired) -> None:
+        row = self.batch.get(CAMPAIGNS, aggregate_id(e))
+        if row is not None:
+            row["expired_at"] = e.timestamp
+
+    @handles(r.Registered)
+    def on_registered(self, e: r.Registered) -> None:
+        self.batch.put(REGISTRATIONS, {
+            "aggregate_id": aggregate_id(e), "registration_id": e.registration_id,
+            "campaign_id": e.campaign_id, "seller_id": e.seller_id, "account_id": e.account_id,
+            "review_mode": e.terms["review_mode"], "sessions": {}, "decision": None,
+            "expired": 0, "decided": 0, "ever_approved": 0, "status": "under_review"})
+
+    @handles(r.SessionAdded, r.Duplicated)
+    def on_session(self, e: r.SessionAdded | r.Duplicated) -> None:
+        row = self.batch.get(REGISTRATIONS, aggregate_id(e))
+        if row is not None:
+            row["sessions"] = {**row["sessions"], e.session_id: "under_review"}
+            restatus(row)
+
+    @handles(r.Decision)
+    def on_decision(self, e: r.Decision) -> None:
+        row = self.batch.get(REGISTRATIONS, aggregate_id(e))
+        if row is None:
+            return
+        row["sessions"] = {**row["sessions"], **dict.fromkeys(e.session_ids, e.new_status)}
+        if row["review_mode"] != "manual" and not e.session_ids:
+            row["decision"] = e.new_status
+        if isinstance(e, r.Expired):
+            row["expired"] = 1
+        if isinstance(e, r.Approved | r.Rejected):
+            row["decided"] = 1
+        if isinstance(e, r.Approved):
+            row["ever_approved"] = 1
+        restatus(row)
+
+    @handles(r.PerformanceRecorded)
+    def on_performance(self, e: r.PerformanceRecorded) -> None:
+        row = self.batch.get(REGISTRATIONS, aggregate_id(e))
+        if row is None:
+            return
+        amounts = measures(e)
+        key = {"campaign_id": row["campaign_id"], "currency": e.currency}
+        self.batch.add(TOTALS, key, amounts)
+        # The day in the report's own offset, as the seller and the campaign team saw it.
+        self.batch.add(DAYS, {**key, "day": e.period_start.date().isoformat()}, amounts)
+        self.batch.add(SELLERS, {**key, "seller_id": row["seller_id"]}, amounts)
+
+
+def restatus(row: dict[str, Any]) -> None:
+    row["status"] = derive_status(row["review_mode"] == "manual", row["sessions"].values(),
+                                  row["decision"], bool(row["expired"]))
+
+
+# Queries ---------------------------------------------------------------------------------
+
+def approval(registrations: list[dict[str, Any]]) -> dict[str, Any]:
+    """Approval rate = registrations ever approved / registrations with a review decision
+    (approved or rejected, by a reviewer or by the system); null when none was decided."""
+    decided = sum(1 for row in registrations if row["decided"])
+    approved = sum(1 for row in registrations if row["ever_approved"])
+    if not decided:
+        return {"decided": 0, "approved": 0, "approval_rate": None}
+    rate = (Decimal(approved) / Decimal(decided)).quantize(RATE_PLACES, ROUND_HALF_EVEN)
+    return {"decided": decided, "approved": approved, "approval_rate": str(rate)}
+
+
+def campaign_performance_report(view: ViewMixin, campaign_id: str) -> dict[str, Any]:
+    """The campaign's totals, days, sellers, registrations by status and approval rate."""
+    where = {"campaign_id": campaign_id}
+    campaign = next(iter(fetch(view, CAMPAIGNS, where)), None)
+    registrations = fetch(view, REGISTRATIONS, where)
+    if campaign is None and not registrations:
+        raise NotFound(f"campaign {campaign_id!r} is not in the campaign_performance read "
+                       "model (unknown, or not caught up yet: try --fresh)",
+                       {"campaign_id": campaign_id})
+    by_status: dict[str, int] = {}
+    for row in registrations:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    about = {k: campaign[k] for k in ("name", "kind", "review_mode", "starts_at", "ends_at",
+                                      "expired_at")} if campaign else {}
+    return {
+        "campaign_id": campaign_id,
+        **jsonable(about),
+        "totals": [figures(row) for row in fetch(view, TOTALS, where, ("currency",))],
+        "days": [{"day": row["day"], **figures(row)}
+                 for row in fetch(view, DAYS, where, ("day", "currency"))],
+        "sellers": [{"seller_id": row["seller_id"], **figures(row)}
+                    for row in fetch(view, SELLERS, where, ("seller_id", "currency"))],
+        "registrations": {"total": len(registrations), "by_status": dict(sorted(
+            by_status.items()))},
+        "approval": approval(registrations),
+    }
