@@ -85,7 +85,8 @@ def decisions_report(view: ViewMixin, reviewer: str | None = None,
                      overrides_only: bool = False) -> list[dict[str, Any]]:
     """Decisions, oldest first; `reviewer` is an actor id (`system` for auto decisions)."""
     d = view.dialect
-    conditions, params = ["1 = 1"], []
+    conditions: list[str] = ["1 = 1"]
+    params: list[Any] = []
     if reviewer is not None:
         conditions.append(f'"reviewer_id" = {d.p}')
         params.append(reviewer)
@@ -96,8 +97,7 @@ def decisions_report(view: ViewMixin, reviewer: str | None = None,
         conditions.append('"override_reason" IS NOT NULL')
     rows = view.query(f"SELECT * FROM {d.q(physical(DECISIONS, False))} "
                       f"WHERE {' AND '.join(conditions)}", params)
-    decoded = [{c: d.from_db(DECISIONS.kind(c), row[c]) for c in DECISIONS.all_columns}
-               for row in rows]
+    decoded = [view.decode_row(DECISIONS, row) for row in rows]
     # Sorted here, not in SQL: SQLite keeps times as text with their own offsets.
     decoded.sort(key=lambda row: (row["decided_at"], row["aggregate_id"], row["version"]))
     return [jsonable(row) for row in decoded]

@@ -83,7 +83,7 @@ def fetch(view: ViewMixin, table: Table, where: dict[str, Any],
     order_by = f" ORDER BY {quoted}" if order else ""
     rows = view.query(f"SELECT * FROM {d.q(physical(table, False))} WHERE {conditions}"
                       f"{order_by}", [d.to_db(table.kind(c), v) for c, v in where.items()])
-    return [{c: d.from_db(table.kind(c), row[c]) for c in table.all_columns} for row in rows]
+    return [view.decode_row(table, row) for row in rows]
 
 
 def figures(row: dict[str, Any]) -> dict[str, Any]:
