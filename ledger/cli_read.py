@@ -15,7 +15,7 @@ from ledger.cli import Settings, friendly_errors, main
 from ledger.projections.manage import REGISTRATION_STATUSES, campaign_list, manage_page
 from ledger.projections.registry import READ_MODELS, projector
 from ledger.projections.runner import Projector
-from ledger.views import dumps, jsonable
+from ledger.views import cell, dumps, jsonable, table
 
 
 def _projector(settings: Settings) -> Projector:
@@ -28,25 +28,6 @@ def _names(names: Sequence[str]) -> list[str] | None:
         raise click.BadParameter(f"unknown read model {unknown[0]!r}; one of: "
                                  f"{', '.join(READ_MODELS)}", param_hint="NAME")
     return list(names) or None
-
-
-def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A plain text table for people (programs use --json)."""
-    if not rows:
-        return "(nothing)"
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, list):
-        return ",".join(_cell(v) for v in value) or "-"
-    if isinstance(value, dict):
-        return " ".join(f"{k}={_cell(v)}" for k, v in value.items())
-    return "-" if value is None else str(value)
 
 
 class ProgressBar:
@@ -226,6 +207,91 @@ def campaigns(settings: Settings, open_only: bool, as_json: bool, fresh: bool) -
         return
     click.echo(table(rows, ["campaign_id", "name", "kind", "review_mode", "status",
                             "registration_closes_at", "starts_at", "ends_at"]))
+
+
+@main.group()
+def performance() -> None:
+    """Sales performance: a seller's year to date, or one campaign's."""
+
+
+MONEY_COLUMNS = ["currency", "gmv", "refunds", "orders", "items_sold", "buyers", "views",
+                 "reports"]
+
+
+@performance.command("ytd")
+@click.option("--seller", required=True, help="The seller's id.")
+@click.option("--year", required=True, type=click.IntRange(2000, 2100), help="Calendar year.")
+@query_options
+@click.pass_obj
+@friendly_errors
+def performance_ytd(settings: Settings, seller: str, year: int, as_json: bool,
+                    fresh: bool) -> None:
+    """A seller's year: totals per currency, campaigns joined, per month, per campaign.
+
+    Example: ledger performance ytd --seller seller-07 --year 2026
+    """
+    from ledger.projections.ytd import ytd_report
+
+    report = ytd_report(_fresh_projector(settings, "ytd_performance", fresh).view, seller, year)
+    if as_json:
+        click.echo(dumps(report, indent=2))
+        return
+    click.echo(f"{seller}, {year}: {report['campaigns_joined']} campaigns joined\n")
+    click.echo(table(report["totals"], MONEY_COLUMNS) + "\n")
+    click.echo(table(report["months"], ["month", *MONEY_COLUMNS]) + "\n")
+    click.echo(table(report["campaigns"], ["campaign_name", *MONEY_COLUMNS]))
+
+
+@performance.command("campaign")
+@click.argument("campaign_id")
+@query_options
+@click.pass_obj
+@friendly_errors
+def performance_campaign(settings: Settings, campaign_id: str, as_json: bool,
+                         fresh: bool) -> None:
+    """A campaign: totals, per day, per seller, registrations by status, approval rate.
+
+    Example: ledger performance campaign 1111-mega-live
+    """
+    from ledger.projections.campaign_performance import campaign_performance_report
+
+    report = campaign_performance_report(
+        _fresh_projector(settings, "campaign_performance", fresh).view, campaign_id)
+    if as_json:
+        click.echo(dumps(report, indent=2))
+        return
+    regs, approval = report["registrations"], report["approval"]
+    click.echo(f"{report.get('name', campaign_id)}: {regs['total']} registrations "
+               f"({cell(regs['by_status'])}); approval rate {approval['approval_rate']} "
+               f"({approval['approved']} of {approval['decided']} decided)\n")
+    click.echo(table(report["totals"], MONEY_COLUMNS) + "\n")
+    click.echo(table(report["days"], ["day", *MONEY_COLUMNS]) + "\n")
+    click.echo(table(report["sellers"], ["seller_id", *MONEY_COLUMNS]))
+
+
+@main.command()
+@click.option("--reviewer", help="Only this reviewer's decisions (`system`: automatic ones).")
+@click.option("--campaign", help="Only this campaign id.")
+@click.option("--overrides", is_flag=True, help="Only approvals that overrode failed criteria.")
+@query_options
+@click.pass_obj
+@friendly_errors
+def decisions(settings: Settings, reviewer: str | None, campaign: str | None, overrides: bool,
+              as_json: bool, fresh: bool) -> None:
+    """Review decisions, oldest first: who decided what, on which facts, how fast.
+
+    Example: ledger decisions --campaign 1111-mega-live --overrides
+    """
+    from ledger.projections.decisions import decisions_report
+
+    rows = decisions_report(_fresh_projector(settings, "review_decisions", fresh).view,
+                            reviewer, campaign, overrides)
+    if as_json:
+        click.echo(dumps(rows, indent=2))
+        return
+    click.echo(table(rows, ["decided_at", "campaign_id", "seller_id", "decision",
+                            "session_ids", "reviewer_id", "reasons", "override_reason",
+                            "seconds_to_decide"]))
 
 
 # Export ---------------------------------------------------------------------------------------

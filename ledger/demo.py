@@ -14,7 +14,12 @@ from typing import Any
 from ledger.clock import FixedClock
 from ledger.errors import StoreUnavailable
 from ledger.ledger import Ledger
+from ledger.projections.campaign_performance import campaign_performance_report
+from ledger.projections.manage import manage_page
+from ledger.projections.registry import projector
+from ledger.projections.ytd import ytd_report
 from ledger.store.urls import parse_url
+from ledger.views import table
 
 BKK = timezone(timedelta(hours=7))
 CATEGORIES = ["fashion", "beauty", "electronics", "home", "food"]
@@ -227,6 +232,7 @@ def run_campaign(season: Season, plan: Plan) -> None:
     create(season, plan)
     registered = register_all(season, plan)
     if plan.review_mode == "manual":
+        season.at(season.clock.now() + timedelta(days=2, hours=5))  # reviewers take a while
         review(season, plan, registered)
         if plan.allow_duplicates:
             duplicates(season, plan, registered)
@@ -258,7 +264,31 @@ def summarise(season: Season, echo: Callable[[str], None]) -> None:
     echo("commands: " + ", ".join(f"{k} {v}" for k, v in sorted(season.outcomes.items())))
     head = ledger.app.recorder.max_notification_id() or 0
     echo(f"events stored: {head}   store: {ledger.url}")
-    echo("next: ledger show campaign 1111-mega-live   |   ledger events 1111-mega-live")
+    show_read_models(ledger, echo)
+    echo("")
+    echo("next: ledger manage --seller seller-07   |   ledger decisions --overrides   |   "
+         "ledger events 1111-mega-live")
+
+
+def show_read_models(ledger: Ledger, echo: Callable[[str], None]) -> None:
+    """The seller's Manage Campaign page, YTD and a campaign's performance, as read models."""
+    p = projector(ledger.app)
+    done = p.rebuild()
+    echo(f"read models rebuilt from {done} events: {', '.join(m.name for m in p.models)}")
+    seller, money = "seller-07", ["currency", "gmv", "refunds", "orders", "buyers", "reports"]
+    rows = manage_page(p.view, seller, ledger.clock.now())
+    for row in rows:
+        row["sessions"] = [f"{s['session_id']}:{s['status']}" for s in row["sessions"]]
+    echo(f"\nManage Campaign, {seller}:")
+    echo(table(rows, ["campaign_name", "account_id", "status", "sessions", "last_decision"]))
+    ytd = ytd_report(p.view, seller, 2026)
+    echo(f"\nYTD 2026, {seller} ({ytd['campaigns_joined']} campaigns joined):")
+    echo(table(ytd["months"], ["month", *money]))
+    report = campaign_performance_report(p.view, "1111-mega-live")
+    approval = report["approval"]
+    echo(f"\n11.11 Mega LIVE: {report['registrations']['total']} registrations, approval rate "
+         f"{approval['approval_rate']}, per day:")
+    echo(table(report["days"], ["day", *money]))
 
 
 def run_demo(url: str, *, fresh: bool, echo: Callable[[str], None]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -91,3 +92,22 @@ def event_record(event: Any) -> dict[str, Any]:
         "command_id": event.command_id,
         "data": data,
     })
+
+
+def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A plain text table for people (programs use --json)."""
+    if not rows:
+        return "(nothing)"
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(cell(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={cell(v)}" for k, v in value.items())
+    return "-" if value is None else str(value)
