@@ -85,3 +85,50 @@ def test_export_refuses_an_unknown_table(store):
     result = CliRunner().invoke(main, [*store, "export", "nope"])
     assert result.exit_code == 2
     assert "unknown table 'nope'" in result.output
+
+
+def approve_and_report(opts: list[str]) -> None:
+    registration_id = json.loads(run(opts, "manage", "--seller", "seller-1", "--fresh",
+                                     "--json"))[0]["registration_id"]
+    approve = {"command": "approve", "command_id": "ap-1",
+               "actor": {"id": "rev-1", "role": "reviewer"},
+               "payload": {"registration_id": registration_id}}
+    report = {"command": "record_performance", "command_id": "pr-1",
+              "actor": {"id": "perf", "role": "system"},
+              "payload": {"registration_id": registration_id, "report_id": "r1",
+                          "period_start": "2026-11-11T20:00:00+07:00",
+                          "period_end": "2026-11-11T22:00:00+07:00", "currency": "THB",
+                          "gmv": "1250.50", "orders": 3, "items_sold": 4, "buyers": 3,
+                          "views": 900, "refunds": "0.50"}}
+    for command, now in ((approve, NOW), (report, "2026-11-12T00:00:00+07:00")):
+        result = CliRunner().invoke(main, [*opts[:2], "--now", now, "send", "-"],
+                                    input=json.dumps(command))
+        assert result.exit_code == 0, result.output
+
+
+def test_performance_ytd_and_campaign_show_what_was_recorded(store):
+    approve_and_report(store)
+    ytd = json.loads(run(store, "performance", "ytd", "--seller", "seller-1", "--year", "2026",
+                         "--fresh", "--json"))
+    assert [(t["currency"], t["gmv"], t["refunds"]) for t in ytd["totals"]] == [
+        ("THB", "1250.50", "0.50")]
+    campaign = json.loads(run(store, "performance", "campaign", "1111-mega-live", "--fresh",
+                              "--json"))
+    assert campaign["registrations"]["by_status"] == {"approved": 1}
+    assert [(d["day"], d["gmv"]) for d in campaign["days"]] == [("2026-11-11", "1250.50")]
+    readable = run(store, "performance", "campaign", "1111-mega-live")
+    assert "approval rate 1" in readable
+
+
+def test_performance_of_an_unknown_campaign_is_one_error_line(store):
+    result = CliRunner().invoke(main, [*store, "performance", "campaign", "nope", "--fresh"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: not_found: campaign 'nope'")
+
+
+def test_decisions_lists_who_decided_what(store):
+    approve_and_report(store)
+    rows = json.loads(run(store, "decisions", "--reviewer", "rev-1", "--fresh", "--json"))
+    assert [(r["decision"], r["session_ids"], r["reviewer_id"]) for r in rows] == [
+        ("approved", ["s1"], "rev-1")]
+    assert json.loads(run(store, "decisions", "--overrides", "--json")) == []
