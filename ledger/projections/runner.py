@@ -12,7 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    Tracking,
+)
 from eventsourcing.utils import resolve_topic
 
 from ledger.projections.base import ReadModel
@@ -80,9 +85,15 @@ class Projector:
             page = [self._decode(n) for n in notifications]
             for model in models:
                 if positions[model.name] < page[-1].position:
-                    self._apply(model, page, positions[model.name], shadow)
+                    try:
+                        self._apply(model, page, positions[model.name], shadow)
+                    except IntegrityError:
+                        # Another runner (or a rebuild's swap) recorded this position
+                        # first: the whole page was rolled back; go on from where it is.
+                        positions[model.name] = self.view.position(model.name, shadow=shadow)
+                        continue
                     positions[model.name] = page[-1].position
-            start = page[-1].position
+            start = min(page[-1].position, *positions.values())
             done += len(page)
             if progress is not None:
                 progress(start, stop)
@@ -123,8 +134,18 @@ class Projector:
             should_stop: Callable[[], bool] = lambda: False,
             on_advance: Callable[[int], None] | None = None) -> None:
         """Keep catching up until `should_stop()`; polling keeps SQLite and PostgreSQL alike."""
+        outages = 0
         while not should_stop():
-            if self.catch_up(names) and on_advance is not None:
+            try:
+                advanced = self.catch_up(names)
+                outages = 0
+            except (OperationalError, InterfaceError):
+                # The database went away: nothing half-written (pages are transactions);
+                # wait and carry on from the committed positions.
+                outages += 1
+                time.sleep(min(5.0, interval * 2 ** outages))
+                continue
+            if advanced and on_advance is not None:
                 on_advance(self.head())
             else:
                 time.sleep(interval)
