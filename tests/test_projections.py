@@ -1,0 +1,317 @@
+"""Read models: catching up in any pages gives the rows of a rebuild; a rebuild swaps its
+tables in at once and resumes when interrupted; unknown events are skipped and counted;
+a second catch-up writes nothing; rows hold no wall-clock time.
+
+Every test runs over every read model in the registry, on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from ledger import FixedClock, Ledger
+from ledger.projections.registry import READ_MODELS, projector
+from ledger.projections.runner import Projector
+from ledger.projections.view import physical
+from tests.helpers import (
+    NOW,
+    STARTS,
+    World,
+    approve,
+    create_campaign,
+    dump_store,
+    hours,
+    record_performance,
+    register,
+)
+from tests.projection_helpers import (
+    Rows,
+    clone_events,
+    copy_events,
+    event_count,
+    new_schema_url,
+    new_sqlite_url,
+    read_model_tables,
+    rows_elsewhere,
+    rows_of,
+    status_of,
+    store_tables,
+)
+from tests.projection_scenarios import PHASES, History, Player, histories, season
+
+NewUrl = Callable[[], str]
+Store = tuple[str, Ledger]  # its URL, and a ledger on it
+UNKNOWN = ("ledger.future:Unknown", "ledger.aggregates.registration_events:Refunded")
+
+
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_url(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> NewUrl:
+    """Makes a fresh, empty store URL each call: a SQLite file, or a new schema."""
+    if request.param == "sqlite":
+        directory = tmp_path_factory.mktemp("stores")
+        return lambda: new_sqlite_url(directory)
+    database: str = request.getfixturevalue("postgres_database")
+    return lambda: new_schema_url(database)
+
+
+@pytest.fixture(scope="module")
+def source(new_url: NewUrl) -> Iterator[Ledger]:
+    """A season of every command kind (~110 events), written once per backend."""
+    clock = FixedClock(PHASES[0])
+    with Ledger.open(new_url(), clock=clock, pool_size=1) as ledger:
+        season(ledger, clock, registrations=12)
+        yield ledger
+
+
+@pytest.fixture
+def half(source: Ledger, new_url: NewUrl) -> Iterator[Store]:
+    """A fresh store with the first half of the season's events (add the rest with
+    `copy_events`)."""
+    url = new_url()
+    with clone_events(source.app, url, upto=event_count(source.app) // 2) as ledger:
+        yield url, ledger
+
+
+@pytest.fixture
+def full(source: Ledger, new_url: NewUrl) -> Iterator[Store]:
+    url = new_url()
+    with clone_events(source.app, url) as ledger:
+        yield url, ledger
+
+
+def assert_applied_once(p: Projector, *, skipped: int = 0) -> None:
+    """Every read model is at the head, and counted each event once."""
+    for name, status in status_of(p).items():
+        assert status["position"] == p.head(), name
+        assert status["lag"] == 0, name
+        assert status["events_applied"] == event_count(p.app) - skipped, name
+        assert status["rebuild_in_progress"] is False, name
+
+
+# Catch-up and rebuild give the same rows ----------------------------------------------------
+
+cuts = st.lists(st.tuples(st.integers(0, 1000), st.integers(1, 7),
+                          st.sets(st.sampled_from(sorted(READ_MODELS)))), max_size=6)
+
+
+# No shrinking: a failure is reported as found (shrinking would take minutes here).
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(history=histories(), cuts=cuts)
+def test_catching_up_in_any_pages_gives_the_rows_of_a_rebuild(
+    new_url: NewUrl, history: History, cuts: list[tuple[int, int, set[str]]]
+) -> None:
+    clock = FixedClock(PHASES[0])
+    with Ledger.open(new_url(), clock=clock, pool_size=1) as ledger:
+        Player(ledger, clock).play(history)
+        p = projector(ledger.app, page=5)
+        for per_mille, page, names in cuts:  # some read models only, now and then
+            p.page = page
+            p.catch_up(sorted(names) or None, until=p.head() * per_mille // 1000)
+        p.page = 5
+        p.catch_up()
+        caught_up = rows_of(p, exact=True)
+        assert_applied_once(p)
+        projector(ledger.app).rebuild()
+        assert rows_of(p, exact=True) == caught_up
+        assert_applied_once(p)
+
+
+def test_money_sums_keep_their_scale_whatever_the_pages(new_url: NewUrl) -> None:
+    """Refunds of 0.00, 12.5 and 12.5 sum to 25.00 whether paged one by one or not."""
+    url, clock = new_url(), FixedClock(NOW)
+    with Ledger.open(url, clock=clock, pool_size=1) as ledger:
+        world = World(ledger, url, clock)
+        registration = world.register(register(world.accept(create_campaign())["aggregate_id"]))
+        world.accept(approve(registration))
+        world.at(STARTS + hours(3))
+        for n, refunds in enumerate(["0.00", "12.5", "12.5"]):
+            world.accept(record_performance(registration, report_id=f"r{n}", refunds=refunds))
+        one_by_one = projector(ledger.app, page=1)
+        one_by_one.catch_up()
+        assert rows_of(one_by_one) == rows_elsewhere(ledger.app, new_url())  # the same sums
+        assert rows_of(one_by_one, exact=True) == rows_elsewhere(ledger.app, new_url(),
+                                                                 exact=True)
+
+
+# Rebuild: shadow tables, an atomic swap, resuming -------------------------------------------
+
+def test_readers_see_the_old_rows_until_the_rebuild_swaps_the_new_ones_in(
+    source: Ledger, half: Store, new_url: NewUrl
+) -> None:
+    url, ledger = half
+    projector(ledger.app).catch_up()
+    old = rows_of(projector(ledger.app))
+    copy_events(source.app, ledger.app, after=projector(ledger.app).head())
+    seen: list[int] = []
+
+    with Ledger.open(url, pool_size=1) as reader:  # another connection, as a reader has
+        readers_view = projector(reader.app)
+
+        def check_readers(position: int, stop: int) -> None:
+            seen.append(position)
+            assert rows_of(readers_view) == old
+            assert sum(map(len, rows_of(readers_view, shadow=True).values())) > 0
+
+        projector(ledger.app, page=15).rebuild(progress=check_readers)
+
+    assert len(seen) > 3, "the rebuild took a few pages"
+    p = projector(ledger.app)
+    new = rows_of(p)
+    assert new != old
+    assert new == rows_elsewhere(source.app, new_url())
+    assert_applied_once(p)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_after(pages: int) -> Callable[[int, int], None]:
+    calls = []
+
+    def progress(position: int, stop: int) -> None:
+        calls.append(position)
+        if len(calls) == pages:
+            raise Interrupted(position)
+
+    return progress
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["resumed", "restarted"])
+def test_an_interrupted_rebuild_leaves_the_old_rows_and_completes_when_run_again(
+    source: Ledger, half: Store, new_url: NewUrl, restart: bool
+) -> None:
+    _, ledger = half
+    projector(ledger.app).catch_up()
+    old, before = rows_of(projector(ledger.app)), projector(ledger.app).head()
+    copy_events(source.app, ledger.app, after=before)
+    p = projector(ledger.app, page=4)
+
+    with pytest.raises(Interrupted):
+        p.rebuild(progress=interrupt_after(3))
+
+    assert rows_of(p) == old
+    for name, status in status_of(p).items():
+        assert status["rebuild_in_progress"] is True, name
+        assert status["position"] == before, name
+        assert p.view.position(name, shadow=True) == 12, name
+    done = projector(ledger.app, page=50).rebuild(restart=restart)
+    assert done == p.head() - (0 if restart else 12)
+    assert rows_of(p) == rows_elsewhere(source.app, new_url())
+    assert_applied_once(p)
+    assert not {t for t in store_tables(p) if t.endswith("__new")}
+
+
+def test_a_second_rebuild_swaps_again(full: Store, source: Ledger, new_url: NewUrl) -> None:
+    _, ledger = full
+    p = projector(ledger.app, page=40)
+    p.rebuild()
+    p.rebuild()
+    assert rows_of(p) == rows_elsewhere(source.app, new_url())
+    assert_applied_once(p)
+
+
+# Unknown events, idempotence, determinism -------------------------------------------------
+
+def unknown_event(topic: str) -> StoredEvent:
+    return StoredEvent(originator_id=uuid4(), originator_version=1, topic=topic,
+                       state=b'{"timestamp": "2026-10-05T09:30:00+00:00"}')
+
+
+def test_events_of_unknown_types_are_skipped_and_counted_per_topic(
+    source: Ledger, half: Store, new_url: NewUrl
+) -> None:
+    _, ledger = half
+    p = projector(ledger.app, page=4)
+    known = p.head()
+    p.catch_up(until=known - 3)
+    ledger.app.recorder.insert_events([unknown_event(UNKNOWN[0])])
+    ledger.app.recorder.insert_events([unknown_event(UNKNOWN[1]), unknown_event(UNKNOWN[1])])
+    copy_events(source.app, ledger.app, after=known)
+
+    p.catch_up()
+
+    counts = {UNKNOWN[0]: 1, UNKNOWN[1]: 2}
+    for name, status in status_of(p).items():
+        assert status["skipped_unknown"] == counts, name
+    assert_applied_once(p, skipped=3)
+    caught_up = rows_of(p)
+    assert caught_up == rows_elsewhere(source.app, new_url())
+    p.rebuild()
+    assert rows_of(p) == caught_up
+    assert all(s["skipped_unknown"] == counts for s in status_of(p).values())
+    assert_applied_once(p, skipped=3)
+
+
+def test_catching_up_again_writes_nothing(full: Store) -> None:
+    url, ledger = full
+    projector(ledger.app, page=10).catch_up()
+    before = dump_store(url)
+
+    assert projector(ledger.app, page=10).catch_up() == 0
+    assert projector(ledger.app, page=10).catch_up(until=5) == 0
+
+    assert dump_store(url) == before
+    assert all(s["lag"] == 0 for s in status_of(projector(ledger.app)).values())
+
+
+def wall_clock_values(rows: Rows, since: datetime, until: datetime) -> list[Any]:
+    """Values in the rows that look like a time between `since` and `until`."""
+    found = []
+    for table_rows in rows.values():
+        for row in table_rows:
+            for column, value in row:
+                moment = _as_time(value)
+                if moment is not None and since <= moment <= until:
+                    found.append((column, value))
+    return found
+
+
+def _as_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def test_rows_hold_no_wall_clock_time_so_a_later_rebuild_gives_the_same_rows(
+    full: Store,
+) -> None:
+    _, ledger = full
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    p = projector(ledger.app, page=25)
+    p.rebuild()
+    first = rows_of(p)
+    first_rebuilt_at = {s["name"]: s["rebuilt_at"] for s in p.status()}
+    time.sleep(0.05)
+
+    p.rebuild(restart=True)
+
+    assert rows_of(p) == first
+    assert wall_clock_values(first, since, datetime.now(UTC) + timedelta(seconds=1)) == []
+    for status in p.status():  # the status is where wall-clock time belongs
+        assert status["rebuilt_at"] > first_rebuilt_at[status["name"]]
+
+
+def test_every_read_model_table_is_covered(full: Store) -> None:
+    _, ledger = full
+    p = projector(ledger.app)
+    tables = {physical(t, False) for t in read_model_tables()}
+    assert tables <= store_tables(p)
+    assert set(rows_of(p)) == tables
+    assert len(tables) >= len(READ_MODELS)
