@@ -119,7 +119,9 @@ class ViewMixin:
                 new = sums[tuple(old[k] for k in table.keys)]
                 for column in table.columns:
                     if column not in table.keys:
-                        new[column] = (old[column] or 0) + new[column]
+                        # `is None`, not `or`: Decimal("0.00") is falsy and its scale counts.
+                        base = old[column] if old[column] is not None else 0
+                        new[column] = base + new[column]
         c.executemany(d.upsert(table, physical(table, shadow)),
                       [d.row_values(table, row) for row in sums.values()])
 
