@@ -8,7 +8,8 @@ position in one transaction (one tracking record per page, not per event).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +19,13 @@ from eventsourcing.persistence import (
     OperationalError,
     Tracking,
 )
+from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.utils import resolve_topic
 
 from ledger.projections.base import ReadModel
 from ledger.projections.tables import Batch
 from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
-from ledger.store.application import LedgerApplication
+from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
 
 PAGE = 1000
 Progress = Callable[[int, int], None]
@@ -35,6 +37,21 @@ class Decoded:
     event: Any | None  # None: a topic this version of the ledger does not know
     topic: str
     originator_id: str
+
+
+@contextmanager
+def ddl_lock(app: LedgerApplication) -> Iterator[None]:
+    """Hold the store's DDL advisory lock on PostgreSQL (see `open_application`)."""
+    datastore = getattr(app.factory, "datastore", None)
+    if not isinstance(datastore, PostgresDatastore):
+        yield
+        return
+    with datastore.get_connection() as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
 
 
 def make_view(app: LedgerApplication) -> ViewMixin:
@@ -51,12 +68,13 @@ class Projector:
     def __init__(self, app: LedgerApplication, model_classes: Sequence[type[ReadModel]],
                  page: int = PAGE) -> None:
         self.app = app
-        self.view = make_view(app)
+        with ddl_lock(app):
+            self.view = make_view(app)
+            for cls in model_classes:
+                self.view.create_tables(cls.tables)
         self.models = [cls(self.view) for cls in model_classes]
         self.page = page
         self._topics: dict[str, bool] = {}
-        for model in self.models:
-            self.view.create_tables(model.tables)
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
