@@ -7,6 +7,7 @@ Every test runs over every read model in the registry, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -106,7 +107,7 @@ cuts = st.lists(st.tuples(st.integers(0, 1000), st.integers(1, 7),
 
 
 # No shrinking: a failure is reported as found (shrinking would take minutes here).
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(history=histories(), cuts=cuts)
 def test_catching_up_in_any_pages_gives_the_rows_of_a_rebuild(
@@ -163,6 +164,7 @@ def test_readers_see_the_old_rows_until_the_rebuild_swaps_the_new_ones_in(
             seen.append(position)
             assert rows_of(readers_view) == old
             assert sum(map(len, rows_of(readers_view, shadow=True).values())) > 0
+            assert all(s["rebuild_in_progress"] for s in readers_view.status())
 
         projector(ledger.app, page=15).rebuild(progress=check_readers)
 
@@ -241,6 +243,9 @@ def test_events_of_unknown_types_are_skipped_and_counted_per_topic(
     ledger.app.recorder.insert_events([unknown_event(UNKNOWN[1]), unknown_event(UNKNOWN[1])])
     copy_events(source.app, ledger.app, after=known)
 
+    p.catch_up(until=known + 1)  # a page that ends on an unknown event
+    assert all(s["position"] == known + 1 for s in p.status())
+    assert all(s["skipped_unknown"] == {UNKNOWN[0]: 1} for s in p.status())
     p.catch_up()
 
     counts = {UNKNOWN[0]: 1, UNKNOWN[1]: 2}
@@ -268,15 +273,24 @@ def test_catching_up_again_writes_nothing(full: Store) -> None:
 
 
 def wall_clock_values(rows: Rows, since: datetime, until: datetime) -> list[Any]:
-    """Values in the rows that look like a time between `since` and `until`."""
-    found = []
-    for table_rows in rows.values():
-        for row in table_rows:
-            for column, value in row:
-                moment = _as_time(value)
-                if moment is not None and since <= moment <= until:
-                    found.append((column, value))
-    return found
+    """Values in the rows (inside JSON too) that are a time between `since` and `until`."""
+    return [(column, value) for table_rows in rows.values() for row in table_rows
+            for column, value in row for leaf in _leaves(value)
+            if (moment := _as_time(leaf)) is not None and since <= moment <= until]
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        value = json.loads(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
 
 
 def _as_time(value: Any) -> datetime | None:

@@ -1,0 +1,227 @@
+"""Read models survive kill -9: a catch-up or a rebuild killed at random moments, then run
+to the end, gives the rows of a clean rebuild in a store of its own, each event counted once.
+And runners that overlap (a follower and a `--fresh` query, say) count nothing twice.
+
+The children are forked from a server that imported the ledger once (`forkserver`), so a
+kill costs milliseconds, not an interpreter start.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import pytest
+
+from ledger import FixedClock, Ledger
+from ledger.projections.registry import projector
+from ledger.projections.runner import Projector
+from tests.projection_helpers import (
+    child,
+    clone_events,
+    event_count,
+    new_schema_url,
+    new_sqlite_url,
+    rows_elsewhere,
+    rows_of,
+    status_of,
+    store_tables,
+)
+from tests.projection_scenarios import PHASES, season
+
+NewUrl = Callable[[], str]
+Store = tuple[str, Ledger]
+KILLS = 5
+PAGE = 4
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_url(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> NewUrl:
+    if request.param == "sqlite":
+        directory = tmp_path_factory.mktemp("stores")
+        return lambda: new_sqlite_url(directory)
+    database: str = request.getfixturevalue("postgres_database")
+    return lambda: new_schema_url(database)
+
+
+@pytest.fixture(scope="module")
+def source(new_url: NewUrl) -> Iterator[Ledger]:
+    """A busy season (~320 events), written once per backend."""
+    clock = FixedClock(PHASES[0])
+    with Ledger.open(new_url(), clock=clock, pool_size=1) as ledger:
+        season(ledger, clock, registrations=36)
+        yield ledger
+
+
+@pytest.fixture
+def store(source: Ledger, new_url: NewUrl) -> Iterator[Store]:
+    """A fresh store with the season's events, no read model built yet."""
+    url = new_url()
+    with clone_events(source.app, url) as ledger:
+        yield url, ledger
+
+
+# Children ---------------------------------------------------------------------------------------
+
+def forkserver() -> Any:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.projection_helpers"])
+    return context
+
+
+def start(mode: str, url: str, page: int) -> tuple[Any, Connection]:
+    context = forkserver()
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=child, args=(mode, url, page, sender), daemon=True)
+    process.start()
+    sender.close()
+    return process, receiver
+
+
+def kill_mid_way(mode: str, url: str, pages: int, rng: random.Random) -> bool:
+    """Run a child; kill -9 it after `pages` pages and a random instant. Killed?"""
+    process, receiver = start(mode, url, PAGE)
+    try:
+        seen = -1  # "ready" comes first
+        while seen < pages:
+            assert receiver.poll(TIMEOUT), "the child is stuck"
+            message, _ = receiver.recv()
+            if message == "done":
+                process.join(TIMEOUT)
+                return False
+            seen += 1
+        time.sleep(rng.uniform(0, 0.01))
+        process.kill()
+        process.join(TIMEOUT)
+        assert process.exitcode in (-signal.SIGKILL, 0), process.exitcode
+        return process.exitcode == -signal.SIGKILL
+    finally:
+        if process.is_alive():
+            process.kill()
+            process.join(TIMEOUT)
+        receiver.close()
+
+
+def early(rng: random.Random, events_left: int, kill: int) -> int:
+    """How many pages to let a child write before this kill: some, never nearly all."""
+    return rng.randrange(max(1, events_left // PAGE // (KILLS + 1 - kill)))
+
+
+def positions(p: Projector, *, shadow: bool = False) -> dict[str, int]:
+    return {m.name: p.view.position(m.name, shadow=shadow) for m in p.models}
+
+
+def assert_each_event_applied_once(p: Projector) -> None:
+    for name, status in status_of(p).items():
+        assert status["position"] == p.head(), name
+        assert status["events_applied"] == event_count(p.app), name
+        assert status["rebuild_in_progress"] is False, name
+
+
+# Kill -9 ---------------------------------------------------------------------------------------
+
+def test_a_catch_up_killed_at_random_moments_loses_nothing_and_counts_nothing_twice(
+    store: Store, source: Ledger, new_url: NewUrl
+) -> None:
+    url, ledger = store
+    rng = random.Random(20261111)
+    p = projector(ledger.app, page=PAGE)
+    head, killed, reached = p.head(), 0, [0]
+    for kill in range(KILLS):
+        pages = early(rng, head - min(positions(p).values()), kill)
+        killed += kill_mid_way("catch-up", url, pages, rng)
+        reached.append(min(positions(p).values()))
+    assert killed >= KILLS - 1, "the children finished before they were killed"
+    assert reached == sorted(reached)
+    assert reached[-1] < head
+
+    p.catch_up()
+
+    assert rows_of(p) == rows_elsewhere(source.app, new_url(), rebuild=True)
+    assert_each_event_applied_once(p)
+
+
+def test_a_rebuild_killed_at_random_moments_keeps_the_old_rows_then_completes(
+    store: Store, source: Ledger, new_url: NewUrl
+) -> None:
+    url, ledger = store
+    rng = random.Random(20261112)
+    p = projector(ledger.app, page=PAGE)
+    head = p.head()
+    p.catch_up(until=head // 3)
+    old, killed = rows_of(p), 0
+    for kill in range(KILLS):
+        pages = early(rng, head - min(positions(p, shadow=True).values()), kill)
+        killed += kill_mid_way("rebuild", url, pages, rng)
+        assert rows_of(p) == old, "readers saw the rebuild before its swap"
+        assert set(positions(p).values()) == {head // 3}
+    assert killed >= KILLS - 1, "the children finished before they were killed"
+    assert 0 < min(positions(p, shadow=True).values()) < head
+    assert all(s["rebuild_in_progress"] for s in status_of(p).values())
+
+    p.rebuild()
+
+    assert rows_of(p) == rows_elsewhere(source.app, new_url())
+    assert_each_event_applied_once(p)
+    assert not {t for t in store_tables(p) if t.endswith("__new")}
+
+
+# Overlapping runners ----------------------------------------------------------------------------
+
+def test_a_catch_up_overtaken_by_another_runner_counts_nothing_twice(
+    store: Store, source: Ledger, new_url: NewUrl
+) -> None:
+    """Runner B reads its page; runner A commits part of it first; then B writes."""
+    _, ledger = store
+    a, b = projector(ledger.app), projector(ledger.app)
+    head, write = b.head(), b.view.flush
+    overtaken: list[int] = []
+
+    def a_goes_first(*args: Any, **kwargs: Any) -> None:
+        if not overtaken:
+            overtaken.append(a.catch_up(until=head // 2))
+        write(*args, **kwargs)
+
+    b.view.flush = a_goes_first  # type: ignore[method-assign]
+    b.catch_up()
+    b.catch_up()
+
+    assert overtaken == [head // 2]
+    assert rows_of(b) == rows_elsewhere(source.app, new_url())
+    assert_each_event_applied_once(b)
+
+
+def run_at_once(url: str, pages: tuple[int, ...]) -> list[int | None]:
+    """Catch-ups in processes started together; their exit codes."""
+    runners = [start("catch-up", url, page) for page in pages]
+    for process, receiver in runners:
+        process.join(TIMEOUT)
+        receiver.close()
+    return [process.exitcode for process, _ in runners]
+
+
+def test_runners_racing_in_processes_count_nothing_twice(
+    store: Store, source: Ledger, new_url: NewUrl
+) -> None:
+    url, ledger = store
+    p = projector(ledger.app)  # the tables exist: the runners race on rows only
+
+    exit_codes = run_at_once(url, (3, 5, 7, 11))
+    p.catch_up()
+
+    assert rows_of(p) == rows_elsewhere(source.app, new_url())
+    assert_each_event_applied_once(p)
+    assert exit_codes == [0, 0, 0, 0], "a runner failed (its stderr says why)"
+
+
+def test_runners_started_at_once_on_a_new_store_all_start(store: Store) -> None:
+    url, _ = store
+    assert run_at_once(url, (50, 50, 50, 50)) == [0, 0, 0, 0], "see the runners' stderr"
