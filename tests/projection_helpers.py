@@ -92,8 +92,9 @@ def store_tables(p: Projector) -> set[str]:
     if p.view.dialect.backend == "sqlite":
         found = p.view.query("SELECT name FROM sqlite_master WHERE type = 'table'")
     else:
+        schema = p.view.dialect.prefix.rstrip(".").strip('"')
         found = p.view.query("SELECT table_name AS name FROM information_schema.tables "
-                             "WHERE table_schema = %s", (p.view.datastore.schema,))
+                             "WHERE table_schema = %s", (schema,))
     return {row["name"] for row in found}
 
 

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import pytest
@@ -77,7 +78,7 @@ def forkserver() -> Any:
     return context
 
 
-def start(mode: str, url: str, page: int) -> tuple[Any, Connection]:
+def start(mode: str, url: str, page: int) -> tuple[BaseProcess, Connection]:
     context = forkserver()
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=child, args=(mode, url, page, sender), daemon=True)
@@ -93,7 +94,11 @@ def kill_mid_way(mode: str, url: str, pages: int, rng: random.Random) -> bool:
         seen = -1  # "ready" comes first
         while seen < pages:
             assert receiver.poll(TIMEOUT), "the child is stuck"
-            message, _ = receiver.recv()
+            try:
+                message, _ = receiver.recv()
+            except EOFError:
+                process.join(TIMEOUT)
+                pytest.fail(f"the child failed (exit code {process.exitcode}; see its stderr)")
             if message == "done":
                 process.join(TIMEOUT)
                 return False
