@@ -57,7 +57,16 @@ def ddl_lock(app: LedgerApplication) -> Iterator[None]:
 def make_view(app: LedgerApplication) -> ViewMixin:
     recorder_class = PostgresView if app.factory.__class__.__module__.endswith(
         "postgres") else SQLiteView
-    view = app.factory.tracking_recorder(recorder_class)
+    for attempt in range(5):
+        try:
+            view = app.factory.tracking_recorder(recorder_class)
+            break
+        except IntegrityError:
+            # Two processes creating SQLite's tracking table at once: the library's
+            # migration row is inserted by one of them; the other just tries again.
+            if attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
     assert isinstance(view, ViewMixin)
     return view
 
@@ -143,8 +152,8 @@ class Projector:
                 continue
             model.process_event(item.event, Tracking(self.app.name, item.position))
             applied += 1
-        self.view.flush(model.name, model.table_map, model.batch, page[-1].position, applied,
-                        skipped, shadow=shadow)
+        self.view.flush(model.name, model.table_map, model.batch, after, page[-1].position,
+                        applied, skipped, shadow=shadow)
 
     # Follow and rebuild -----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
@@ -87,11 +87,16 @@ class ViewMixin:
     def decode_row(self, table: Table, row: Any) -> dict[str, Any]:
         return {c: self.dialect.from_db(table.kind(c), row[c]) for c in table.all_columns}
 
-    def flush(self, name: str, tables: dict[str, Table], batch: Batch, position: int,
-              applied: int, skipped: dict[str, int], *, shadow: bool) -> None:
-        """Write the page's rows and the tracking position in one transaction."""
+    def flush(self, name: str, tables: dict[str, Table], batch: Batch, after: int,
+              position: int, applied: int, skipped: dict[str, int], *, shadow: bool) -> None:
+        """Write the page's rows and the tracking position in one transaction.
+
+        The page was computed from the rows as they were at position `after`; if another
+        runner has moved the position since, this raises IntegrityError and writes nothing.
+        """
         d = self.dialect
         with self._txn() as c:
+            self._claim(c, tracking_key(name, shadow), after)
             for table_name, rows in batch.state.items():
                 table = tables[table_name]
                 values = [d.row_values(table, r) for r in rows.values() if r is not None]
@@ -105,6 +110,19 @@ class ViewMixin:
                               [d.row_values(table, r) for r in appended])
             self._record_status(c, name, position, applied, skipped, shadow)
             self._insert_tracking(c, Tracking(tracking_key(name, shadow), position))
+
+    def _claim(self, c: Any, key: str, after: int) -> None:
+        """Compare-and-set on the tracking row, first in the transaction: it locks the row
+        (PostgreSQL) or takes the write lock (SQLite) until the page is committed."""
+        d, table = self.dialect, self._tracking_table()
+        if after == 0:
+            c.execute(f"INSERT INTO {table} (application_name, notification_id) "
+                      f"VALUES ({d.p}, 0) ON CONFLICT (application_name) DO NOTHING", (key,))
+        c.execute(f"UPDATE {table} SET notification_id = notification_id "
+                  f"WHERE application_name = {d.p} AND notification_id = {d.p} "
+                  "RETURNING notification_id", (key, after))
+        if c.fetchone() is None:
+            raise IntegrityError(f"{key} is no longer at position {after}")
 
     def _add_sums(self, c: Any, table: Table, sums: dict[tuple[Any, ...], dict[str, Any]],
                   shadow: bool) -> None:
