@@ -231,3 +231,4 @@ def demo(settings: Settings, fresh: bool) -> None:
 
 # The read-model commands register themselves on `main`.
 from ledger import cli_read  # noqa: E402, F401
+

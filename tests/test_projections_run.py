@@ -1,0 +1,47 @@
+"""`ledger projections run` follows new events and stops cleanly on Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from ledger.cli import main
+from tests.test_cli import CAMPAIGN, NOW, REGISTER
+
+
+def lag(opts: list[str]) -> set[int]:
+    result = CliRunner().invoke(main, [*opts, "projections", "status", "--json"])
+    return {json.loads(line)["lag"] for line in result.output.splitlines()}
+
+
+def wait_for(condition: object, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_run_follows_new_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    opts = ["--db", f"sqlite:///{tmp_path / 'run.db'}", "--now", NOW]
+    CliRunner().invoke(main, [*opts, "send", "-"], input=json.dumps(CAMPAIGN))
+    follower = subprocess.Popen([sys.executable, "-m", "ledger", *opts, "projections",
+                                 "run", "--interval", "0.05"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: lag(opts) == {0}), "the follower did not catch up"
+        CliRunner().invoke(main, [*opts, "send", "-"], input=json.dumps(REGISTER))
+        assert wait_for(lambda: lag(opts) == {0}), "the follower did not follow a new event"
+    finally:
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=20)
+    assert follower.returncode == 0, err
+    assert err.strip().endswith("stopped")
+    assert "Traceback" not in err
