@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 KINDS = ("text", "int", "money", "time", "json")
-CHUNK = 400
+CHUNK = 200
 
 
 @dataclass(frozen=True)
@@ -77,24 +77,59 @@ class Dialect:
             return datetime.fromisoformat(value)
         return value
 
-    def upsert(self, table: Table, physical: str) -> str:
+    def upsert(self, table: Table, physical: str, count: int = 1) -> str:
+        """Insert or replace rows in one statement. PostgreSQL takes one array per column
+        (`unnest`), so the statement stays small and is parsed and planned once."""
         cols = table.all_columns
         names = ", ".join(f'"{c}"' for c in cols)
-        marks = ", ".join([self.p] * len(cols))
         keys = ", ".join(f'"{k}"' for k in table.keys)
         updates = ", ".join(f'"{c}" = excluded."{c}"' for c in cols if c not in table.keys)
         action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-        return (f"INSERT INTO {self.q(physical)} ({names}) VALUES ({marks}) "
+        if self.backend == "postgres":
+            source = f"SELECT {self._casts(table, cols)} FROM {self._unnest(table, cols)}"
+        else:
+            marks = ", ".join(["(" + ", ".join([self.p] * len(cols)) + ")"] * count)
+            source = f"VALUES {marks}"
+        return (f"INSERT INTO {self.q(physical)} ({names}) {source} "
                 f"ON CONFLICT ({keys}) {action}")
+
+    def _unnest(self, table: Table, cols: Sequence[str]) -> str:
+        arrays = ", ".join(
+            f"%s::{'text' if table.kind(c) == 'json' else self.sql_type(table.kind(c))}[]"
+            for c in cols)
+        return f"unnest({arrays}) AS u({', '.join(f'{chr(34)}{c}{chr(34)}' for c in cols)})"
+
+    def _casts(self, table: Table, cols: Sequence[str]) -> str:
+        return ", ".join(f'u."{c}"::jsonb' if table.kind(c) == "json" else f'u."{c}"'
+                         for c in cols)
+
+    def params(self, rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+        """Parameters for `upsert`/`select_keys`: flat on SQLite, a list per column on
+        PostgreSQL."""
+        if self.backend == "postgres":
+            return tuple(list(column) for column in zip(*rows, strict=True))
+        return tuple(value for row in rows for value in row)
 
     def row_values(self, table: Table, row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(self.to_db(table.kind(c), row.get(c)) for c in table.all_columns)
 
     def select_keys(self, table: Table, physical: str, count: int) -> str:
-        keys = ", ".join(f'"{k}"' for k in table.keys)
-        one = "(" + ", ".join([self.p] * len(table.keys)) + ")"
-        return (f"SELECT * FROM {self.q(physical)} WHERE ({keys}) IN "
-                f"(VALUES {', '.join([one] * count)})")
+        """Rows by primary key, in a form each planner answers from the key's index
+        (a row-value IN over VALUES is a scan of the whole table on both)."""
+        if self.backend == "postgres":
+            on = " AND ".join(f't."{k}" = u."{k}"' for k in table.keys)
+            return (f"SELECT t.* FROM {self.q(physical)} AS t JOIN "
+                    f"{self._unnest(table, table.keys)} ON {on}")
+        if len(table.keys) == 1:
+            where = f'"{table.keys[0]}" IN ({", ".join([self.p] * count)})'
+        else:
+            one = "(" + " AND ".join(f"{k} = {self.p}" for k in repr_keys(table)) + ")"
+            where = " OR ".join([one] * count)
+        return f"SELECT * FROM {self.q(physical)} WHERE {where}"
+
+
+def repr_keys(table: Table) -> list[str]:
+    return [f'"{k}"' for k in table.keys]
 
 
 @dataclass

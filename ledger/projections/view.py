@@ -79,7 +79,7 @@ class ViewMixin:
                 rows = batch.state.setdefault(table.name, {})
                 for part in chunks(list(ids)):
                     c.execute(self.dialect.select_keys(table, physical(table, shadow), len(part)),
-                              tuple(part))
+                              self.dialect.params([(i,) for i in part]))
                     for row in c.fetchall():
                         decoded = self.decode_row(table, row)
                         rows[tuple(decoded[k] for k in table.keys)] = decoded
@@ -100,14 +100,13 @@ class ViewMixin:
             for table_name, rows in batch.state.items():
                 table = tables[table_name]
                 values = [d.row_values(table, r) for r in rows.values() if r is not None]
-                if values:
-                    c.executemany(d.upsert(table, physical(table, shadow)), values)
+                self.write_rows(c, table, physical(table, shadow), values)
             for table_name, sums in batch.sums.items():
                 self._add_sums(c, tables[table_name], sums, shadow)
             for table_name, appended in batch.appended.items():
                 table = tables[table_name]
-                c.executemany(d.upsert(table, physical(table, shadow)),
-                              [d.row_values(table, r) for r in appended])
+                self.write_rows(c, table, physical(table, shadow),
+                                [d.row_values(table, r) for r in appended])
             self._record_status(c, name, position, applied, skipped, shadow)
             self._insert_tracking(c, Tracking(tracking_key(name, shadow), position))
 
@@ -130,8 +129,9 @@ class ViewMixin:
         keys = list(sums)
         for part in chunks(keys):
             c.execute(d.select_keys(table, physical(table, shadow), len(part)),
-                      tuple(d.to_db(table.kind(k), v) for key in part
-                            for k, v in zip(table.keys, key, strict=True)))
+                      d.params([tuple(d.to_db(table.kind(k), v)
+                                      for k, v in zip(table.keys, key, strict=True))
+                                for key in part]))
             for row in c.fetchall():
                 old = self.decode_row(table, row)
                 new = sums[tuple(old[k] for k in table.keys)]
@@ -140,8 +140,13 @@ class ViewMixin:
                         # `is None`, not `or`: Decimal("0.00") is falsy and its scale counts.
                         base = old[column] if old[column] is not None else 0
                         new[column] = base + new[column]
-        c.executemany(d.upsert(table, physical(table, shadow)),
-                      [d.row_values(table, row) for row in sums.values()])
+        self.write_rows(c, table, physical(table, shadow),
+                        [d.row_values(table, row) for row in sums.values()])
+
+    def write_rows(self, c: Any, table: Table, name: str, values: list[tuple[Any, ...]]) -> None:
+        """Upsert rows in multi-row statements: far fewer round trips than executemany."""
+        for part in chunks(values):
+            c.execute(self.dialect.upsert(table, name, len(part)), self.dialect.params(part))
 
     def _record_status(self, c: Any, name: str, position: int, applied: int,
                        skipped: dict[str, int], shadow: bool) -> None:
@@ -157,7 +162,8 @@ class ViewMixin:
         status = {"name": key, "position": position, "last_advanced_at": datetime.now(UTC),
                   "events_applied": (old["events_applied"] or 0) + applied, "skipped": merged,
                   "rebuilt_at": old.get("rebuilt_at")}
-        c.execute(d.upsert(STATUS, physical(STATUS, False)), d.row_values(STATUS, status))
+        c.execute(d.upsert(STATUS, physical(STATUS, False)),
+                  d.params([d.row_values(STATUS, status)]))
 
     def status_rows(self) -> list[dict[str, Any]]:
         with self._txn() as c:
@@ -187,7 +193,8 @@ class ViewMixin:
             now = datetime.now(UTC)
             status = {**rebuilt, "name": name, "position": position, "last_advanced_at": now,
                       "rebuilt_at": now}
-            c.execute(d.upsert(STATUS, physical(STATUS, False)), d.row_values(STATUS, status))
+            c.execute(d.upsert(STATUS, physical(STATUS, False)),
+                      d.params([d.row_values(STATUS, status)]))
 
     def reset_shadow(self, name: str, tables: Sequence[Table]) -> None:
         self.drop_tables(tables, shadow=True)
