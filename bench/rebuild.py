@@ -1,0 +1,1027 @@
+"""Read-model rebuild and catch-up, measured against the floor of reading the store.
+
+For each backend (SQLite, PostgreSQL) the script builds a synthetic season: campaigns
+staggered through the year (two thirds manual review, one third auto), thousands of
+registrations with sessions, added sessions, duplicates, approvals (some with overrides,
+some partial), rejections, withdrawals, campaign expiry, and ~90% `PerformanceRecorded`
+reports arriving after each campaign. The domain methods (`Campaign.create`,
+`Registration.register`, `approve`, `record_performance`, ...) make the events in memory;
+the library's mapper turns them into stored events, which are recorded directly in large
+batches (SQLite: `recorder.insert_events`, 5,000 events a transaction; PostgreSQL: `COPY`
+into the events table under the library's table lock: the library's own insert path runs
+at ~8,000 events/s here, COPY at ~45,000). Registration index rows and snapshots (every 50
+events of a Registration, as the application would take them) are written too.
+
+Then, in child processes (so that generation does not pollute peak RSS), it times:
+
+- (a) the floor: `select_notifications` pages of 1,000 and `mapper.to_domain_event` each,
+  nothing else;
+- (b) `projector(app).rebuild()` of every read model in the registry (what
+  `ledger projections rebuild` runs),
+
+on a 100k-event store and on a 1M-event store, and prints events/s, the ratio (b)/(a)
+(the aim: at least 0.5) and the peak RSS of each child (the aim: flat as the store grows).
+
+Last, on the big store, the catch-up lag: writer processes send `record_performance`
+commands through `Ledger.send` at `--rate` commands/s (default 500) for `--duration`
+seconds while another process runs `Projector.run`; it prints the rate reached, the
+position lag (head minus projected position, sampled every 50 ms) and the time lag (from a
+command's commit to the moment its position is projected): p50 / p99 / max.
+
+    python bench/rebuild.py                      # 1M events, both backends (~12 minutes)
+    python bench/rebuild.py --quick              # 100k only, both backends
+    python bench/rebuild.py --backends sqlite --events 300000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import multiprocessing
+import os
+import platform
+import random
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from functools import cached_property
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import Mapper, StoredEvent
+from psycopg import sql
+
+from ledger import FixedClock, Ledger
+from ledger.aggregates.base import Cause, registration_uuid
+from ledger.aggregates.campaign import Campaign
+from ledger.aggregates.registration import Registration
+from ledger.projections.registry import READ_MODELS, projector
+from ledger.store.application import SNAPSHOT_INTERVAL, LedgerApplication
+from ledger.store.recorders import RegistrationRow
+
+PAGE = 1000
+BATCH = 5000  # stored events per generation transaction
+SEASON_STARTS = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+CAMPAIGN_EVERY = timedelta(days=21)  # one campaign opens every three weeks
+CATEGORIES = ("fashion", "beauty", "home")
+OPERATOR = {"id": "ops-1", "role": "operator"}
+REVIEWER = {"id": "reviewer-1", "role": "reviewer"}
+FEED = {"id": "perf-feed", "role": "system"}
+SIZES_MB = 1024.0  # ru_maxrss is in KiB on Linux
+
+
+def cause(actor: dict[str, str], command_id: str, at: datetime) -> Cause:
+    return Cause(actor={"id": actor["id"], "role": actor["role"]}, command_id=command_id, at=at)
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+# The season ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CampaignPlan:
+    index: int
+    manual: bool
+    registrations: int
+    expire: bool  # the last campaigns of the season are not expired yet
+
+    @cached_property
+    def campaign_id(self) -> str:
+        return f"season-{self.index + 1:02d}"
+
+    @cached_property
+    def opens(self) -> datetime:
+        return SEASON_STARTS + self.index * CAMPAIGN_EVERY
+
+    @cached_property
+    def closes(self) -> datetime:
+        return self.opens + timedelta(days=14)
+
+    @cached_property
+    def starts(self) -> datetime:
+        return self.closes + timedelta(days=5)
+
+    @cached_property
+    def ends(self) -> datetime:
+        return self.starts + timedelta(days=2)
+
+    @cached_property
+    def expires_at(self) -> datetime:
+        return self.ends + timedelta(days=15)
+
+    def fields(self) -> dict[str, Any]:
+        auto_reqs = {"min_account_level": 2, "min_livestream_level": 1,
+                     "categories": list(CATEGORIES)}
+        return {
+            "campaign_id": self.campaign_id, "name": f"Season LIVE {self.index + 1}",
+            "kind": "live", "review_mode": "manual" if self.manual else "auto",
+            "registration_opens_at": self.opens, "registration_closes_at": self.closes,
+            "starts_at": self.starts, "ends_at": self.ends, "requirements": auto_reqs,
+            "levels": [
+                {"code": "standard", "name": "Standard", "benefits": ["campaign badge"],
+                 "min_livestream_level": 1},
+                {"code": "gold", "name": "Gold", "benefits": ["homepage banner"],
+                 "min_livestream_level": 3},
+            ] if self.manual else [],
+            "allow_duplicates": True, "max_sessions": 10,
+        }
+
+    def slot(self, number: int) -> tuple[datetime, datetime]:
+        """Session slot `number` (1-based): one hour, three hours apart."""
+        starts_at = self.starts + timedelta(hours=7 + 3 * number)
+        return starts_at, starts_at + timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class RegScript:
+    """What happens to registration `index` of a campaign, decided from the index alone,
+    so the number of events is known before any is made."""
+
+    campaign: CampaignPlan
+    index: int
+
+    @property
+    def fails_criteria(self) -> bool:
+        return self.index % 7 == 3
+
+    @property
+    def account_id(self) -> str:
+        return f"acct-{self.index:05d}"
+
+    @property
+    def seller_id(self) -> str:
+        return f"seller-{self.index:05d}"  # the same sellers come back campaign after campaign
+
+    @property
+    def add_session(self) -> bool:
+        return self.campaign.manual and self.index % 3 == 0
+
+    @property
+    def duplicate(self) -> bool:
+        return self.campaign.manual and self.index % 5 == 0
+
+    @property
+    def sessions(self) -> int:
+        return 1 + int(self.add_session) + int(self.duplicate) if self.campaign.manual else 0
+
+    @property
+    def decision(self) -> str:
+        """approve | reject | partial (approve s1, reject the rest) | none (left open)."""
+        if not self.campaign.manual:
+            return "reject" if self.fails_criteria else "approve"
+        if self.index % 10 == 7:
+            return "reject"
+        if self.index % 20 == 9:
+            return "none"
+        if self.index % 10 == 8 and self.sessions > 1:
+            return "partial"
+        return "approve"
+
+    @property
+    def withdraw(self) -> bool:
+        """Manual: withdraw the approved s2; auto: withdraw the whole registration."""
+        if self.decision != "approve":
+            return False
+        if self.campaign.manual:
+            return self.index % 12 == 6 and self.add_session
+        return self.index % 25 == 11
+
+    @property
+    def reports(self) -> bool:
+        return self.decision in ("approve", "partial") and not (
+            self.withdraw and not self.campaign.manual)
+
+    @property
+    def open_at_expiry(self) -> bool:
+        if not self.campaign.manual:
+            return self.decision == "approve" and not self.withdraw
+        return self.decision != "reject"  # an approved or under-review session is open
+
+    def events(self) -> int:
+        """Events before reports: Registered, sessions, decisions, withdrawal, expiry."""
+        count = 1 + self.sessions
+        count += {"approve": 1, "reject": 1, "partial": 2, "none": 0}[self.decision]
+        count += int(self.withdraw)
+        count += int(self.campaign.expire and self.open_at_expiry)
+        return count
+
+
+@dataclass
+class Season:
+    campaigns: list[CampaignPlan]
+    reports: dict[str, int]  # campaign id -> PerformanceRecorded events
+    events: int
+
+    @classmethod
+    def plan(cls, events: int, campaigns: int, per_registration: int) -> Season:
+        """Registrations ~ events / per_registration, shared out over the campaigns; the
+        reports fill the rest, in proportion to each campaign's reporting registrations."""
+        registrations = max(campaigns * 20, events // per_registration)
+        plans = [CampaignPlan(k, manual=k % 3 != 2,
+                              registrations=registrations // campaigns + (k < registrations
+                                                                          % campaigns),
+                              expire=k < campaigns - 2) for k in range(campaigns)]
+        fixed = sum(1 + int(c.expire) + sum(RegScript(c, i).events()
+                                            for i in range(c.registrations)) for c in plans)
+        reporting = {c.campaign_id: sum(RegScript(c, i).reports for i in range(c.registrations))
+                     for c in plans}
+        budget = max(0, events - fixed)
+        total = sum(reporting.values())
+        reports = {cid: budget * n // total for cid, n in reporting.items()}
+        reports[plans[-1].campaign_id] += budget - sum(reports.values())
+        return cls(plans, reports, fixed + budget)
+
+
+# Generation: domain methods in memory, stored events recorded in batches ---------------------
+
+@dataclass
+class Written:
+    """What one action changed: aggregates (their pending events) and index rows."""
+
+    aggregates: list[Campaign | Registration]
+    registrations: list[RegistrationRow] = field(default_factory=list)
+
+
+Action = Callable[[], Written]
+
+
+@dataclass
+class GenBatch:
+    events: list[StoredEvent] = field(default_factory=list)
+    registrations: list[RegistrationRow] = field(default_factory=list)
+    snapshots: list[StoredEvent] = field(default_factory=list)
+
+
+class Generator:
+    """Plays the season in clock order (campaigns overlap: one's reports arrive while the
+    next takes registrations) and yields batches of stored events."""
+
+    def __init__(self, season: Season, mapper: Mapper[UUID], seed: int = 7) -> None:
+        self.season = season
+        self.mapper = mapper
+        self.seed = seed
+        self.campaigns: dict[str, Campaign] = {}
+        self.regs: dict[str, dict[int, Registration]] = {}
+        self.topics: Counter[str] = Counter()
+
+    def stream(self, plan: CampaignPlan) -> Iterator[tuple[datetime, int, Action]]:
+        seq = plan.index * 10_000_000
+        setup: list[tuple[datetime, int, Action]] = []
+        setup.append((plan.opens - timedelta(days=7), seq, lambda: self.create(plan)))
+        span = plan.closes - plan.opens - timedelta(days=1)
+        for i in range(plan.registrations):
+            script = RegScript(plan, i)
+            at = plan.opens + span * i / max(1, plan.registrations)
+            steps: list[tuple[timedelta, Callable[[RegScript, datetime], Written]]] = [
+                (timedelta(0), self.register)]
+            if script.add_session:
+                steps.append((timedelta(hours=2), self.add_session))
+            if script.duplicate:
+                steps.append((timedelta(hours=3), self.duplicate))
+            if plan.manual and script.decision != "none":
+                steps.append((timedelta(days=1), self.decide))
+            if script.withdraw:
+                steps.append((timedelta(days=2), self.withdraw))
+            for offset, step in steps:
+                seq += 1
+                setup.append((at + offset, seq, self._bind(step, script, at + offset)))
+        setup.sort(key=lambda item: (item[0], item[1]))
+        yield from setup
+        yield from self.report_stream(plan, seq)
+        if plan.expire:
+            yield (plan.expires_at, seq + 9_000_000, lambda: self.expire(plan))
+
+    @staticmethod
+    def _bind(step: Callable[[RegScript, datetime], Written], script: RegScript,
+              at: datetime) -> Action:
+        return lambda: step(script, at)
+
+    def report_stream(self, plan: CampaignPlan,
+                      seq: int) -> Iterator[tuple[datetime, int, Action]]:
+        """Round after round over the reporting registrations (shuffled, like a feed),
+        spread over the two weeks after the campaign ends."""
+        quota = self.season.reports[plan.campaign_id]
+        reporting = [i for i in range(plan.registrations) if RegScript(plan, i).reports]
+        if not reporting or not quota:
+            return
+        random.Random(self.seed + plan.index).shuffle(reporting)
+        window = timedelta(days=14)
+        for n in range(quota):
+            index = reporting[n % len(reporting)]
+            number = n // len(reporting)
+            at = plan.ends + timedelta(hours=1) + window * n / quota
+            yield (at, seq + 1 + n, self._bind_report(plan, index, number, at))
+
+    def _bind_report(self, plan: CampaignPlan, index: int, number: int,
+                     at: datetime) -> Action:
+        return lambda: self.report(plan, index, number, at)
+
+    # Actions (the same domain methods the command handlers call) --------------------------
+
+    def create(self, plan: CampaignPlan) -> Written:
+        campaign = Campaign.create(cause(OPERATOR, f"create-{plan.campaign_id}",
+                                         plan.opens - timedelta(days=7)), **plan.fields())
+        self.campaigns[plan.campaign_id] = campaign
+        self.regs[plan.campaign_id] = {}
+        return Written([campaign])
+
+    def register(self, s: RegScript, at: datetime) -> Written:
+        plan = s.campaign
+        profile = {"account_level": 3, "livestream_level": 2}
+        if not plan.manual and s.fails_criteria:
+            profile = {"account_level": 1, "livestream_level": 2}
+        reg = Registration.register(
+            self.campaigns[plan.campaign_id], seller_id=s.seller_id, account_id=s.account_id,
+            main_category=CATEGORIES[s.index % len(CATEGORIES)],
+            level=("gold" if s.fails_criteria else "standard") if plan.manual else None,
+            profile=profile, sessions=[plan.slot(1)] if plan.manual else [],
+            by=cause({"id": s.seller_id, "role": "seller"},
+                     f"{plan.campaign_id}-register-{s.index}", at))
+        self.regs[plan.campaign_id][s.index] = reg
+        return Written([reg], [RegistrationRow(reg.registration_id, plan.campaign_id,
+                                               s.account_id, s.seller_id)])
+
+    def _reg(self, s: RegScript) -> Registration:
+        return self.regs[s.campaign.campaign_id][s.index]
+
+    def add_session(self, s: RegScript, at: datetime) -> Written:
+        reg = self._reg(s)
+        reg.add_sessions([s.campaign.slot(2)], cause({"id": s.seller_id, "role": "seller"},
+                                                     f"add-{s.index}", at))
+        return Written([reg])
+
+    def duplicate(self, s: RegScript, at: datetime) -> Written:
+        reg = self._reg(s)
+        starts_at, ends_at = s.campaign.slot(4)
+        reg.duplicate("s1", starts_at, ends_at, cause({"id": s.seller_id, "role": "seller"},
+                                                      f"dup-{s.index}", at))
+        return Written([reg])
+
+    def decide(self, s: RegScript, at: datetime) -> Written:
+        reg = self._reg(s)
+        by = cause(REVIEWER, f"decide-{s.campaign.campaign_id}-{s.index}", at)
+        if s.decision == "reject":
+            reg.reject(None, ["content_policy"], "does not meet the content policy", by)
+        elif s.decision == "partial":
+            override = "strong sales history" if s.fails_criteria else None
+            reg.approve(["s1"], "first slot only", override, by)
+            reg.reject(None, ["schedule_full"], None, by)
+        else:
+            override = "strong sales history" if s.fails_criteria else None
+            reg.approve(None, "looks good", override, by)
+        return Written([reg])
+
+    def withdraw(self, s: RegScript, at: datetime) -> Written:
+        reg = self._reg(s)
+        reg.withdraw(["s2"] if s.campaign.manual else None, "schedule clash",
+                     cause({"id": s.seller_id, "role": "seller"}, f"wd-{s.index}", at))
+        return Written([reg])
+
+    def report(self, plan: CampaignPlan, index: int, number: int, at: datetime) -> Written:
+        reg = self.regs[plan.campaign_id][index]
+        starts_at = plan.starts + timedelta(hours=(number * 5 + index) % 46)
+        report_id = f"{plan.campaign_id}-r{index}-{number}"
+        reg.record_performance({
+            "report_id": report_id, "session_id": "s1" if plan.manual else None,
+            "period_start": starts_at, "period_end": starts_at + timedelta(hours=1),
+            "currency": "USD", "gmv": Decimal(1000 + (index * 37 + number * 11) % 5000) / 4,
+            "orders": 10 + (index + number) % 90, "items_sold": 12 + (index + number) % 120,
+            "buyers": 8 + (index + 2 * number) % 80, "views": 1000 + (index * number) % 50_000,
+            "refunds": Decimal((index + number) % 200) / 4,
+        }, cause(FEED, report_id, at))
+        return Written([reg])
+
+    def expire(self, plan: CampaignPlan) -> Written:
+        """What `expire_campaign` does: the campaign, and every open registration."""
+        at = plan.expires_at
+        campaign = self.campaigns.pop(plan.campaign_id)
+        by = cause(OPERATOR, f"expire-{plan.campaign_id}", at)
+        campaign.expire(by)
+        touched: list[Campaign | Registration] = [campaign]
+        for reg in self.regs.pop(plan.campaign_id).values():
+            if reg.is_open():
+                reg.expire(by.as_system())
+                touched.append(reg)
+        return Written(touched)
+
+    # Batches ------------------------------------------------------------------------------
+
+    def batches(self, size: int = BATCH) -> Iterator[GenBatch]:
+        streams = [self.stream(plan) for plan in self.season.campaigns]
+        batch = GenBatch()
+        for _at, _seq, action in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
+            written = action()
+            for agg in written.aggregates:
+                snapshot = False
+                for event in agg.collect_events():
+                    batch.events.append(self.mapper.to_stored_event(event))
+                    self.topics[type(event).__qualname__] += 1
+                    snapshot = snapshot or (isinstance(agg, Registration)
+                                            and event.originator_version % SNAPSHOT_INTERVAL == 0)
+                if snapshot:
+                    snapshot_class = type(agg).Snapshot
+                    batch.snapshots.append(self.mapper.to_stored_event(snapshot_class.take(agg)))
+            batch.registrations.extend(written.registrations)
+            if len(batch.events) >= size:
+                yield batch
+                batch = GenBatch()
+        if batch.events:
+            yield batch
+
+
+# Stores ---------------------------------------------------------------------------------------
+
+class Sink:
+    """Records generated batches into one store."""
+
+    url: str
+
+    def write(self, batch: GenBatch) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SQLiteSink(Sink):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ledger = Ledger.open(url)
+        self.app = self.ledger.app
+
+    def write(self, batch: GenBatch) -> None:
+        self.app.recorder.insert_events(batch.events, registrations=batch.registrations)
+        if batch.snapshots:
+            assert self.app.snapshots is not None
+            self.app.snapshots.recorder.insert_events(batch.snapshots)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+class PostgresSink(Sink):
+    """COPY under the library's table lock (notification ids follow the batch order)."""
+
+    def __init__(self, url: str, conninfo: str, schema: str) -> None:
+        self.url = url
+        self.ledger = Ledger.open(url)  # creates the tables
+        self.app = self.ledger.app
+        self.conn = psycopg.connect(conninfo, autocommit=True)
+        self.schema = schema
+        assert self.app.snapshots is not None
+        self.events_table = self.app.recorder.events_table_name  # type: ignore[attr-defined]
+        self.snapshots_table = self.app.snapshots.recorder.events_table_name  # type: ignore[attr-defined]
+
+    def _copy(self, cur: psycopg.Cursor[Any], table: str, columns: Sequence[str],
+              rows: Iterable[tuple[Any, ...]]) -> None:
+        statement = sql.SQL("COPY {}.{} ({}) FROM STDIN").format(
+            sql.Identifier(self.schema), sql.Identifier(table),
+            sql.SQL(", ").join(map(sql.Identifier, columns)))
+        with cur.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def write(self, batch: GenBatch) -> None:
+        columns = ("originator_id", "originator_version", "topic", "state")
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute(sql.SQL("LOCK TABLE {}.{} IN EXCLUSIVE MODE").format(
+                sql.Identifier(self.schema), sql.Identifier(self.events_table)))
+            self._copy(cur, self.events_table, columns,
+                       ((e.originator_id, e.originator_version, e.topic, e.state)
+                        for e in batch.events))
+            if batch.registrations:
+                self._copy(cur, "ledger_registrations",
+                           ("registration_id", "campaign_id", "account_id", "seller_id"),
+                           ((r.registration_id, r.campaign_id, r.account_id, r.seller_id)
+                            for r in batch.registrations))
+            if batch.snapshots:
+                self._copy(cur, self.snapshots_table, columns,
+                           ((e.originator_id, e.originator_version, e.topic, e.state)
+                            for e in batch.snapshots))
+
+    def close(self) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(self.schema),
+                                                         sql.Identifier(self.events_table)))
+        self.conn.close()
+        self.ledger.close()
+
+
+@dataclass
+class Store:
+    backend: str
+    label: str  # "100k" | "1M" | ...
+    url: str
+    events: int = 0
+    generate_seconds: float = 0.0
+    bytes: int = 0
+
+
+def size_label(events: int) -> str:
+    if events % 1_000_000 == 0:
+        return f"{events // 1_000_000}M"
+    if events % 1000 == 0:
+        return f"{events // 1000}k"
+    return str(events)
+
+
+def pg_conninfo(base: str, dbname: str) -> str:
+    return psycopg.conninfo.make_conninfo(base, dbname=dbname)
+
+
+def reset_postgres(base_url: str) -> None:
+    """Drop and create the bench database (autocommit)."""
+    dbname = base_url.rsplit("/", 1)[1]
+    admin = base_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+
+
+def make_stores(args: argparse.Namespace, backends: Sequence[str], sizes: Sequence[int],
+                sqlite_dir: Path) -> list[list[Store]]:
+    """One store per size, written to every backend from one pass of the generator."""
+    out: list[list[Store]] = []
+    if "postgres" in backends:
+        reset_postgres(args.pg_url)
+    for size in sizes:
+        label = size_label(size)
+        season = Season.plan(size, args.campaigns, args.events_per_registration)
+        sinks: list[Sink] = []
+        stores: list[Store] = []
+        for backend in backends:
+            if backend == "sqlite":
+                path = sqlite_dir / f"rebuild-{label}.db"
+                url = f"sqlite:///{path}"
+                sinks.append(SQLiteSink(url))
+            else:
+                schema = f"store_{label.lower()}"
+                with psycopg.connect(args.pg_url, autocommit=True) as conn:
+                    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+                url = f"{args.pg_url}?schema={schema}"
+                sinks.append(PostgresSink(url, args.pg_url, schema))
+            stores.append(Store(backend, label, url))
+        started = time.perf_counter()
+        written = 0
+        topics: Counter[str] = Counter()
+        waited = [0.0]
+        for batch in generate_in_child(season, topics, waited):
+            for sink in sinks:
+                sink.write(batch)
+            written += len(batch.events)
+            if args.verbose:
+                print(f"  generating {label}: {written:,} events", file=sys.stderr, end="\r")
+        elapsed = time.perf_counter() - started
+        for sink in sinks:
+            sink.close()
+        for store in stores:
+            store.events = head_of(store.url)
+            store.generate_seconds = elapsed
+            store.bytes = store_bytes(store)
+            if store.events != season.events:
+                raise RuntimeError(f"{store.backend} {label}: {store.events} events recorded, "
+                                   f"{season.events} planned")
+        log(args, f"generated {label}: {written:,} events in {elapsed:.1f} s "
+            f"({written / elapsed:,.0f} events/s into {', '.join(backends)}; the writer waited "
+            f"{waited[0]:.0f} s for the generator); mix: "
+            + ", ".join(f"{k} {v / written:.1%}" for k, v in topics.most_common()))
+        out.append(stores)
+    return out
+
+
+def _produce(season: Season, queue: Any) -> None:
+    """The generator's process: domain methods and mapping on one core, while the parent
+    writes the previous batches on the other."""
+    app = LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    generator = Generator(season, app.mapper)
+    for batch in generator.batches():
+        queue.put(batch)
+    queue.put(dict(generator.topics))
+
+
+def generate_in_child(season: Season, topics: Counter[str],
+                      waited: list[float]) -> Iterator[GenBatch]:
+    """Batches from a generator process; `waited[0]` accumulates the seconds the writer
+    spent waiting for the generator (near the total: generation is the bottleneck)."""
+    spawn = multiprocessing.get_context("spawn")
+    queue = spawn.Queue(maxsize=8)
+    child = spawn.Process(target=_produce, args=(season, queue), daemon=True)
+    child.start()
+    try:
+        while True:
+            started = time.perf_counter()
+            item = queue.get(timeout=600)
+            waited[0] += time.perf_counter() - started
+            if isinstance(item, dict):
+                topics.update(item)
+                return
+            yield item
+    finally:
+        child.join(timeout=10)
+        if child.exitcode not in (0, None):
+            raise RuntimeError(f"the generator failed (exit code {child.exitcode})")
+
+
+def head_of(url: str) -> int:
+    with Ledger.open(url) as ledger:
+        return int(ledger.app.recorder.max_notification_id() or 0)
+
+
+def store_bytes(store: Store) -> int:
+    if store.backend == "sqlite":
+        path = Path(store.url.removeprefix("sqlite:///"))
+        return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    base, schema = store.url.split("?schema=")
+    with psycopg.connect(base) as conn:
+        row = conn.execute("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN "
+                           "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                           "AND c.relkind = 'r'", (schema,)).fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+# Measurements (each in a fresh child process) ------------------------------------------------
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / SIZES_MB
+
+
+def measure_floor(url: str) -> dict[str, Any]:
+    """(a): read every stored event, a page at a time, and decode it; nothing else."""
+    load = os.getloadavg()[0]
+    with Ledger.open(url) as ledger:
+        app = ledger.app
+        started = time.perf_counter()
+        start, count = 0, 0
+        while True:
+            page = app.recorder.select_notifications(start, limit=PAGE,
+                                                     inclusive_of_start=False)
+            if not page:
+                break
+            for notification in page:
+                app.mapper.to_domain_event(notification)
+            count += len(page)
+            start = page[-1].id
+        seconds = time.perf_counter() - started
+    return {"events": count, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "load": load}
+
+
+def measure_rebuild(url: str) -> dict[str, Any]:
+    """(b): rebuild every read model of the registry, as `ledger projections rebuild` does."""
+    samples: list[tuple[int, float]] = []
+    step = [0]
+
+    def progress(position: int, head: int) -> None:
+        if position >= step[0]:
+            samples.append((position, rss_mb()))
+            step[0] = position + max(1, head // 10)
+
+    load = os.getloadavg()[0]
+    with Ledger.open(url) as ledger:
+        started = time.perf_counter()
+        p = projector(ledger.app)
+        count = p.rebuild(progress=progress)
+        seconds = time.perf_counter() - started
+        status = p.status()
+    return {"events": count, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
+            "rss_mb_by_position": samples, "read_models": list(READ_MODELS),
+            "lag_after": {s["name"]: s["lag"] for s in status}, "load": load}
+
+
+def in_child(func: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(func, *args).result()
+
+
+# Catch-up lag -----------------------------------------------------------------------------------
+
+def projector_loop(url: str, stop: Any, ready: Any, interval: float) -> dict[str, Any]:
+    """`Projector.run`, recording when each projected position was reached."""
+    with Ledger.open(url) as ledger:
+        p = projector(ledger.app)
+        p.catch_up()
+        names = [m.name for m in p.models]
+
+        def projected() -> int:
+            return min(p.view.position(name) for name in names)
+
+        marks: list[tuple[float, int]] = [(time.time(), projected())]
+        ready.set()
+        p.run(interval=interval, should_stop=stop.is_set,
+              on_advance=lambda _head: marks.append((time.time(), projected())))
+    return {"marks": marks, "peak_rss_mb": peak_rss_mb()}
+
+
+def writer_loop(url: str, at: datetime, targets: list[tuple[str, str | None, str, int]],
+                rate: float, t0: float, duration: float, tag: str) -> dict[str, Any]:
+    """Send record_performance commands at `rate`/s from wall time `t0` for `duration` s.
+    Open loop: the k-th command is due at t0 + k/rate; a late writer sends at once, and
+    stops at t0 + duration whatever it sent."""
+    commits: list[tuple[float, int]] = []
+    refused: Counter[str] = Counter()
+    with Ledger.open(url, clock=FixedClock(at)) as ledger:
+        k = 0
+        while True:
+            due = t0 + k / rate
+            if due >= t0 + duration or time.time() >= t0 + duration:
+                break
+            delay = due - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            reg_id, session_id, starts, number = targets[k % len(targets)]
+            period_start = datetime.fromisoformat(starts)
+            report_id = f"{tag}-{k}"
+            result = ledger.send({
+                "command": "record_performance", "command_id": report_id, "actor": FEED,
+                "payload": {"registration_id": reg_id, "report_id": report_id,
+                            "session_id": session_id, "period_start": iso(period_start),
+                            "period_end": iso(period_start + timedelta(hours=1)),
+                            "currency": "USD", "gmv": f"{100 + number % 900}.25",
+                            "orders": 3, "items_sold": 4, "buyers": 3, "views": 500,
+                            "refunds": "0.00"}})
+            if result["ok"]:
+                commits.append((time.time(), int(result["position"])))
+            else:
+                refused[result["error"]["code"]] += 1
+            k += 1
+    return {"commits": commits, "refused": dict(refused)}
+
+
+def lag_targets(season: Season, writers: int) -> tuple[datetime, list[list[tuple[str, str | None,
+                                                                                str, int]]]]:
+    """Approved registrations of the last campaign (not expired), dealt to the writers."""
+    plan = season.campaigns[-1]
+    rows = [(str(registration_uuid(plan.campaign_id, RegScript(plan, i).account_id)),
+             "s1" if plan.manual else None,
+             (plan.starts + timedelta(hours=i % 46)).isoformat(), i)
+            for i in range(plan.registrations) if RegScript(plan, i).reports]
+    return plan.ends + timedelta(days=30), [rows[w::writers] for w in range(writers)]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def measure_lag(store: Store, season: Season, rate: float, duration: float, writers: int,
+                interval: float) -> dict[str, Any]:
+    spawn = multiprocessing.get_context("spawn")
+    manager = spawn.Manager()
+    stop, ready = manager.Event(), manager.Event()
+    at, targets = lag_targets(season, writers)
+    with ProcessPoolExecutor(writers + 1, mp_context=spawn) as pool:
+        projecting = pool.submit(projector_loop, store.url, stop, ready, interval)
+        if not ready.wait(600):
+            raise RuntimeError("the projector did not start")
+        head_before = head_of(store.url)
+        t0 = time.time() + 3.0  # the writers open their stores first
+        tag = f"lag-{store.backend}-{int(t0)}"
+        jobs = [pool.submit(writer_loop, store.url, at, targets[w], rate / writers, t0,
+                            duration, f"{tag}-w{w}") for w in range(writers)]
+        results = [job.result() for job in jobs]
+        writers_done = time.time()
+        commits = sorted(c for r in results for c in r["commits"])
+        final = max((pos for _t, pos in commits), default=head_before)
+        # Let the projector reach the last position, then stop it.
+        with Ledger.open(store.url) as ledger:
+            watcher = projector(ledger.app)
+            deadline = writers_done + 120
+            while time.time() < deadline:
+                if all(s["position"] >= final for s in watcher.status()):
+                    break
+                time.sleep(0.05)
+        stop.set()
+        proj = projecting.result()
+    manager.shutdown()
+    marks: list[tuple[float, int]] = proj["marks"]
+
+    def projected_at(t: float) -> int:
+        best = marks[0][1]
+        for when, pos in marks:
+            if when > t:
+                break
+            best = pos
+        return best
+
+    # Time lag: from a command's commit to the first mark at or past its position.
+    time_lags: list[float] = []
+    j = 0
+    by_position = sorted(commits, key=lambda c: c[1])
+    for t_commit, pos in by_position:
+        while j < len(marks) and marks[j][1] < pos:
+            j += 1
+        if j < len(marks):
+            time_lags.append(max(0.0, marks[j][0] - t_commit))
+    # Position lag: head (the last commit so far) minus the projected position, every 50 ms.
+    position_lags: list[float] = []
+    t_end = max((t for t, _ in commits), default=t0)
+    t, k, head = t0, 0, head_before
+    while t <= t_end:
+        while k < len(commits) and commits[k][0] <= t:
+            head = max(head, commits[k][1])
+            k += 1
+        position_lags.append(max(0, head - projected_at(t)))
+        t += 0.05
+    sent = len(commits)
+    span = duration
+    drained = next((when for when, pos in marks if pos >= final), float("nan")) - writers_done
+    return {
+        "backend": store.backend, "store": store.label, "writers": writers,
+        "target_rate": rate, "duration_s": duration, "commands": sent,
+        "refused": {k: v for r in results for k, v in r["refused"].items()},
+        "rate_reached": sent / span if span > 0 else 0.0,
+        "position_lag": {"p50": percentile(position_lags, 0.5),
+                         "p99": percentile(position_lags, 0.99),
+                         "max": max(position_lags, default=0)},
+        "time_lag_s": {"p50": percentile(time_lags, 0.5), "p99": percentile(time_lags, 0.99),
+                       "max": max(time_lags, default=float("nan"))},
+        "catch_ups": len(marks) - 1, "drain_after_writers_s": drained,
+        "projector_peak_rss_mb": proj["peak_rss_mb"], "poll_interval_s": interval,
+    }
+
+
+# Report -----------------------------------------------------------------------------------------
+
+def log(args: argparse.Namespace, message: str) -> None:
+    if args.verbose or not args.json:
+        print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
+def environment() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "python": platform.python_version(), "eventsourcing": metadata.version("eventsourcing"),
+        "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(), "machine": platform.machine(),
+    }
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=True,
+                                        capture_output=True, text=True,
+                                        cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        info["commit"] = None
+    return info
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print()
+    print(f"Read models in the registry: {', '.join(report['read_models'])}")
+    print()
+    print("Rebuild vs floor (events/s; peak RSS of each child process; 1-minute load average "
+          "when the floor / rebuild started, on this machine's "
+          f"{report['environment']['cpus']} CPUs)")
+    print()
+    head = (f"{'backend':<9} {'store':>5} {'events':>10} {'gen s':>6} {'floor ev/s':>11} "
+            f"{'rebuild ev/s':>13} {'(b)/(a)':>8} {'floor s':>8} {'rebuild s':>9} "
+            f"{'RSS floor':>10} {'RSS rebuild':>12} {'load':>9}")
+    print(head)
+    for row in report["rebuild"]:
+        print(f"{row['backend']:<9} {row['store']:>5} {row['events']:>10,} "
+              f"{row['generate_s']:>6.0f} {row['floor_eps']:>11,.0f} {row['rebuild_eps']:>13,.0f} "
+              f"{row['ratio']:>7.2f}x {row['floor_s']:>8.1f} {row['rebuild_s']:>9.1f} "
+              f"{row['floor_rss_mb']:>8.0f}MB {row['rebuild_rss_mb']:>10.0f}MB "
+              f"{row['load_1min'][0]:>4.1f}/{row['load_1min'][1]:<4.1f}")
+    aim = report["aim_ratio"]
+    verdicts = [f"{r['backend']} {r['store']} {r['ratio']:.2f} "
+                f"({'ok' if r['ratio'] >= aim else 'short'})" for r in report["rebuild"]]
+    print(f"\n(b)/(a), aim >= {aim}: " + "; ".join(verdicts))
+    for backend in sorted({r["backend"] for r in report["rebuild"]}):
+        rows = [r for r in report["rebuild"] if r["backend"] == backend]
+        if len(rows) > 1:
+            print(f"peak RSS of the rebuild, {backend}: "
+                  + " -> ".join(f"{r['rebuild_rss_mb']:.0f} MB at {r['store']}" for r in rows))
+    if report["lag"]:
+        print()
+        print("Catch-up lag while writers send record_performance through Ledger.send "
+              "(Projector.run in another process)")
+        print()
+        print(f"{'backend':<9} {'store':>5} {'writers':>7} {'target/s':>8} {'reached/s':>9} "
+              f"{'cmds':>6} {'pos lag p50/p99/max':>20} {'time lag s p50/p99/max':>23} "
+              f"{'drain s':>7}")
+        for lag in report["lag"]:
+            pl, tl = lag["position_lag"], lag["time_lag_s"]
+            print(f"{lag['backend']:<9} {lag['store']:>5} {lag['writers']:>7} "
+                  f"{lag['target_rate']:>8.0f} {lag['rate_reached']:>9.0f} {lag['commands']:>6} "
+                  f"{pl['p50']:>6.0f}/{pl['p99']:>5.0f}/{pl['max']:>6.0f} "
+                  f"{tl['p50']:>7.2f}/{tl['p99']:>6.2f}/{tl['max']:>6.2f} "
+                  f"{lag['drain_after_writers_s']:>7.2f}")
+            if lag["refused"]:
+                print(f"  refused: {lag['refused']}")
+        print("\ntime lag aim < 1 s: " + "; ".join(
+            f"{lag['backend']} p99 {lag['time_lag_s']['p99']:.2f} s "
+            f"({'ok' if lag['time_lag_s']['p99'] < 1 else 'over'})" for lag in report["lag"]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=1_000_000,
+                        help="the big store's events (default 1,000,000)")
+    parser.add_argument("--small", type=int, default=100_000,
+                        help="the small store's events, for RSS vs size (0: skip)")
+    parser.add_argument("--quick", action="store_true", help="the 100k store only")
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--campaigns", type=int, default=12)
+    parser.add_argument("--events-per-registration", type=int, default=40,
+                        help="registrations = events / this (default 40: 25,000 at 1M)")
+    parser.add_argument("--rate", type=float, default=500.0, help="writer commands/s")
+    parser.add_argument("--duration", type=float, default=20.0, help="writer seconds")
+    parser.add_argument("--writers", default="sqlite=2,postgres=3",
+                        help="writer processes per backend")
+    parser.add_argument("--interval", type=float, default=0.2,
+                        help="Projector.run poll interval when idle (its default 0.2)")
+    parser.add_argument("--no-lag", action="store_true", help="skip the catch-up lag run")
+    parser.add_argument("--aim", type=float, default=0.5)
+    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/"
+                        "ledger_rebuild_bench",
+                        help="this database is DROPPED and created again on every run")
+    parser.add_argument("--sqlite-dir", default=None,
+                        help="where the SQLite files go (default: a temporary folder, removed)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--save", default=None, help="also write the JSON figures to this file")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    sizes = [args.small] if args.quick else sorted({s for s in (args.small, args.events) if s})
+    writers = {k: int(v) for k, v in (item.split("=") for item in args.writers.split(","))}
+    tmp = Path(args.sqlite_dir) if args.sqlite_dir else Path(tempfile.mkdtemp(prefix="rebuild-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"environment": environment(), "aim_ratio": args.aim,
+                              "command": " ".join(["python", "bench/rebuild.py",
+                                                   *(argv if argv is not None else sys.argv[1:])]),
+                              "rebuild": [], "lag": [], "read_models": [], "stores": []}
+    try:
+        stores = make_stores(args, backends, sizes, tmp)
+        for stores_of_size in stores:
+            for store in stores_of_size:
+                report["stores"].append(asdict(store))
+        for backend in backends:
+            for stores_of_size in stores:
+                store = next(s for s in stores_of_size if s.backend == backend)
+                floor = in_child(measure_floor, store.url)
+                rebuild = in_child(measure_rebuild, store.url)
+                if floor["events"] != store.events or rebuild["events"] != store.events:
+                    raise RuntimeError(f"read {floor['events']} / rebuilt {rebuild['events']} "
+                                       f"of {store.events} events")
+                report["read_models"] = rebuild["read_models"]
+                row = {
+                    "backend": backend, "store": store.label, "events": store.events,
+                    "store_mb": store.bytes / 2**20, "generate_s": store.generate_seconds,
+                    "floor_s": floor["seconds"], "rebuild_s": rebuild["seconds"],
+                    "floor_eps": store.events / floor["seconds"],
+                    "rebuild_eps": store.events / rebuild["seconds"],
+                    "ratio": floor["seconds"] / rebuild["seconds"],
+                    "floor_rss_mb": floor["peak_rss_mb"],
+                    "rebuild_rss_mb": rebuild["peak_rss_mb"],
+                    "rebuild_rss_mb_by_position": rebuild["rss_mb_by_position"],
+                    "lag_after_rebuild": rebuild["lag_after"],
+                    "load_1min": [floor["load"], rebuild["load"]],
+                }
+                report["rebuild"].append(row)
+                log(args, f"{backend} {store.label}: floor {row['floor_eps']:,.0f} ev/s, "
+                    f"rebuild {row['rebuild_eps']:,.0f} ev/s, ratio {row['ratio']:.2f}, "
+                    f"RSS {row['floor_rss_mb']:.0f} / {row['rebuild_rss_mb']:.0f} MB")
+            if not args.no_lag:
+                store = next(s for s in stores[-1] if s.backend == backend)
+                season = Season.plan(sizes[-1], args.campaigns, args.events_per_registration)
+                lag = measure_lag(store, season, args.rate, args.duration,
+                                  writers.get(backend, 2), args.interval)
+                report["lag"].append(lag)
+                log(args, f"{backend} lag: {lag['rate_reached']:.0f} cmd/s reached, time lag "
+                    f"p50 {lag['time_lag_s']['p50']:.2f} s p99 {lag['time_lag_s']['p99']:.2f} s")
+    finally:
+        if not args.sqlite_dir:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if args.save:
+        Path(args.save).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print_report(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
