@@ -6,7 +6,7 @@ from ledger.projections.base import ReadModel
 from ledger.projections.campaign_performance import CampaignPerformance
 from ledger.projections.decisions import ReviewDecisions
 from ledger.projections.manage import ManageCampaign
-from ledger.projections.runner import Projector
+from ledger.projections.runner import PAGE, REBUILD_PAGE, Projector
 from ledger.projections.ytd import YtdPerformance
 from ledger.store.application import LedgerApplication
 
@@ -18,5 +18,8 @@ READ_MODELS: dict[str, type[ReadModel]] = {
 }
 
 
-def projector(app: LedgerApplication, page: int = 1000) -> Projector:
+def projector(app: LedgerApplication, page: int | None = None) -> Projector:
+    """A projector over every read model; `page` (if given) sizes catch-ups and rebuilds."""
+    if page is None:
+        return Projector(app, list(READ_MODELS.values()), page=PAGE, rebuild_page=REBUILD_PAGE)
     return Projector(app, list(READ_MODELS.values()), page=page)
