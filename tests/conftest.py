@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
@@ -22,6 +22,7 @@ from tests.helpers import (
     register,
     register_auto,
 )
+from tests.projection_helpers import new_schema_url, new_sqlite_url
 
 POSTGRES_URL = os.environ.get(
     "LEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -127,3 +128,17 @@ def auto_registration(world: World, auto_campaign: str) -> str:
 def scene(world: World, manual_campaign: str, auto_campaign: str, registration: str) -> str:
     """Both campaigns exist, and a manual registration has s1, s2 under review."""
     return registration
+
+NewUrl = Callable[[], str]
+
+
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_url(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> NewUrl:
+    """Makes a fresh, empty store URL each call: a SQLite file, or a new schema."""
+    if request.param == "sqlite":
+        directory = tmp_path_factory.mktemp("stores")
+        return lambda: new_sqlite_url(directory)
+    database: str = request.getfixturevalue("postgres_database")
+    return lambda: new_schema_url(database)

@@ -39,8 +39,6 @@ from tests.projection_helpers import (
     clone_events,
     copy_events,
     event_count,
-    new_schema_url,
-    new_sqlite_url,
     read_model_tables,
     rows_elsewhere,
     rows_of,
@@ -52,18 +50,6 @@ from tests.projection_scenarios import PHASES, History, Player, histories, seaso
 NewUrl = Callable[[], str]
 Store = tuple[str, Ledger]  # its URL, and a ledger on it
 UNKNOWN = ("ledger.future:Unknown", "ledger.aggregates.registration_events:Refunded")
-
-
-@pytest.fixture(scope="module",
-                params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def new_url(request: pytest.FixtureRequest,
-            tmp_path_factory: pytest.TempPathFactory) -> NewUrl:
-    """Makes a fresh, empty store URL each call: a SQLite file, or a new schema."""
-    if request.param == "sqlite":
-        directory = tmp_path_factory.mktemp("stores")
-        return lambda: new_sqlite_url(directory)
-    database: str = request.getfixturevalue("postgres_database")
-    return lambda: new_schema_url(database)
 
 
 @pytest.fixture(scope="module")

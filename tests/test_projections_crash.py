@@ -26,8 +26,6 @@ from tests.projection_helpers import (
     child,
     clone_events,
     event_count,
-    new_schema_url,
-    new_sqlite_url,
     rows_elsewhere,
     rows_of,
     status_of,
@@ -40,17 +38,6 @@ Store = tuple[str, Ledger]
 KILLS = 5
 PAGE = 4
 TIMEOUT = 60
-
-
-@pytest.fixture(scope="module",
-                params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def new_url(request: pytest.FixtureRequest,
-            tmp_path_factory: pytest.TempPathFactory) -> NewUrl:
-    if request.param == "sqlite":
-        directory = tmp_path_factory.mktemp("stores")
-        return lambda: new_sqlite_url(directory)
-    database: str = request.getfixturevalue("postgres_database")
-    return lambda: new_schema_url(database)
 
 
 @pytest.fixture(scope="module")
