@@ -313,7 +313,7 @@ def export(settings: Settings, name: str, fmt: str, out: TextIO) -> None:
 
     Money stays exact (decimal strings); times are ISO-8601; nested values are JSON.
 
-    Example: ledger export ytd_totals --format csv --out ytd.csv
+    Example: ledger export ytd_months --format csv --out ytd.csv
     """
     tables = _export_tables()
     key = name.removeprefix("rm_")

@@ -1,4 +1,4 @@
-"""A read model: a library `Projection` whose handlers fill the page's batch."""
+"""A read model: a library `Projection` whose handlers change its working set."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from ledger.projections.tables import Batch, Table
 from ledger.projections.view import ViewMixin
 
 H = TypeVar("H", bound=Callable[..., None])
+Handler = Callable[[Any, Any, str], None]
 
 
 def handles(*event_classes: type[Any]) -> Callable[[H], H]:
-    """Mark a read-model method as the handler of these event classes (and subclasses)."""
+    """Mark a read-model method as the handler of these event classes (and subclasses).
+
+    A handler is called as `handler(self, event, aggregate_id)`, the id as a string."""
 
     def mark(method: H) -> H:
         method.__dict__["handles"] = event_classes
@@ -32,7 +35,7 @@ class ReadModel(Projection[Any]):
     tables: ClassVar[tuple[Table, ...]] = ()
     state_tables: ClassVar[tuple[Table, ...]] = ()
     description: ClassVar[str] = ""
-    handlers: ClassVar[dict[type[Any], Callable[..., None]]] = {}
+    handlers: ClassVar[dict[type[Any], Handler]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -44,23 +47,21 @@ class ReadModel(Projection[Any]):
 
     def __init__(self, view: ViewMixin) -> None:
         super().__init__(view)
-        self.batch = Batch()
-        self._dispatch: dict[type[Any], Callable[..., None] | None] = {}
+        self.batch = Batch(self.tables)
+        self._dispatch: dict[type[Any], Handler | None] = {}
 
-    @property
-    def table_map(self) -> dict[str, Table]:
-        return {t.name: t for t in self.tables}
+    def handler(self, event_class: type[Any]) -> Handler | None:
+        """This read model's handler of an event class (resolved once per class)."""
+        try:
+            return self._dispatch[event_class]
+        except KeyError:
+            found = self._dispatch[event_class] = next(
+                (self.handlers[k] for k in event_class.__mro__ if k in self.handlers), None)
+            return found
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        """Apply one event to the batch; events this read model does not use change nothing."""
-        cls = type(domain_event)
-        if cls not in self._dispatch:
-            self._dispatch[cls] = next(
-                (self.handlers[k] for k in cls.__mro__ if k in self.handlers), None)
-        handler = self._dispatch[cls]
+        """Apply one event to the working set; events this read model does not use change
+        nothing (the library's entry point; the runner calls handlers directly)."""
+        handler = self.handler(type(domain_event))
         if handler is not None:
-            handler(self, domain_event)
-
-
-def aggregate_id(event: Any) -> str:
-    return str(event.originator_id)
+            handler(self, domain_event, str(domain_event.originator_id))

@@ -9,10 +9,10 @@ from ledger.aggregates import campaign as c
 from ledger.aggregates import registration_events as r
 from ledger.aggregates.registration import derive_status
 from ledger.errors import NotFound
-from ledger.projections.base import ReadModel, aggregate_id, handles
+from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin
-from ledger.projections.ytd import MEASURES, fetch, figures, measures
+from ledger.projections.ytd import MEASURES, fetch, figures, measures, totals
 from ledger.views import jsonable
 
 RATE_PLACES = Decimal("0.0001")
@@ -25,8 +25,6 @@ REGISTRATIONS = Table("cp_registrations", ("aggregate_id",), {
     "seller_id": "text", "account_id": "text", "review_mode": "text", "sessions": "json",
     "decision": "text", "expired": "int", "decided": "int", "ever_approved": "int",
     "status": "text"})
-TOTALS = Table("cp_totals", ("campaign_id", "currency"), {
-    "campaign_id": "text", "currency": "text", **MEASURES})
 DAYS = Table("cp_days", ("campaign_id", "day", "currency"), {
     "campaign_id": "text", "day": "text", "currency": "text", **MEASURES})
 SELLERS = Table("cp_sellers", ("campaign_id", "seller_id", "currency"), {
@@ -36,43 +34,44 @@ SELLERS = Table("cp_sellers", ("campaign_id", "seller_id", "currency"), {
 class CampaignPerformance(ReadModel):
     name = "campaign_performance"
     description = "per campaign: sums per currency by day and seller, statuses, approval rate"
-    tables = (CAMPAIGNS, REGISTRATIONS, TOTALS, DAYS, SELLERS)
+    tables = (CAMPAIGNS, REGISTRATIONS, DAYS, SELLERS)
     state_tables = (CAMPAIGNS, REGISTRATIONS)
 
     @handles(c.CampaignCreated)
-    def on_campaign_created(self, e: c.CampaignCreated) -> None:
+    def on_campaign_created(self, e: c.CampaignCreated, aid: str) -> None:
         self.batch.put(CAMPAIGNS, {
-            "aggregate_id": aggregate_id(e), "campaign_id": e.campaign_id, "name": e.name,
+            "aggregate_id": aid, "campaign_id": e.campaign_id, "name": e.name,
             "kind": e.kind, "review_mode": e.review_mode, "starts_at": e.starts_at,
             "ends_at": e.ends_at, "expired_at": None})
 
     @handles(c.Expired)
-    def on_campaign_expired(self, e: c.Expired) -> None:
-        row = self.batch.get(CAMPAIGNS, aggregate_id(e))
+    def on_campaign_expired(self, e: c.Expired, aid: str) -> None:
+        row = self.batch.get(CAMPAIGNS, aid)
         if row is not None:
-            row["expired_at"] = e.timestamp
+            self.batch.put(CAMPAIGNS, {**row, "expired_at": e.timestamp})
 
     @handles(r.Registered)
-    def on_registered(self, e: r.Registered) -> None:
+    def on_registered(self, e: r.Registered, aid: str) -> None:
         self.batch.put(REGISTRATIONS, {
-            "aggregate_id": aggregate_id(e), "registration_id": e.registration_id,
+            "aggregate_id": aid, "registration_id": e.registration_id,
             "campaign_id": e.campaign_id, "seller_id": e.seller_id, "account_id": e.account_id,
             "review_mode": e.terms["review_mode"], "sessions": {}, "decision": None,
             "expired": 0, "decided": 0, "ever_approved": 0, "status": "under_review"})
 
     @handles(r.SessionAdded, r.Duplicated)
-    def on_session(self, e: r.SessionAdded | r.Duplicated) -> None:
-        row = self.batch.get(REGISTRATIONS, aggregate_id(e))
+    def on_session(self, e: r.SessionAdded | r.Duplicated, aid: str) -> None:
+        row = self.batch.get(REGISTRATIONS, aid)
         if row is not None:
-            row["sessions"] = {**row["sessions"], e.session_id: "under_review"}
-            restatus(row)
+            self.batch.put(REGISTRATIONS, restatus(
+                {**row, "sessions": {**row["sessions"], e.session_id: "under_review"}}))
 
     @handles(r.Decision)
-    def on_decision(self, e: r.Decision) -> None:
-        row = self.batch.get(REGISTRATIONS, aggregate_id(e))
+    def on_decision(self, e: r.Decision, aid: str) -> None:
+        row = self.batch.get(REGISTRATIONS, aid)
         if row is None:
             return
-        row["sessions"] = {**row["sessions"], **dict.fromkeys(e.session_ids, e.new_status)}
+        row = {**row, "sessions": {**row["sessions"],
+                                   **dict.fromkeys(e.session_ids, e.new_status)}}
         if row["review_mode"] != "manual" and not e.session_ids:
             row["decision"] = e.new_status
         if isinstance(e, r.Expired):
@@ -81,24 +80,25 @@ class CampaignPerformance(ReadModel):
             row["decided"] = 1
         if isinstance(e, r.Approved):
             row["ever_approved"] = 1
-        restatus(row)
+        self.batch.put(REGISTRATIONS, restatus(row))
 
     @handles(r.PerformanceRecorded)
-    def on_performance(self, e: r.PerformanceRecorded) -> None:
-        row = self.batch.get(REGISTRATIONS, aggregate_id(e))
+    def on_performance(self, e: r.PerformanceRecorded, aid: str) -> None:
+        row = self.batch.get(REGISTRATIONS, aid)
         if row is None:
             return
         amounts = measures(e)
-        key = {"campaign_id": row["campaign_id"], "currency": e.currency}
-        self.batch.add(TOTALS, key, amounts)
+        campaign, currency = row["campaign_id"], e.currency
+        add = self.batch.add
         # The day in the report's own offset, as the seller and the campaign team saw it.
-        self.batch.add(DAYS, {**key, "day": e.period_start.date().isoformat()}, amounts)
-        self.batch.add(SELLERS, {**key, "seller_id": row["seller_id"]}, amounts)
+        add(DAYS, (campaign, e.period_start.date().isoformat(), currency), amounts)
+        add(SELLERS, (campaign, row["seller_id"], currency), amounts)
 
 
-def restatus(row: dict[str, Any]) -> None:
+def restatus(row: dict[str, Any]) -> dict[str, Any]:
     row["status"] = derive_status(row["review_mode"] == "manual", row["sessions"].values(),
                                   row["decision"], bool(row["expired"]))
+    return row
 
 
 # Queries ---------------------------------------------------------------------------------
@@ -123,6 +123,7 @@ def campaign_performance_report(view: ViewMixin, campaign_id: str) -> dict[str, 
         raise NotFound(f"campaign {campaign_id!r} is not in the campaign_performance read "
                        "model (unknown, or not caught up yet: try --fresh)",
                        {"campaign_id": campaign_id})
+    days = fetch(view, DAYS, where, ("day", "currency"))
     by_status: dict[str, int] = {}
     for row in registrations:
         by_status[row["status"]] = by_status.get(row["status"], 0) + 1
@@ -131,9 +132,9 @@ def campaign_performance_report(view: ViewMixin, campaign_id: str) -> dict[str, 
     return {
         "campaign_id": campaign_id,
         **jsonable(about),
-        "totals": [figures(row) for row in fetch(view, TOTALS, where, ("currency",))],
+        "totals": totals(days),
         "days": [{"day": row["day"], **figures(row)}
-                 for row in fetch(view, DAYS, where, ("day", "currency"))],
+                 for row in days],
         "sellers": [{"seller_id": row["seller_id"], **figures(row)}
                     for row in fetch(view, SELLERS, where, ("seller_id", "currency"))],
         "registrations": {"total": len(registrations), "by_status": dict(sorted(

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from ledger.aggregates import registration_events as r
-from ledger.projections.base import ReadModel, aggregate_id, handles
+from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin, physical
 from ledger.views import jsonable
@@ -35,29 +35,30 @@ class ReviewDecisions(ReadModel):
     state_tables = (REGISTRATIONS,)
 
     @handles(r.Registered)
-    def on_registered(self, e: r.Registered) -> None:
+    def on_registered(self, e: r.Registered, aid: str) -> None:
         self.batch.put(REGISTRATIONS, {
-            "aggregate_id": aggregate_id(e), "registration_id": e.registration_id,
+            "aggregate_id": aid, "registration_id": e.registration_id,
             "campaign_id": e.campaign_id, "campaign_name": e.terms["name"],
             "seller_id": e.seller_id, "account_id": e.account_id,
             "review_mode": e.terms["review_mode"], "level": e.level,
             "eligibility": e.eligibility, "registered_at": e.timestamp, "submitted": {}})
 
     @handles(r.SessionAdded, r.Duplicated)
-    def on_session(self, e: r.SessionAdded | r.Duplicated) -> None:
-        row = self.batch.get(REGISTRATIONS, aggregate_id(e))
+    def on_session(self, e: r.SessionAdded | r.Duplicated, aid: str) -> None:
+        row = self.batch.get(REGISTRATIONS, aid)
         if row is not None:
-            row["submitted"] = {**row["submitted"], e.session_id: e.timestamp.isoformat()}
+            self.batch.put(REGISTRATIONS, {
+                **row, "submitted": {**row["submitted"], e.session_id: e.timestamp.isoformat()}})
 
     @handles(r.Approved, r.Rejected)
-    def on_decision(self, e: r.Approved | r.Rejected) -> None:
-        row = self.batch.get(REGISTRATIONS, aggregate_id(e))
+    def on_decision(self, e: r.Approved | r.Rejected, aid: str) -> None:
+        row = self.batch.get(REGISTRATIONS, aid)
         if row is None:
             return
         submitted_at = submitted(row, e.session_ids)
         self.batch.append(DECISIONS, {
             **{k: row[k] for k in COPIED},
-            "aggregate_id": aggregate_id(e), "version": e.originator_version,
+            "aggregate_id": aid, "version": e.originator_version,
             "session_ids": list(e.session_ids), "reviewer_id": e.actor["id"],
             "reviewer_role": e.actor["role"], "decision": e.new_status,
             "reasons": list(e.reasons) if isinstance(e, r.Rejected) else [],

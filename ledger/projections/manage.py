@@ -8,7 +8,7 @@ from typing import Any
 from ledger.aggregates import campaign as c
 from ledger.aggregates import registration_events as r
 from ledger.aggregates.registration import derive_status
-from ledger.projections.base import ReadModel, aggregate_id, handles
+from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin
 from ledger.views import jsonable
@@ -35,9 +35,9 @@ class ManageCampaign(ReadModel):
     state_tables = (REGISTRATIONS, CAMPAIGNS)
 
     @handles(c.CampaignCreated)
-    def on_campaign_created(self, e: c.CampaignCreated) -> None:
+    def on_campaign_created(self, e: c.CampaignCreated, aid: str) -> None:
         self.batch.put(CAMPAIGNS, {
-            "aggregate_id": aggregate_id(e), "campaign_id": e.campaign_id, "name": e.name,
+            "aggregate_id": aid, "campaign_id": e.campaign_id, "name": e.name,
             "kind": e.kind, "review_mode": e.review_mode,
             "registration_opens_at": e.registration_opens_at,
             "registration_closes_at": e.registration_closes_at, "starts_at": e.starts_at,
@@ -46,16 +46,16 @@ class ManageCampaign(ReadModel):
             "expired_at": None})
 
     @handles(c.Expired)
-    def on_campaign_expired(self, e: c.Expired) -> None:
-        row = self.batch.get(CAMPAIGNS, aggregate_id(e))
+    def on_campaign_expired(self, e: c.Expired, aid: str) -> None:
+        row = self.batch.get(CAMPAIGNS, aid)
         if row is not None:
-            row["expired_at"] = e.timestamp
+            self.batch.put(CAMPAIGNS, {**row, "expired_at": e.timestamp})
 
     @handles(r.Registered)
-    def on_registered(self, e: r.Registered) -> None:
+    def on_registered(self, e: r.Registered, aid: str) -> None:
         terms = e.terms
         self.batch.put(REGISTRATIONS, {
-            "aggregate_id": aggregate_id(e), "registration_id": e.registration_id,
+            "aggregate_id": aid, "registration_id": e.registration_id,
             "seller_id": e.seller_id, "account_id": e.account_id, "campaign_id": e.campaign_id,
             "campaign_name": terms["name"], "kind": terms["kind"],
             "review_mode": terms["review_mode"], "campaign_starts_at": terms["starts_at"],
@@ -67,25 +67,25 @@ class ManageCampaign(ReadModel):
             "updated_at": e.timestamp, "version": e.originator_version})
 
     @handles(r.SessionAdded)
-    def on_session_added(self, e: r.SessionAdded) -> None:
-        self._add_session(e, None)
+    def on_session_added(self, e: r.SessionAdded, aid: str) -> None:
+        self._add_session(e, aid, None)
 
     @handles(r.Duplicated)
-    def on_duplicated(self, e: r.Duplicated) -> None:
-        self._add_session(e, e.duplicated_from)
+    def on_duplicated(self, e: r.Duplicated, aid: str) -> None:
+        self._add_session(e, aid, e.duplicated_from)
 
-    def _add_session(self, e: Any, duplicated_from: str | None) -> None:
-        row = self._row(e)
+    def _add_session(self, e: Any, aid: str, duplicated_from: str | None) -> None:
+        row = self._row(e, aid)
         if row is not None:
             row["sessions"] = [*row["sessions"], {
                 "session_id": e.session_id, "starts_at": e.starts_at.isoformat(),
                 "ends_at": e.ends_at.isoformat(), "status": "under_review",
                 "duplicated_from": duplicated_from}]
-            self._restatus(row)
+            self._put(row)
 
     @handles(r.Decision)
-    def on_decision(self, e: r.Decision) -> None:
-        row = self._row(e)
+    def on_decision(self, e: r.Decision, aid: str) -> None:
+        row = self._row(e, aid)
         if row is None:
             return
         chosen = set(e.session_ids)
@@ -100,20 +100,20 @@ class ManageCampaign(ReadModel):
             row["last_decision"] = e.new_status
             row["last_reasons"] = list(getattr(e, "reasons", []) or [])
             row["last_note"] = e.note
-        self._restatus(row)
+        self._put(row)
 
-    def _row(self, e: Any) -> dict[str, Any] | None:
-        row = self.batch.get(REGISTRATIONS, aggregate_id(e))
-        if row is not None:
-            row["updated_at"] = e.timestamp
-            row["version"] = e.originator_version
-        return row
+    def _row(self, e: Any, aid: str) -> dict[str, Any] | None:
+        """A copy of the registration's row, stamped with this event (None: unknown)."""
+        row = self.batch.get(REGISTRATIONS, aid)
+        if row is None:
+            return None
+        return {**row, "updated_at": e.timestamp, "version": e.originator_version}
 
-    @staticmethod
-    def _restatus(row: dict[str, Any]) -> None:
+    def _put(self, row: dict[str, Any]) -> None:
         row["status"] = derive_status(row["review_mode"] == "manual",
                                       [s["status"] for s in row["sessions"]],
                                       row["decision"], bool(row["expired"]))
+        self.batch.put(REGISTRATIONS, row)
 
 
 # Queries: the seller's Manage Campaign page and the campaign list --------------------------

@@ -6,7 +6,7 @@ from ledger.projections.base import ReadModel
 from ledger.projections.campaign_performance import CampaignPerformance
 from ledger.projections.decisions import ReviewDecisions
 from ledger.projections.manage import ManageCampaign
-from ledger.projections.runner import PAGE, REBUILD_PAGE, Projector
+from ledger.projections.runner import FLUSH_EVERY, PAGE, REBUILD_PAGE, WORKING_SET, Projector
 from ledger.projections.ytd import YtdPerformance
 from ledger.store.application import LedgerApplication
 
@@ -18,8 +18,12 @@ READ_MODELS: dict[str, type[ReadModel]] = {
 }
 
 
-def projector(app: LedgerApplication, page: int | None = None) -> Projector:
-    """A projector over every read model; `page` (if given) sizes catch-ups and rebuilds."""
+def projector(app: LedgerApplication, page: int | None = None, *,
+              flush_every: int | None = None, working_set: int = WORKING_SET) -> Projector:
+    """A projector over every read model. `page`, if given, sizes catch-up and rebuild
+    pages, and a rebuild then writes every page unless `flush_every` says otherwise."""
     if page is None:
-        return Projector(app, list(READ_MODELS.values()), page=PAGE, rebuild_page=REBUILD_PAGE)
-    return Projector(app, list(READ_MODELS.values()), page=page)
+        return Projector(app, list(READ_MODELS.values()), page=PAGE, rebuild_page=REBUILD_PAGE,
+                         flush_every=flush_every or FLUSH_EVERY, working_set=working_set)
+    return Projector(app, list(READ_MODELS.values()), page=page, flush_every=flush_every,
+                     working_set=working_set)

@@ -10,14 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
     OperationalError,
-    Tracking,
 )
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.utils import resolve_topic
@@ -29,6 +28,8 @@ from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
 
 PAGE = 1000
 REBUILD_PAGE = 5000  # measured: 1.5x the rebuild rate of 1,000 on SQLite, RSS still flat
+FLUSH_EVERY = 50_000  # events between a rebuild's writes
+WORKING_SET = 100_000  # rows a rebuild's working set may hold (per read model) after a write
 Progress = Callable[[int, int], None]
 
 
@@ -72,11 +73,33 @@ def make_view(app: LedgerApplication) -> ViewMixin:
     return view
 
 
+@dataclass
+class Follow:
+    """One read model's progress through a catch-up: applied in memory up to `position`,
+    written up to `written`, with the counts of what is not written yet."""
+
+    model: ReadModel
+    position: int
+    written: int
+    applied: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unwritten(self) -> int:
+        return self.position - self.written
+
+
 class Projector:
-    """Runs the read models over one application's store."""
+    """Runs the read models over one application's store.
+
+    `page`: events read per page when catching up (each page is written at once).
+    `rebuild_page`: events per page when rebuilding; a rebuild keeps each read model's
+    working set across pages and writes it every `flush_every` events, dropping the
+    oldest rows after a write once it holds more than `working_set` rows."""
 
     def __init__(self, app: LedgerApplication, model_classes: Sequence[type[ReadModel]],
-                 page: int = PAGE, rebuild_page: int | None = None) -> None:
+                 page: int = PAGE, rebuild_page: int | None = None,
+                 flush_every: int | None = None, working_set: int = WORKING_SET) -> None:
         self.app = app
         with ddl_lock(app):
             self.view = make_view(app)
@@ -84,8 +107,9 @@ class Projector:
                 self.view.create_tables(cls.tables)
         self.models = [cls(self.view) for cls in model_classes]
         self.page = page
-        # Rebuilds read far behind the head: bigger pages mean fewer transactions.
         self.rebuild_page = rebuild_page or page
+        self.flush_every = flush_every or self.rebuild_page
+        self.working_set = working_set
         self._topics: dict[str, bool] = {}
 
     def head(self) -> int:
@@ -101,11 +125,19 @@ class Projector:
 
     def catch_up(self, names: Sequence[str] | None = None, *, shadow: bool = False,
                  until: int | None = None, progress: Progress | None = None) -> int:
-        """Apply everything recorded up to `until` (default: the head now); events done."""
-        models = [m for m in self.models if names is None or m.name in names]
-        positions = {m.name: self.view.position(m.name, shadow=shadow) for m in models}
+        """Apply everything recorded up to `until` (default: the head now); events done.
+
+        Live tables are written once per page. A rebuild (`shadow`) owns its tables, so
+        it keeps each working set across pages and writes every `flush_every` events."""
+        follows = []
+        for model in self.models:
+            if names is None or model.name in names:
+                at = self.view.position(model.name, shadow=shadow)
+                # Shadow tables at position 0 are empty: the working set starts complete.
+                model.batch = Batch(model.tables, complete=shadow and at == 0)
+                follows.append(Follow(model, at, at))
         stop = self.head() if until is None else until
-        start = min(positions.values(), default=stop)
+        start = min((f.position for f in follows), default=stop)
         done = 0
         while start < stop:
             notifications = self.app.recorder.select_notifications(
@@ -114,20 +146,19 @@ class Projector:
             if not notifications:
                 break
             page = [self._decode(n) for n in notifications]
-            for model in models:
-                if positions[model.name] < page[-1].position:
-                    try:
-                        self._apply(model, page, positions[model.name], shadow)
-                    except IntegrityError:
-                        # Another runner (or a rebuild's swap) recorded this position
-                        # first: the whole page was rolled back; go on from where it is.
-                        positions[model.name] = self.view.position(model.name, shadow=shadow)
-                        continue
-                    positions[model.name] = page[-1].position
-            start = min(page[-1].position, *positions.values())
+            for follow in follows:
+                if follow.position < page[-1].position:
+                    self._apply(follow, page, shadow)
+                    if (not shadow or follow.unwritten >= self.flush_every
+                            or follow.model.batch.size() > self.working_set):
+                        self._write(follow, shadow)
+            start = min(page[-1].position, *(f.position for f in follows))
             done += len(page)
             if progress is not None:
                 progress(start, stop)
+        for follow in follows:
+            if follow.unwritten:
+                self._write(follow, shadow)
         return done
 
     def _decode(self, notification: Any) -> Decoded:
@@ -143,21 +174,45 @@ class Projector:
         return Decoded(notification.id, event, notification.topic,
                        str(notification.originator_id))
 
-    def _apply(self, model: ReadModel, page: list[Decoded], after: int, shadow: bool) -> None:
-        fresh = [d for d in page if d.position > after]
-        model.batch = Batch()
-        ids = sorted({d.originator_id for d in fresh if d.event is not None})
-        self.view.prefetch(model.state_tables, ids, model.batch, shadow=shadow)
-        skipped: dict[str, int] = {}
-        applied = 0
+    def _apply(self, follow: Follow, page: list[Decoded], shadow: bool) -> None:
+        """Apply the page's events past the read model's position to its working set."""
+        model, batch = follow.model, follow.model.batch
+        fresh = page if page[0].position > follow.position else [
+            d for d in page if d.position > follow.position]
+        handler = model.handler
+        if any(t.name not in batch.complete for t in model.state_tables):
+            ids = {d.originator_id for d in fresh
+                   if d.event is not None and handler(type(d.event)) is not None}
+            self.view.prefetch(model.state_tables, ids, batch, shadow=shadow)
+        skipped = follow.skipped
         for item in fresh:
-            if item.event is None:
+            event = item.event
+            if event is None:
                 skipped[item.topic] = skipped.get(item.topic, 0) + 1
                 continue
-            model.process_event(item.event, Tracking(self.app.name, item.position))
-            applied += 1
-        self.view.flush(model.name, model.table_map, model.batch, after, page[-1].position,
-                        applied, skipped, shadow=shadow)
+            apply = handler(type(event))
+            if apply is not None:
+                apply(model, event, item.originator_id)
+            follow.applied += 1
+        follow.position = page[-1].position
+
+    def _write(self, follow: Follow, shadow: bool) -> None:
+        """Write the working set and the position; after a lost compare-and-set (another
+        runner wrote first) drop it and go on from the position now recorded."""
+        model = follow.model
+        try:
+            self.view.flush(model.name, model.tables, model.batch, follow.written,
+                            follow.position, follow.applied, follow.skipped, shadow=shadow)
+        except IntegrityError:
+            follow.position = self.view.position(model.name, shadow=shadow)
+            model.batch = Batch(model.tables)
+        else:
+            if not shadow:
+                model.batch = Batch(model.tables)
+            elif model.batch.size() > self.working_set:
+                model.batch.evict(self.working_set)
+        follow.written = follow.position
+        follow.applied, follow.skipped = 0, {}
 
     # Follow and rebuild -----------------------------------------------------------------------
 

@@ -1,38 +1,71 @@
-"""Read-model tables, the SQL dialect of each backend, and one batch of row changes.
+"""Read-model tables, the SQL dialect of each backend, and a read model's working set.
 
-A batch is what one page of events changes: state rows (keyed by aggregate id, fetched
-once per page), sums (added in memory, then read-added-written once per page) and
-appended rows. `flush` writes it all with the view's tracking position in one
-transaction, so a crash loses nothing and counts nothing twice.
+The working set (`Batch`) holds the rows a read model changed since its last write:
+state rows (keyed by aggregate id), sum rows (measures added in memory) and appended
+rows. `ViewMixin.flush` writes the dirty ones with the tracking position in one
+transaction, so a crash loses nothing and counts nothing twice. A rebuild keeps the set
+across writes (see docs/design.md, "The working set").
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 KINDS = ("text", "int", "money", "time", "json")
 CHUNK = 200
+Row = dict[str, Any]
+Key = tuple[Any, ...]
+Convert = Callable[[Any], Any] | None
 
 
 @dataclass(frozen=True)
 class Table:
-    """A read-model table: `keys` form its primary key; `columns` maps name → kind."""
+    """A read-model table: `keys` form its primary key; `columns` maps name → kind.
+
+    A sum table's non-key columns (`measures`) are added to, never replaced."""
 
     name: str
     keys: tuple[str, ...]
     columns: dict[str, str]
+    all_columns: tuple[str, ...] = field(init=False, compare=False)
+    measures: tuple[str, ...] = field(init=False, compare=False)
 
-    @property
-    def all_columns(self) -> list[str]:
-        return list(self.keys) + [c for c in self.columns if c not in self.keys]
+    def __post_init__(self) -> None:
+        rest = tuple(c for c in self.columns if c not in self.keys)
+        object.__setattr__(self, "all_columns", self.keys + rest)
+        object.__setattr__(self, "measures", rest)
 
     def kind(self, column: str) -> str:
         return self.columns.get(column, "text")
+
+    def key_of(self, row: Row) -> Key:
+        return tuple([row[k] for k in self.keys])
+
+
+def _json_dump(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _json_load(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _money(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(value)
+
+
+def _time(value: Any) -> Any:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -40,6 +73,8 @@ class Dialect:
     backend: str  # "sqlite" | "postgres"
     p: str
     prefix: str  # schema qualification on PostgreSQL
+    _encoders: dict[str, tuple[Convert, ...]] = field(default_factory=dict, compare=False)
+    _decoders: dict[str, tuple[Convert, ...]] = field(default_factory=dict, compare=False)
 
     def sql_type(self, kind: str) -> str:
         if self.backend == "postgres":
@@ -57,25 +92,59 @@ class Dialect:
         return (f"CREATE TABLE IF NOT EXISTS {self.q(physical)} ({cols}, "
                 f'CONSTRAINT "{physical}_pk" PRIMARY KEY ({keys}))')
 
-    def to_db(self, kind: str, value: Any) -> Any:
-        if value is None:
-            return None
+    # Values to and from the database: one converter per column, worked out once per table;
+    # text and int columns (most of them) are passed as they are.
+
+    def _encoder(self, kind: str) -> Convert:
         if kind == "json":
-            return json.dumps(value, default=str, separators=(",", ":"))
+            return _json_dump
         if self.backend == "sqlite" and kind in ("money", "time"):
-            return value.isoformat() if isinstance(value, datetime) else str(value)
-        return value
+            return _iso
+        return None
+
+    def _decoder(self, kind: str) -> Convert:
+        return {"json": _json_load, "money": _money, "time": _time}.get(kind)
+
+    def encoders(self, table: Table) -> tuple[Convert, ...]:
+        found = self._encoders.get(table.name)
+        if found is None:
+            found = self._encoders[table.name] = tuple(
+                self._encoder(table.kind(c)) for c in table.all_columns)
+        return found
+
+    def decoders(self, table: Table) -> tuple[Convert, ...]:
+        found = self._decoders.get(table.name)
+        if found is None:
+            found = self._decoders[table.name] = tuple(
+                self._decoder(table.kind(c)) for c in table.all_columns)
+        return found
+
+    def to_db(self, kind: str, value: Any) -> Any:
+        convert = self._encoder(kind)
+        return value if convert is None or value is None else convert(value)
 
     def from_db(self, kind: str, value: Any) -> Any:
-        if value is None:
-            return None
-        if kind == "json":
-            return json.loads(value) if isinstance(value, str) else value
-        if kind == "money":
-            return Decimal(value) if not isinstance(value, Decimal) else value
-        if kind == "time" and isinstance(value, str):
-            return datetime.fromisoformat(value)
-        return value
+        convert = self._decoder(kind)
+        return value if convert is None or value is None else convert(value)
+
+    def encode(self, table: Table, values: Iterable[Any]) -> tuple[Any, ...]:
+        """A row's values (in `all_columns` order) as the database takes them."""
+        return tuple([v if f is None or v is None else f(v)
+                      for v, f in zip(values, self.encoders(table), strict=True)])
+
+    def encode_key(self, table: Table, key: Key) -> tuple[Any, ...]:
+        return tuple([v if f is None or v is None else f(v)
+                      for v, f in zip(key, self.encoders(table), strict=False)])
+
+    def row_values(self, table: Table, row: Row) -> tuple[Any, ...]:
+        return self.encode(table, [row.get(c) for c in table.all_columns])
+
+    def decode(self, table: Table, row: Any) -> Row:
+        """A fetched row (a mapping of column → value) as Python values."""
+        return {c: (row[c] if f is None or row[c] is None else f(row[c]))
+                for c, f in zip(table.all_columns, self.decoders(table), strict=True)}
+
+    # Statements ----------------------------------------------------------------------------
 
     def upsert(self, table: Table, physical: str, count: int = 1) -> str:
         """Insert or replace rows in one statement. PostgreSQL takes one array per column
@@ -110,9 +179,6 @@ class Dialect:
             return tuple(list(column) for column in zip(*rows, strict=True))
         return tuple(value for row in rows for value in row)
 
-    def row_values(self, table: Table, row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(self.to_db(table.kind(c), row.get(c)) for c in table.all_columns)
-
     def select_keys(self, table: Table, physical: str, count: int) -> str:
         """Rows by primary key, in a form each planner answers from the key's index
         (a row-value IN over VALUES is a scan of the whole table on both)."""
@@ -123,48 +189,114 @@ class Dialect:
         if len(table.keys) == 1:
             where = f'"{table.keys[0]}" IN ({", ".join([self.p] * count)})'
         else:
-            one = "(" + " AND ".join(f"{k} = {self.p}" for k in repr_keys(table)) + ")"
+            one = "(" + " AND ".join(f'"{k}" = {self.p}' for k in table.keys) + ")"
             where = " OR ".join([one] * count)
         return f"SELECT * FROM {self.q(physical)} WHERE {where}"
 
 
-def repr_keys(table: Table) -> list[str]:
-    return [f'"{k}"' for k in table.keys]
-
-
-@dataclass
 class Batch:
-    """The changes one page of events makes to one read model's tables."""
+    """A read model's working set: the rows it holds in memory, and which changed.
 
-    state: dict[str, dict[tuple[Any, ...], dict[str, Any] | None]] = field(default_factory=dict)
-    sums: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
-    appended: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    - State rows: `get` one (fetched beforehand by the runner, or cached), change it and
+      `put` it back; `put` marks it dirty. `None` means "known not to exist".
+    - Sum rows: `add(table, key, values)` adds `values` (in `table.measures` order). A key
+      whose stored row is known (cached, or new in a complete set) is summed in full;
+      otherwise the change is kept as a delta, read-added-written at the next write.
+    - Appended rows are queued until the next write.
 
-    def get(self, table: Table, *key: Any) -> dict[str, Any] | None:
-        """A state row (prefetched for the page's aggregates, or put earlier in the page)."""
-        return self.state.setdefault(table.name, {}).get(tuple(key))
+    `complete` tables are those whose every stored row the set holds (a rebuild that
+    started on empty tables and dropped nothing): a key it lacks does not exist.
+    """
 
-    def put(self, table: Table, row: dict[str, Any]) -> dict[str, Any]:
-        self.state.setdefault(table.name, {})[tuple(row[k] for k in table.keys)] = row
+    def __init__(self, tables: Sequence[Table] = (), *, complete: bool = False) -> None:
+        self.rows: dict[str, dict[Key, Row | None]] = {t.name: {} for t in tables}
+        self.sums: dict[str, dict[Key, list[Any]]] = {t.name: {} for t in tables}
+        self.deltas: dict[str, dict[Key, list[Any]]] = {t.name: {} for t in tables}
+        self.dirty: dict[str, set[Key]] = {t.name: set() for t in tables}
+        self.appended: dict[str, list[Row]] = {t.name: [] for t in tables}
+        self.complete: set[str] = {t.name for t in tables} if complete else set()
+
+    # What handlers call ----------------------------------------------------------------------
+
+    def get(self, table: Table, *key: Any) -> Row | None:
+        return self.rows[table.name].get(key)
+
+    def put(self, table: Table, row: Row) -> Row:
+        key = table.key_of(row)
+        self.rows[table.name][key] = row
+        self.dirty[table.name].add(key)
         return row
 
-    def add(self, table: Table, key: dict[str, Any], amounts: dict[str, Any]) -> None:
-        """Add amounts to the row at `key` (created at zero when new)."""
-        rows = self.sums.setdefault(table.name, {})
-        k = tuple(key[c] for c in table.keys)
-        row = rows.get(k)
+    def add(self, table: Table, key: Key, values: Sequence[Any]) -> None:
+        name = table.name
+        row = self.sums[name].get(key)
         if row is None:
-            row = rows[k] = {**key, **dict.fromkeys(amounts, 0)}
-        for column, amount in amounts.items():
-            row[column] = row[column] + amount
+            if name in self.complete:
+                self.sums[name][key] = list(values)
+                self.dirty[name].add(key)
+                return
+            deltas = self.deltas[name]
+            row = deltas.get(key)
+            if row is None:
+                deltas[key] = list(values)
+                return
+        else:
+            self.dirty[name].add(key)
+        for i, value in enumerate(values):
+            row[i] += value
 
-    def append(self, table: Table, row: dict[str, Any]) -> None:
-        self.appended.setdefault(table.name, []).append(row)
+    def append(self, table: Table, row: Row) -> None:
+        self.appended[table.name].append(row)
 
-    def is_empty(self) -> bool:
-        return not (any(self.state.values()) or self.sums or self.appended)
+    # What the runner and the view use --------------------------------------------------------
+
+    def missing(self, table: Table, keys: Iterable[Key]) -> list[Key]:
+        """The keys of `table` the set cannot answer for (to fetch before a page)."""
+        if table.name in self.complete:
+            return []
+        rows = self.rows[table.name]
+        return [k for k in keys if k not in rows]
+
+    def fetched(self, table: Table, keys: Iterable[Key], found: Iterable[Row]) -> None:
+        """Record what the database holds for `keys`: these rows, and nothing for the rest."""
+        rows = self.rows[table.name]
+        for key in keys:
+            rows[key] = None
+        for row in found:
+            rows[table.key_of(row)] = row
+
+    def size(self) -> int:
+        return sum(len(part) for group in (self.rows, self.sums, self.deltas, self.appended)
+                   for part in group.values())
+
+    def pending(self) -> bool:
+        return any(self.dirty.values()) or any(self.deltas.values()) or any(
+            self.appended.values())
+
+    def written(self, summed: dict[str, dict[Key, list[Any]]]) -> None:
+        """After a write: the deltas' rows as written are known rows; nothing is dirty."""
+        for name, deltas in self.deltas.items():
+            self.sums[name].update(summed.get(name, {}))
+            deltas.clear()
+        for dirty in self.dirty.values():
+            dirty.clear()
+        for appended in self.appended.values():
+            appended.clear()
+
+    def evict(self, limit: int) -> None:
+        """Drop the oldest cached rows of the biggest tables until at most `limit / 2`
+        are held (only after a write: nothing dropped is dirty). Those tables are no
+        longer complete."""
+        assert not self.pending()
+        while self.size() > limit // 2:
+            name, part = max(((n, p) for g in (self.rows, self.sums) for n, p in g.items()),
+                             key=lambda item: len(item[1]))
+            drop = max(1, len(part) // 2)
+            for key in list(islice(iter(part), drop)):
+                del part[key]
+            self.complete.discard(name)
 
 
-def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]

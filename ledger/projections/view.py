@@ -7,7 +7,7 @@ models can follow the same store, each at its own position.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,7 +16,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
-from ledger.projections.tables import Batch, Dialect, Table, chunks
+from ledger.projections.tables import Batch, Dialect, Key, Table, chunks
 
 STATUS = Table("projection_status", ("name",), {
     "name": "text", "position": "int", "last_advanced_at": "time", "events_applied": "int",
@@ -69,46 +69,61 @@ class ViewMixin:
 
     # Reading and writing a page ------------------------------------------------------------
 
-    def prefetch(self, tables: Sequence[Table], ids: Sequence[str], batch: Batch,
+    def prefetch(self, tables: Sequence[Table], ids: Iterable[str], batch: Batch,
                  *, shadow: bool) -> None:
-        """Load the state rows of these aggregates (state tables are keyed by aggregate id)."""
-        if not ids:
+        """Fetch the state rows of these aggregates that the working set cannot answer for
+        (state tables are keyed by aggregate id)."""
+        keys = [(i,) for i in ids]
+        wanted = [(table, batch.missing(table, keys)) for table in tables]
+        if not any(missing for _, missing in wanted):
             return
-        with self._txn() as c:
-            for table in tables:
-                rows = batch.state.setdefault(table.name, {})
-                for part in chunks(list(ids)):
-                    c.execute(self.dialect.select_keys(table, physical(table, shadow), len(part)),
-                              self.dialect.params([(i,) for i in part]))
-                    for row in c.fetchall():
-                        decoded = self.decode_row(table, row)
-                        rows[tuple(decoded[k] for k in table.keys)] = decoded
-
-    def decode_row(self, table: Table, row: Any) -> dict[str, Any]:
-        return {c: self.dialect.from_db(table.kind(c), row[c]) for c in table.all_columns}
-
-    def flush(self, name: str, tables: dict[str, Table], batch: Batch, after: int,
-              position: int, applied: int, skipped: dict[str, int], *, shadow: bool) -> None:
-        """Write the page's rows and the tracking position in one transaction.
-
-        The page was computed from the rows as they were at position `after`; if another
-        runner has moved the position since, this raises IntegrityError and writes nothing.
-        """
         d = self.dialect
         with self._txn() as c:
+            for table, missing in wanted:
+                found: list[dict[str, Any]] = []
+                for part in chunks(missing):
+                    c.execute(d.select_keys(table, physical(table, shadow), len(part)),
+                              d.params(part))
+                    found.extend(d.decode(table, row) for row in c.fetchall())
+                batch.fetched(table, missing, found)
+
+    def decode_row(self, table: Table, row: Any) -> dict[str, Any]:
+        return self.dialect.decode(table, row)
+
+    def flush(self, name: str, tables: Sequence[Table], batch: Batch, after: int,
+              position: int, applied: int, skipped: dict[str, int], *, shadow: bool) -> None:
+        """Write the working set's changes and the tracking position in one transaction.
+
+        The changes were computed from the rows as they were at position `after`; if
+        another runner has moved the position since, this raises IntegrityError and writes
+        nothing (the caller must then drop the working set)."""
+        d = self.dialect
+        summed: dict[str, dict[Key, list[Any]]] = {}
+        with self._txn() as c:
             self._claim(c, tracking_key(name, shadow), after)
-            for table_name, rows in batch.state.items():
-                table = tables[table_name]
-                values = [d.row_values(table, r) for r in rows.values() if r is not None]
-                self.write_rows(c, table, physical(table, shadow), values)
-            for table_name, sums in batch.sums.items():
-                self._add_sums(c, tables[table_name], sums, shadow)
-            for table_name, appended in batch.appended.items():
-                table = tables[table_name]
-                self.write_rows(c, table, physical(table, shadow),
-                                [d.row_values(table, r) for r in appended])
+            for table in tables:
+                target = physical(table, shadow)
+                if batch.deltas[table.name]:
+                    summed[table.name] = self._add_sums(c, table, batch.deltas[table.name],
+                                                        target)
+                dirty = batch.dirty[table.name]
+                if dirty:
+                    rows, sums = batch.rows[table.name], batch.sums[table.name]
+                    values = []
+                    for key in dirty:
+                        row = rows.get(key)
+                        if row is not None:
+                            values.append(d.row_values(table, row))
+                        else:
+                            values.append(d.encode(table, (*key, *sums[key])))
+                    self.write_rows(c, table, target, values)
+                appended = batch.appended[table.name]
+                if appended:
+                    self.write_rows(c, table, target,
+                                    [d.row_values(table, row) for row in appended])
             self._record_status(c, name, position, applied, skipped, shadow)
             self._insert_tracking(c, Tracking(tracking_key(name, shadow), position))
+        batch.written(summed)
 
     def _claim(self, c: Any, key: str, after: int) -> None:
         """Compare-and-set on the tracking row, first in the transaction: it locks the row
@@ -123,25 +138,25 @@ class ViewMixin:
         if c.fetchone() is None:
             raise IntegrityError(f"{key} is no longer at position {after}")
 
-    def _add_sums(self, c: Any, table: Table, sums: dict[tuple[Any, ...], dict[str, Any]],
-                  shadow: bool) -> None:
+    def _add_sums(self, c: Any, table: Table, deltas: dict[Key, list[Any]],
+                  target: str) -> dict[Key, list[Any]]:
+        """Add changes to sum rows whose stored values the working set does not know:
+        read, add, write. Returns the rows as written."""
         d = self.dialect
-        keys = list(sums)
+        full = {key: list(delta) for key, delta in deltas.items()}
+        keys = list(full)
         for part in chunks(keys):
-            c.execute(d.select_keys(table, physical(table, shadow), len(part)),
-                      d.params([tuple(d.to_db(table.kind(k), v)
-                                      for k, v in zip(table.keys, key, strict=True))
-                                for key in part]))
+            c.execute(d.select_keys(table, target, len(part)),
+                      d.params([d.encode_key(table, key) for key in part]))
             for row in c.fetchall():
-                old = self.decode_row(table, row)
-                new = sums[tuple(old[k] for k in table.keys)]
-                for column in table.columns:
-                    if column not in table.keys:
-                        # `is None`, not `or`: Decimal("0.00") is falsy and its scale counts.
-                        base = old[column] if old[column] is not None else 0
-                        new[column] = base + new[column]
-        self.write_rows(c, table, physical(table, shadow),
-                        [d.row_values(table, row) for row in sums.values()])
+                old = d.decode(table, row)
+                new = full[table.key_of(old)]
+                for i, column in enumerate(table.measures):
+                    # `is None`, not `or`: Decimal("0.00") is falsy and its scale counts.
+                    if old[column] is not None:
+                        new[i] = old[column] + new[i]
+        self.write_rows(c, table, target, [d.encode(table, (*key, *full[key])) for key in keys])
+        return full
 
     def write_rows(self, c: Any, table: Table, name: str, values: list[tuple[Any, ...]]) -> None:
         """Upsert rows in multi-row statements: far fewer round trips than executemany."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.aggregates import registration_events as r
-from ledger.projections.base import ReadModel, aggregate_id, handles
+from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin, physical
 from ledger.views import jsonable
@@ -19,8 +19,6 @@ MEASURES: dict[str, str] = {
 REGISTRATIONS = Table("ytd_registrations", ("aggregate_id",), {
     "aggregate_id": "text", "seller_id": "text", "campaign_id": "text",
     "campaign_name": "text", "campaign_year": "int", "joined": "int"})
-TOTALS = Table("ytd_totals", ("seller_id", "year", "currency"), {
-    "seller_id": "text", "year": "int", "currency": "text", **MEASURES})
 MONTHS = Table("ytd_months", ("seller_id", "year", "month", "currency"), {
     "seller_id": "text", "year": "int", "month": "int", "currency": "text", **MEASURES})
 CAMPAIGNS = Table("ytd_campaigns", ("seller_id", "year", "campaign_id", "currency"), {
@@ -29,47 +27,47 @@ JOINED = Table("ytd_joined", ("seller_id", "year", "campaign_id"), {
     "seller_id": "text", "year": "int", "campaign_id": "text", "registrations": "int"})
 
 
-def measures(e: r.PerformanceRecorded) -> dict[str, Any]:
-    """The amounts one report adds (money stays `Decimal`, per currency in the key)."""
-    return {"gmv": e.gmv, "refunds": e.refunds, "orders": e.orders,
-            "items_sold": e.items_sold, "buyers": e.buyers, "views": e.views, "reports": 1}
+def measures(e: r.PerformanceRecorded) -> tuple[Any, ...]:
+    """The amounts one report adds, in `MEASURES` order (money stays `Decimal`, per
+    currency in the key)."""
+    return (e.gmv, e.refunds, e.orders, e.items_sold, e.buyers, e.views, 1)
 
 
 class YtdPerformance(ReadModel):
     name = "ytd_performance"
     description = "per seller and calendar year: sums per currency, by month and by campaign"
-    tables = (REGISTRATIONS, TOTALS, MONTHS, CAMPAIGNS, JOINED)
+    tables = (REGISTRATIONS, MONTHS, CAMPAIGNS, JOINED)
     state_tables = (REGISTRATIONS,)
 
     @handles(r.Registered)
-    def on_registered(self, e: r.Registered) -> None:
+    def on_registered(self, e: r.Registered, aid: str) -> None:
         self.batch.put(REGISTRATIONS, {
-            "aggregate_id": aggregate_id(e), "seller_id": e.seller_id,
+            "aggregate_id": aid, "seller_id": e.seller_id,
             "campaign_id": e.campaign_id, "campaign_name": e.terms["name"],
             "campaign_year": e.terms["starts_at"].year, "joined": 0})
 
     @handles(r.Approved)
-    def on_approved(self, e: r.Approved) -> None:
-        row = self.batch.get(REGISTRATIONS, aggregate_id(e))
+    def on_approved(self, e: r.Approved, aid: str) -> None:
+        row = self.batch.get(REGISTRATIONS, aid)
         if row is None or row["joined"]:
             return  # a registration joins its campaign once, at its first approval
-        row["joined"] = 1
-        self.batch.add(JOINED, {"seller_id": row["seller_id"], "year": row["campaign_year"],
-                                "campaign_id": row["campaign_id"]}, {"registrations": 1})
+        self.batch.put(REGISTRATIONS, {**row, "joined": 1})
+        self.batch.add(JOINED, (row["seller_id"], row["campaign_year"], row["campaign_id"]),
+                       (1,))
 
     @handles(r.PerformanceRecorded)
-    def on_performance(self, e: r.PerformanceRecorded) -> None:
-        row = self.batch.get(REGISTRATIONS, aggregate_id(e))
+    def on_performance(self, e: r.PerformanceRecorded, aid: str) -> None:
+        row = self.batch.get(REGISTRATIONS, aid)
         if row is None:
             return
         # The calendar of the report's own offset: a report starting 2026-12-31T23:00+07:00
         # belongs to December 2026 for the seller who sent it, whatever UTC says.
         start = e.period_start
         amounts = measures(e)
-        key = {"seller_id": row["seller_id"], "year": start.year, "currency": e.currency}
-        self.batch.add(TOTALS, key, amounts)
-        self.batch.add(MONTHS, {**key, "month": start.month}, amounts)
-        self.batch.add(CAMPAIGNS, {**key, "campaign_id": row["campaign_id"]}, amounts)
+        seller, year, currency = row["seller_id"], start.year, e.currency
+        add = self.batch.add
+        add(MONTHS, (seller, year, start.month, currency), amounts)
+        add(CAMPAIGNS, (seller, year, row["campaign_id"], currency), amounts)
 
 
 # Queries ---------------------------------------------------------------------------------
@@ -83,12 +81,27 @@ def fetch(view: ViewMixin, table: Table, where: dict[str, Any],
     order_by = f" ORDER BY {quoted}" if order else ""
     rows = view.query(f"SELECT * FROM {d.q(physical(table, False))} WHERE {conditions}"
                       f"{order_by}", [d.to_db(table.kind(c), v) for c, v in where.items()])
-    return [view.decode_row(table, row) for row in rows]
+    return [view.dialect.decode(table, row) for row in rows]
 
 
 def figures(row: dict[str, Any]) -> dict[str, Any]:
     """A sum row's currency and measures, JSON-able (money as decimal strings)."""
     return {"currency": row["currency"], **{m: jsonable(row[m]) for m in MEASURES}}
+
+
+def totals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sum rows per currency (exact: the measures are `Decimal` and int), JSON-able.
+
+    Totals are not stored: a seller's year is the sum of its months, a campaign's the sum
+    of its days (tens of rows), and a report then updates two sum rows per read model,
+    not three."""
+    summed: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        total = summed.setdefault(row["currency"], dict.fromkeys(MEASURES, 0))
+        for m in MEASURES:
+            if row[m] is not None:
+                total[m] = total[m] + row[m]
+    return [figures({"currency": currency, **summed[currency]}) for currency in sorted(summed)]
 
 
 def ytd_report(view: ViewMixin, seller_id: str, year: int) -> dict[str, Any]:
@@ -97,16 +110,17 @@ def ytd_report(view: ViewMixin, seller_id: str, year: int) -> dict[str, Any]:
     names = {row["campaign_id"]: row["campaign_name"]
              for row in fetch(view, REGISTRATIONS, {"seller_id": seller_id})}
     joined = fetch(view, JOINED, where, ("campaign_id",))
+    months = fetch(view, MONTHS, where, ("month", "currency"))
     return {
         "seller_id": seller_id,
         "year": year,
-        "totals": [figures(row) for row in fetch(view, TOTALS, where, ("currency",))],
+        "totals": totals(months),
         "campaigns_joined": len(joined),
         "joined": [{"campaign_id": row["campaign_id"],
                     "campaign_name": names.get(row["campaign_id"]),
                     "registrations": row["registrations"]} for row in joined],
         "months": [{"month": row["month"], **figures(row)}
-                   for row in fetch(view, MONTHS, where, ("month", "currency"))],
+                   for row in months],
         "campaigns": [{"campaign_id": row["campaign_id"],
                        "campaign_name": names.get(row["campaign_id"]), **figures(row)}
                       for row in fetch(view, CAMPAIGNS, where, ("campaign_id", "currency"))],
