@@ -7,10 +7,13 @@ position in one transaction (one tracking record per page, not per event).
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from eventsourcing.persistence import (
@@ -21,7 +24,7 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.utils import resolve_topic
 
-from ledger.projections.base import ReadModel
+from ledger.projections.base import Handler, ReadModel
 from ledger.projections.tables import Batch
 from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
 from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
@@ -33,12 +36,28 @@ WORKING_SET = 100_000  # rows a rebuild's working set may hold (per read model) 
 Progress = Callable[[int, int], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class Decoded:
     position: int
     event: Any | None  # None: a topic this version of the ledger does not know
     topic: str
     originator_id: str
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Run CPython's cyclic garbage collector less often for a while.
+
+    A rebuild allocates millions of short-lived objects while it holds a working set of
+    tens of thousands of rows; at the default thresholds (700, 10, 10) the collector
+    scans that set over and over: a fifth of a 100k-event rebuild, measured. The events
+    and rows make no reference cycles, so collecting less often changes nothing else."""
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], 20_000), max(old[1], 50), max(old[2], 50))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 @contextmanager
@@ -73,7 +92,7 @@ def make_view(app: LedgerApplication) -> ViewMixin:
     return view
 
 
-@dataclass
+@dataclass(slots=True)
 class Follow:
     """One read model's progress through a catch-up: applied in memory up to `position`,
     written up to `written`, with the counts of what is not written yet."""
@@ -146,12 +165,14 @@ class Projector:
             if not notifications:
                 break
             page = [self._decode(n) for n in notifications]
-            for follow in follows:
-                if follow.position < page[-1].position:
-                    self._apply(follow, page, shadow)
-                    if (not shadow or follow.unwritten >= self.flush_every
-                            or follow.model.batch.size() > self.working_set):
-                        self._write(follow, shadow)
+            behind = [f for f in follows if f.position < page[-1].position]
+            for _, group in groupby(sorted(behind, key=attrgetter("position")),
+                                    key=attrgetter("position")):
+                self._apply(list(group), page, shadow)
+            for follow in behind:
+                if (not shadow or follow.unwritten >= self.flush_every
+                        or follow.model.batch.size() > self.working_set):
+                    self._write(follow, shadow)
             start = min(page[-1].position, *(f.position for f in follows))
             done += len(page)
             if progress is not None:
@@ -159,6 +180,7 @@ class Projector:
         for follow in follows:
             if follow.unwritten:
                 self._write(follow, shadow)
+            follow.model.batch = Batch(follow.model.tables)  # let the working set go
         return done
 
     def _decode(self, notification: Any) -> Decoded:
@@ -174,27 +196,37 @@ class Projector:
         return Decoded(notification.id, event, notification.topic,
                        str(notification.originator_id))
 
-    def _apply(self, follow: Follow, page: list[Decoded], shadow: bool) -> None:
-        """Apply the page's events past the read model's position to its working set."""
-        model, batch = follow.model, follow.model.batch
-        fresh = page if page[0].position > follow.position else [
-            d for d in page if d.position > follow.position]
-        handler = model.handler
-        if any(t.name not in batch.complete for t in model.state_tables):
-            ids = {d.originator_id for d in fresh
-                   if d.event is not None and handler(type(d.event)) is not None}
-            self.view.prefetch(model.state_tables, ids, batch, shadow=shadow)
-        skipped = follow.skipped
+    def _apply(self, group: list[Follow], page: list[Decoded], shadow: bool) -> None:
+        """Apply the page's events past the group's position (the same for each read model
+        in it) to their working sets, in one pass over the page."""
+        after = group[0].position
+        fresh = page if page[0].position > after else [d for d in page if d.position > after]
+        for follow in group:
+            model, batch = follow.model, follow.model.batch
+            if any(t.name not in batch.complete for t in model.state_tables):
+                ids = {d.originator_id for d in fresh
+                       if d.event is not None and model.handler(type(d.event)) is not None}
+                self.view.prefetch(model.state_tables, ids, batch, shadow=shadow)
+        routes: dict[type[Any], list[tuple[Handler, ReadModel]]] = {}
+        skipped: dict[str, int] = {}
         for item in fresh:
             event = item.event
             if event is None:
                 skipped[item.topic] = skipped.get(item.topic, 0) + 1
                 continue
-            apply = handler(type(event))
-            if apply is not None:
-                apply(model, event, item.originator_id)
-            follow.applied += 1
-        follow.position = page[-1].position
+            route = routes.get(type(event))
+            if route is None:
+                route = routes[type(event)] = [
+                    (handler, f.model) for f in group
+                    if (handler := f.model.handler(type(event))) is not None]
+            for handler, model in route:
+                handler(model, event, item.originator_id)
+        applied = len(fresh) - sum(skipped.values())
+        for follow in group:
+            follow.applied += applied
+            for topic, count in skipped.items():
+                follow.skipped[topic] = follow.skipped.get(topic, 0) + count
+            follow.position = page[-1].position
 
     def _write(self, follow: Follow, shadow: bool) -> None:
         """Write the working set and the position; after a lost compare-and-set (another
@@ -248,8 +280,9 @@ class Projector:
         done = 0
         while True:
             target = self.head()
-            done += self.catch_up([m.name for m in models], shadow=True, until=target,
-                                  progress=progress)
+            with fewer_collections():
+                done += self.catch_up([m.name for m in models], shadow=True, until=target,
+                                      progress=progress)
             if all(self.view.position(m.name, shadow=True) >= target for m in models):
                 break
         for model in models:
