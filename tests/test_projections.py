@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from ledger import FixedClock, Ledger
 from ledger.projections.registry import READ_MODELS, projector
-from ledger.projections.runner import Projector
+from ledger.projections.runner import Projector, split
 from ledger.projections.view import physical
 from tests.helpers import (
     NOW,
@@ -217,6 +217,19 @@ def test_a_second_rebuild_swaps_again(full: Store, source: Ledger, new_url: NewU
     p.rebuild()
     assert rows_of(p) == rows_elsewhere(source.app, new_url())
     assert_applied_once(p)
+
+
+def test_a_rebuild_in_two_processes_gives_the_same_rows(
+    full: Store, source: Ledger, new_url: NewUrl
+) -> None:
+    _, ledger = full
+    p = projector(ledger.app, page=9, flush_every=30, working_set=10, jobs=2)
+    assert [len(group) for group in split(p.models, 2)] == [2, 2]
+    done = p.rebuild()
+    assert done == p.head()
+    assert rows_of(p, exact=True) == rows_elsewhere(source.app, new_url(), exact=True)
+    assert_applied_once(p)
+    assert not {t for t in store_tables(p) if t.endswith("__new")}
 
 
 # Unknown events, idempotence, determinism -------------------------------------------------

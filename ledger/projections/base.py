@@ -35,6 +35,8 @@ class ReadModel(Projection[Any]):
     tables: ClassVar[tuple[Table, ...]] = ()
     state_tables: ClassVar[tuple[Table, ...]] = ()
     description: ClassVar[str] = ""
+    # Relative work per event, to split a parallel rebuild into groups of equal work.
+    weight: ClassVar[int] = 1
     handlers: ClassVar[dict[type[Any], Handler]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -58,6 +60,10 @@ class ReadModel(Projection[Any]):
             found = self._dispatch[event_class] = next(
                 (self.handlers[k] for k in event_class.__mro__ if k in self.handlers), None)
             return found
+
+    def settle(self) -> None:
+        """Fold what handlers gathered in `batch.cells` into rows; the runner calls this
+        before each write (a read model that uses no cells has nothing to do)."""
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """Apply one event to the working set; events this read model does not use change

@@ -12,7 +12,7 @@ from ledger.errors import NotFound
 from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin
-from ledger.projections.ytd import MEASURES, fetch, figures, measures, totals
+from ledger.projections.ytd import MEASURES, add_report, fetch, figures, totals
 from ledger.views import jsonable
 
 RATE_PLACES = Decimal("0.0001")
@@ -36,6 +36,7 @@ class CampaignPerformance(ReadModel):
     description = "per campaign: sums per currency by day and seller, statuses, approval rate"
     tables = (CAMPAIGNS, REGISTRATIONS, DAYS, SELLERS)
     state_tables = (CAMPAIGNS, REGISTRATIONS)
+    weight = 4  # handles every performance report (90% of a season's events)
 
     @handles(c.CampaignCreated)
     def on_campaign_created(self, e: c.CampaignCreated, aid: str) -> None:
@@ -84,15 +85,19 @@ class CampaignPerformance(ReadModel):
 
     @handles(r.PerformanceRecorded)
     def on_performance(self, e: r.PerformanceRecorded, aid: str) -> None:
-        row = self.batch.get(REGISTRATIONS, aid)
-        if row is None:
-            return
-        amounts = measures(e)
-        campaign, currency = row["campaign_id"], e.currency
-        add = self.batch.add
         # The day in the report's own offset, as the seller and the campaign team saw it.
-        add(DAYS, (campaign, e.period_start.date().isoformat(), currency), amounts)
-        add(SELLERS, (campaign, row["seller_id"], currency), amounts)
+        add_report(self.batch.cells, (aid, e.period_start.date(), e.currency), e)
+
+    def settle(self) -> None:
+        batch = self.batch
+        for (aid, day, currency), amounts in batch.cells.items():
+            row = batch.get(REGISTRATIONS, aid)
+            if row is None:
+                continue  # a report of a registration this read model never saw
+            campaign = row["campaign_id"]
+            batch.add(DAYS, (campaign, day.isoformat(), currency), amounts)
+            batch.add(SELLERS, (campaign, row["seller_id"], currency), amounts)
+        batch.cells.clear()
 
 
 def restatus(row: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ledger.projections.base import ReadModel
 from ledger.projections.campaign_performance import CampaignPerformance
 from ledger.projections.decisions import ReviewDecisions
@@ -19,11 +21,20 @@ READ_MODELS: dict[str, type[ReadModel]] = {
 
 
 def projector(app: LedgerApplication, page: int | None = None, *,
-              flush_every: int | None = None, working_set: int = WORKING_SET) -> Projector:
+              flush_every: int | None = None, working_set: int = WORKING_SET,
+              jobs: int | None = None) -> Projector:
     """A projector over every read model. `page`, if given, sizes catch-up and rebuild
-    pages, and a rebuild then writes every page unless `flush_every` says otherwise."""
+    pages, and a rebuild then writes every page unless `flush_every` says otherwise.
+    `jobs`: processes a rebuild uses (default 1; the CLI's default is `default_jobs()`)."""
     if page is None:
         return Projector(app, list(READ_MODELS.values()), page=PAGE, rebuild_page=REBUILD_PAGE,
-                         flush_every=flush_every or FLUSH_EVERY, working_set=working_set)
+                         flush_every=flush_every or FLUSH_EVERY, working_set=working_set,
+                         jobs=jobs or 1)
     return Projector(app, list(READ_MODELS.values()), page=page, flush_every=flush_every,
-                     working_set=working_set)
+                     working_set=working_set, jobs=jobs or 1)
+
+
+def default_jobs() -> int:
+    """Two processes when there are two CPUs: the read models split into two groups of
+    equal work (`ytd_performance` and `campaign_performance` handle every report)."""
+    return max(1, min(2, os.cpu_count() or 1))

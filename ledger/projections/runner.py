@@ -8,12 +8,16 @@ position in one transaction (one tracking record per page, not per event).
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import attrgetter
+from queue import Empty
 from typing import Any
 
 from eventsourcing.persistence import (
@@ -22,7 +26,7 @@ from eventsourcing.persistence import (
     OperationalError,
 )
 from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.utils import resolve_topic
+from eventsourcing.utils import get_topic, resolve_topic
 
 from ledger.projections.base import Handler, ReadModel
 from ledger.projections.tables import Batch
@@ -31,8 +35,8 @@ from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
 
 PAGE = 1000
 REBUILD_PAGE = 5000  # measured: 1.5x the rebuild rate of 1,000 on SQLite, RSS still flat
-FLUSH_EVERY = 50_000  # events between a rebuild's writes
-WORKING_SET = 100_000  # rows a rebuild's working set may hold (per read model) after a write
+FLUSH_EVERY = 100_000  # events between a rebuild's writes
+WORKING_SET = 5_000  # rows per table a rebuild's working set keeps after a write
 Progress = Callable[[int, int], None]
 
 
@@ -113,12 +117,13 @@ class Projector:
 
     `page`: events read per page when catching up (each page is written at once).
     `rebuild_page`: events per page when rebuilding; a rebuild keeps each read model's
-    working set across pages and writes it every `flush_every` events, dropping the
-    oldest rows after a write once it holds more than `working_set` rows."""
+    working set across pages and writes it every `flush_every` events; after a write it
+    keeps at most `working_set` rows per table (the most recent)."""
 
     def __init__(self, app: LedgerApplication, model_classes: Sequence[type[ReadModel]],
                  page: int = PAGE, rebuild_page: int | None = None,
-                 flush_every: int | None = None, working_set: int = WORKING_SET) -> None:
+                 flush_every: int | None = None, working_set: int = WORKING_SET,
+                 jobs: int = 1) -> None:
         self.app = app
         with ddl_lock(app):
             self.view = make_view(app)
@@ -129,6 +134,7 @@ class Projector:
         self.rebuild_page = rebuild_page or page
         self.flush_every = flush_every or self.rebuild_page
         self.working_set = working_set
+        self.jobs = jobs
         self._topics: dict[str, bool] = {}
 
     def head(self) -> int:
@@ -171,7 +177,7 @@ class Projector:
                 self._apply(list(group), page, shadow)
             for follow in behind:
                 if (not shadow or follow.unwritten >= self.flush_every
-                        or follow.model.batch.size() > self.working_set):
+                        or follow.model.batch.largest() > 2 * self.working_set):
                     self._write(follow, shadow)
             start = min(page[-1].position, *(f.position for f in follows))
             done += len(page)
@@ -201,11 +207,17 @@ class Projector:
         in it) to their working sets, in one pass over the page."""
         after = group[0].position
         fresh = page if page[0].position > after else [d for d in page if d.position > after]
+        by_class: dict[type[Any], set[str]] | None = None
         for follow in group:
             model, batch = follow.model, follow.model.batch
             if any(t.name not in batch.complete for t in model.state_tables):
-                ids = {d.originator_id for d in fresh
-                       if d.event is not None and model.handler(type(d.event)) is not None}
+                if by_class is None:  # the page's aggregates, by event class (once a page)
+                    by_class = {}
+                    for d in fresh:
+                        if d.event is not None:
+                            by_class.setdefault(type(d.event), set()).add(d.originator_id)
+                ids = set().union(*(ids for cls, ids in by_class.items()
+                                    if model.handler(cls) is not None))
                 self.view.prefetch(model.state_tables, ids, batch, shadow=shadow)
         routes: dict[type[Any], list[tuple[Handler, ReadModel]]] = {}
         skipped: dict[str, int] = {}
@@ -232,6 +244,7 @@ class Projector:
         """Write the working set and the position; after a lost compare-and-set (another
         runner wrote first) drop it and go on from the position now recorded."""
         model = follow.model
+        model.settle()
         try:
             self.view.flush(model.name, model.tables, model.batch, follow.written,
                             follow.position, follow.applied, follow.skipped, shadow=shadow)
@@ -241,7 +254,7 @@ class Projector:
         else:
             if not shadow:
                 model.batch = Batch(model.tables)
-            elif model.batch.size() > self.working_set:
+            else:
                 model.batch.evict(self.working_set)
         follow.written = follow.position
         follow.applied, follow.skipped = 0, {}
@@ -269,10 +282,21 @@ class Projector:
                 time.sleep(interval)
 
     def rebuild(self, names: Sequence[str] | None = None, *, restart: bool = False,
-                progress: Progress | None = None) -> int:
+                progress: Progress | None = None, jobs: int | None = None) -> int:
         """Build into shadow tables from the first event (or where an interrupted rebuild
-        stopped), then swap them in atomically; readers see the old tables until then."""
+        stopped), then swap them in atomically; readers see the old tables until then.
+
+        With `jobs` > 1 the read models are split into that many groups of about equal
+        work (`ReadModel.weight`), each rebuilt by its own process reading the store;
+        this process runs the first group. Returns the events read (by one group)."""
         models = [m for m in self.models if names is None or m.name in names]
+        groups = split(models, jobs or self.jobs)
+        if len(groups) <= 1:
+            return self._rebuild(models, restart=restart, progress=progress)
+        return Helpers(self, groups, restart).run(progress)
+
+    def _rebuild(self, models: Sequence[ReadModel], *, restart: bool,
+                 progress: Progress | None) -> int:
         for model in models:
             if restart:
                 self.view.reset_shadow(model.name, model.tables)
@@ -288,6 +312,10 @@ class Projector:
         for model in models:
             self.view.swap(model.name, model.tables)
         return done
+
+    def options(self) -> dict[str, int]:
+        return {"page": self.page, "rebuild_page": self.rebuild_page,
+                "flush_every": self.flush_every, "working_set": self.working_set}
 
     def status(self) -> list[dict[str, Any]]:
         head = self.head()
@@ -305,3 +333,111 @@ class Projector:
                 "rebuild_in_progress": f"{model.name}/rebuild" in rows,
             })
         return report
+
+
+# Rebuilding in several processes ---------------------------------------------------------------
+
+def split(models: Sequence[ReadModel], jobs: int) -> list[list[ReadModel]]:
+    """Read models in at most `jobs` groups of about equal weight (heaviest first)."""
+    bins: list[list[ReadModel]] = [[] for _ in range(max(1, min(jobs, len(models))))]
+    for model in sorted(models, key=lambda m: -m.weight):
+        min(bins, key=lambda b: sum(m.weight for m in b)).append(model)
+    return [b for b in bins if b]
+
+
+class Helpers:
+    """Rebuild groups of read models in helper processes while this one rebuilds the
+    first group; progress is the slowest group's position. A helper that fails stops the
+    others (their rebuilds resume next time, like an interrupted one)."""
+
+    def __init__(self, projector: Projector, groups: list[list[ReadModel]],
+                 restart: bool) -> None:
+        self.projector, self.groups, self.restart = projector, groups, restart
+        self.positions = [0] * len(groups)
+        self.stop = 0
+
+    def run(self, progress: Progress | None) -> int:
+        context = multiprocessing.get_context("spawn")
+        queue: Any = context.Queue()
+        env = dict(self.projector.app.env)
+        topics = [[get_topic(type(m)) for m in group] for group in self.groups]
+        helpers = [context.Process(
+            target=rebuild_in_helper, daemon=True,
+            args=(env, topics[i], self.restart, self.projector.options(), queue, i))
+            for i in range(1, len(self.groups))]
+        failures: list[str] = []
+        completed = False
+        try:
+            for helper in helpers:
+                helper.start()
+
+            def mine(position: int, stop: int) -> None:
+                self.positions[0], self.stop = position, max(self.stop, stop)
+                self.drain(queue, failures, progress, block=False)
+
+            done = self.projector._rebuild(self.groups[0], restart=self.restart,
+                                           progress=mine)
+            self.positions[0] = self.stop = max(self.stop, self.positions[0])
+            finished = 1
+            while finished < len(self.groups) and not failures:
+                finished += self.drain(queue, failures, progress, block=True)
+                if not failures and not any(h.is_alive() for h in helpers) and queue.empty():
+                    codes = [h.exitcode for h in helpers]
+                    if finished < len(self.groups):
+                        failures.append(f"a rebuild helper exited with code(s) {codes}")
+            completed = not failures
+        finally:
+            for helper in helpers:
+                if helper.pid is None:
+                    continue  # never started
+                if helper.is_alive() and not completed:
+                    helper.terminate()
+                helper.join(timeout=30)
+        if failures:
+            raise RebuildFailed("; ".join(failures))
+        return done
+
+    def drain(self, queue: Any, failures: list[str], progress: Progress | None,
+              *, block: bool) -> int:
+        """Take the helpers' messages; the number of groups that finished."""
+        finished = 0
+        while True:
+            try:
+                kind, index, *rest = queue.get(timeout=0.5) if block else queue.get_nowait()
+            except Empty:
+                return finished
+            block = False
+            if kind == "progress":
+                self.positions[index], self.stop = rest[0], max(self.stop, rest[1])
+            elif kind == "done":
+                self.positions[index] = self.stop
+                finished += 1
+            else:
+                failures.append(f"rebuilding {', '.join(m.name for m in self.groups[index])} "
+                                f"failed: {rest[0]}")
+            if progress is not None and self.stop:
+                progress(min(self.positions), self.stop)
+
+
+class RebuildFailed(RuntimeError):
+    """A helper process of a parallel rebuild failed (its message says why)."""
+
+
+def rebuild_in_helper(env: dict[str, str], topics: list[str], restart: bool,
+                      options: dict[str, int], queue: Any, index: int) -> None:
+    """A helper process: rebuild these read models, reporting progress on `queue`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops helpers itself
+    try:
+        app = LedgerApplication(env=env)
+        try:
+            projector = Projector(app, [resolve_topic(t) for t in topics], **options)
+            projector._rebuild(projector.models, restart=restart,
+                               progress=lambda p, s: queue.put(("progress", index, p, s)))
+        finally:
+            app.close()
+    except BaseException as error:  # reported by the parent, as one line
+        queue.put(("failed", index, f"{type(error).__name__}: {error}"))
+        queue.close()
+        queue.join_thread()
+        sys.exit(1)
+    queue.put(("done", index))

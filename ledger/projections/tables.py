@@ -215,6 +215,8 @@ class Batch:
         self.dirty: dict[str, set[Key]] = {t.name: set() for t in tables}
         self.appended: dict[str, list[Row]] = {t.name: [] for t in tables}
         self.complete: set[str] = {t.name for t in tables} if complete else set()
+        # A read model's own pending amounts, folded into rows by `ReadModel.settle`.
+        self.cells: dict[Key, list[Any]] = {}
 
     # What handlers call ----------------------------------------------------------------------
 
@@ -265,12 +267,13 @@ class Batch:
         for row in found:
             rows[table.key_of(row)] = row
 
-    def size(self) -> int:
-        return sum(len(part) for group in (self.rows, self.sums, self.deltas, self.appended)
-                   for part in group.values())
+    def largest(self) -> int:
+        """The most rows cached for one table."""
+        return max((len(part) for group in (self.rows, self.sums) for part in group.values()),
+                   default=0)
 
     def pending(self) -> bool:
-        return any(self.dirty.values()) or any(self.deltas.values()) or any(
+        return bool(self.cells) or any(self.dirty.values()) or any(self.deltas.values()) or any(
             self.appended.values())
 
     def written(self, summed: dict[str, dict[Key, list[Any]]]) -> None:
@@ -284,17 +287,16 @@ class Batch:
             appended.clear()
 
     def evict(self, limit: int) -> None:
-        """Drop the oldest cached rows of the biggest tables until at most `limit / 2`
-        are held (only after a write: nothing dropped is dirty). Those tables are no
-        longer complete."""
+        """Keep at most `limit` cached rows per table, dropping the oldest (down to half the
+        limit, so that this is not needed again at once). Only after a write: nothing
+        dropped is dirty. A table that dropped rows is no longer complete."""
         assert not self.pending()
-        while self.size() > limit // 2:
-            name, part = max(((n, p) for g in (self.rows, self.sums) for n, p in g.items()),
-                             key=lambda item: len(item[1]))
-            drop = max(1, len(part) // 2)
-            for key in list(islice(iter(part), drop)):
-                del part[key]
-            self.complete.discard(name)
+        for group in (self.rows, self.sums):
+            for name, part in group.items():
+                if len(part) > limit:
+                    for key in list(islice(iter(part), len(part) - limit // 2)):
+                        del part[key]
+                    self.complete.discard(name)
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:

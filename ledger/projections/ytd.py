@@ -6,7 +6,7 @@ from typing import Any
 
 from ledger.aggregates import registration_events as r
 from ledger.projections.base import ReadModel, handles
-from ledger.projections.tables import Table
+from ledger.projections.tables import Key, Table
 from ledger.projections.view import ViewMixin, physical
 from ledger.views import jsonable
 
@@ -27,10 +27,22 @@ JOINED = Table("ytd_joined", ("seller_id", "year", "campaign_id"), {
     "seller_id": "text", "year": "int", "campaign_id": "text", "registrations": "int"})
 
 
-def measures(e: r.PerformanceRecorded) -> tuple[Any, ...]:
-    """The amounts one report adds, in `MEASURES` order (money stays `Decimal`, per
-    currency in the key)."""
-    return (e.gmv, e.refunds, e.orders, e.items_sold, e.buyers, e.views, 1)
+def add_report(cells: dict[Key, list[Any]], key: Key, e: r.PerformanceRecorded) -> None:
+    """Add a report's amounts (in `MEASURES` order) to the cell at `key`. A cell gathers
+    one registration's reports of one period and currency until the next write, where
+    `settle` adds it to the sum rows: one addition per report instead of one per sum row.
+    Money stays `Decimal`, so the sums are exact whatever the grouping."""
+    cell = cells.get(key)
+    if cell is None:
+        cells[key] = [e.gmv, e.refunds, e.orders, e.items_sold, e.buyers, e.views, 1]
+        return
+    cell[0] += e.gmv
+    cell[1] += e.refunds
+    cell[2] += e.orders
+    cell[3] += e.items_sold
+    cell[4] += e.buyers
+    cell[5] += e.views
+    cell[6] += 1
 
 
 class YtdPerformance(ReadModel):
@@ -38,6 +50,7 @@ class YtdPerformance(ReadModel):
     description = "per seller and calendar year: sums per currency, by month and by campaign"
     tables = (REGISTRATIONS, MONTHS, CAMPAIGNS, JOINED)
     state_tables = (REGISTRATIONS,)
+    weight = 4  # handles every performance report (90% of a season's events)
 
     @handles(r.Registered)
     def on_registered(self, e: r.Registered, aid: str) -> None:
@@ -57,17 +70,21 @@ class YtdPerformance(ReadModel):
 
     @handles(r.PerformanceRecorded)
     def on_performance(self, e: r.PerformanceRecorded, aid: str) -> None:
-        row = self.batch.get(REGISTRATIONS, aid)
-        if row is None:
-            return
         # The calendar of the report's own offset: a report starting 2026-12-31T23:00+07:00
         # belongs to December 2026 for the seller who sent it, whatever UTC says.
         start = e.period_start
-        amounts = measures(e)
-        seller, year, currency = row["seller_id"], start.year, e.currency
-        add = self.batch.add
-        add(MONTHS, (seller, year, start.month, currency), amounts)
-        add(CAMPAIGNS, (seller, year, row["campaign_id"], currency), amounts)
+        add_report(self.batch.cells, (aid, start.year, start.month, e.currency), e)
+
+    def settle(self) -> None:
+        batch = self.batch
+        for (aid, year, month, currency), amounts in batch.cells.items():
+            row = batch.get(REGISTRATIONS, aid)
+            if row is None:
+                continue  # a report of a registration this read model never saw
+            seller = row["seller_id"]
+            batch.add(MONTHS, (seller, year, month, currency), amounts)
+            batch.add(CAMPAIGNS, (seller, year, row["campaign_id"], currency), amounts)
+        batch.cells.clear()
 
 
 # Queries ---------------------------------------------------------------------------------
