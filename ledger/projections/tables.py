@@ -203,6 +203,8 @@ class Batch:
       whose stored row is known (cached, or new in a complete set) is summed in full;
       otherwise the change is kept as a delta, read-added-written at the next write.
     - Appended rows are queued until the next write.
+    - `cells`: a read model's own pending amounts, folded into sum rows by its `settle()`
+      before each write (see `ytd.add_report`).
 
     `complete` tables are those whose every stored row the set holds (a rebuild that
     started on empty tables and dropped nothing): a key it lacks does not exist.
@@ -215,7 +217,6 @@ class Batch:
         self.dirty: dict[str, set[Key]] = {t.name: set() for t in tables}
         self.appended: dict[str, list[Row]] = {t.name: [] for t in tables}
         self.complete: set[str] = {t.name for t in tables} if complete else set()
-        # A read model's own pending amounts, folded into rows by `ReadModel.settle`.
         self.cells: dict[Key, list[Any]] = {}
 
     # What handlers call ----------------------------------------------------------------------
@@ -225,7 +226,9 @@ class Batch:
 
     def put(self, table: Table, row: Row) -> Row:
         key = table.key_of(row)
-        self.rows[table.name][key] = row
+        rows = self.rows[table.name]
+        rows.pop(key, None)  # re-inserted last: `evict` drops the rows changed longest ago
+        rows[key] = row
         self.dirty[table.name].add(key)
         return row
 
