@@ -68,7 +68,7 @@ def friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _parse_now(_: click.Context, __: click.Parameter, value: str | None) -> datetime | None:
+def parse_time_option(_: click.Context, __: click.Parameter, value: str | None) -> datetime | None:
     if not value:
         return None
     try:
@@ -81,7 +81,7 @@ def _parse_now(_: click.Context, __: click.Parameter, value: str | None) -> date
 @click.option("--db", envvar="LEDGER_DATABASE_URL", default=DEFAULT_URL, show_default=True,
               help="Event store: sqlite:///FILE or postgresql://USER@HOST:PORT/DB "
                    "(env LEDGER_DATABASE_URL).")
-@click.option("--now", envvar="LEDGER_NOW", callback=_parse_now,
+@click.option("--now", envvar="LEDGER_NOW", callback=parse_time_option,
               help="Run as if it were this ISO-8601 time, e.g. 2026-11-11T20:00:00+07:00 "
                    "(env LEDGER_NOW). Default: the system clock.")
 @click.version_option(package_name="ledger")

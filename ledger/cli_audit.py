@@ -2,12 +2,190 @@
 
 from __future__ import annotations
 
-from ledger.cli import main
+import csv
+import json
+import sys
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import click
+
+from ledger.cli import Settings, friendly_errors, main, parse_time_option
+from ledger.views import cell, dumps, jsonable, table
 
 
 @main.group()
 def audit() -> None:
     """Audit from the event store itself (never from read models that may lag)."""
+
+
+HISTORY_COLUMNS = ["version", "recorded_at", "type", "actor", "command_id", "changes"]
+
+
+def _changes(data: dict[str, Any]) -> str:
+    """The fields an event sets, on one line: nested values as compact JSON."""
+    return " ".join(
+        f"{k}={json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else cell(v)}"
+        for k, v in data.items())
+
+
+@audit.command("history")
+@click.argument("aggregate_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+@click.pass_obj
+@friendly_errors
+def audit_history(settings: Settings, aggregate_id: str, as_json: bool) -> None:
+    """Every event of a campaign (by its id) or registration (by its UUID), in order.
+
+    Each with its version, recorded time, type, actor, command_id and the fields it set.
+
+    \b
+    Examples:
+      ledger audit history 1111-mega-live
+      ledger audit history 1b4e28ba-2fa1-51d2-883f-0016d3cca427 --json
+    """
+    from ledger.audit.history import history
+
+    records = history(settings.ledger(), aggregate_id)
+    if as_json:
+        for record in records:
+            click.echo(dumps(record))
+        return
+    rows = [{**record, "actor": f"{record['actor']['role']}:{record['actor']['id']}",
+             "changes": _changes(record["data"])} for record in records]
+    click.echo(table(rows, HISTORY_COLUMNS))
+
+
+@audit.command("as-of")
+@click.argument("aggregate_id", metavar="ID")
+@click.option("--at", "at", callback=parse_time_option, metavar="ISO-8601",
+              help="The state after every event recorded at or before this time.")
+@click.option("--version", "version", type=click.IntRange(min=1),
+              help="The state after this version (1 = the first event).")
+@click.pass_obj
+@friendly_errors
+def audit_as_of(settings: Settings, aggregate_id: str, at: datetime | None,
+                version: int | None) -> None:
+    """A campaign's or registration's state as it was then, replayed from its events.
+
+    The same JSON as `ledger show`; which version it is goes to stderr. A campaign's
+    status is the one it had at that time, not now.
+
+    \b
+    Examples:
+      ledger audit as-of 1b4e28ba-2fa1-51d2-883f-0016d3cca427 --at 2026-10-06T12:00:00+07:00
+      ledger audit as-of 1111-mega-live --version 1
+    """
+    from ledger.audit.history import as_of
+
+    if (at is None) == (version is None):
+        raise click.UsageError("give exactly one of --at and --version")
+    found = as_of(settings.ledger(), aggregate_id, at=at, version=version)
+    click.echo(f"{aggregate_id} as of {at.isoformat() if at else f'version {version}'}: "
+               f"version {found.version} of {found.last_version}, recorded "
+               f"{found.recorded_at.isoformat()}", err=True)
+    click.echo(dumps(found.state, indent=2))
+
+
+# Decisions and findings -----------------------------------------------------------------------
+
+DECISION_COLUMNS = ["decided_at", "campaign_id", "seller_id", "decision", "session_ids",
+                    "reviewer_id", "failed_criteria", "reasons", "override_reason",
+                    "seconds_to_decide"]
+FINDING_COLUMNS = ["finding", "decided_at", "campaign_id", "registration_id", "decision",
+                   "session_ids", "reviewer_id", "evidence"]
+
+
+def _filters(func: Any) -> Any:
+    options = [
+        click.option("--reviewer", help="Only this reviewer's decisions (`system`: automatic)."),
+        click.option("--campaign", help="Only this campaign id."),
+        click.option("--since", callback=parse_time_option, metavar="ISO-8601",
+                     help="Only decisions made at or after this time."),
+        click.option("--until", callback=parse_time_option, metavar="ISO-8601",
+                     help="Only decisions made before this time."),
+        click.option("--overrides", is_flag=True,
+                     help="Only approvals that overrode failed criteria."),
+        click.option("--auto", is_flag=True, help="Only the system's automatic decisions."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _write_csv(rows: Iterable[dict[str, Any]]) -> None:
+    writer: csv.DictWriter[str] | None = None
+    for row in rows:
+        flat = {k: json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict) else v
+                for k, v in jsonable(row).items()}
+        if writer is None:
+            writer = csv.DictWriter(sys.stdout, fieldnames=list(flat))
+            writer.writeheader()
+        writer.writerow(flat)
+
+
+@audit.command("decisions")
+@_filters
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per decision.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table",
+              show_default=True, help="csv: one row per decision, nested values as JSON.")
+@click.pass_obj
+@friendly_errors
+def audit_decisions(settings: Settings, reviewer: str | None, campaign: str | None,
+                    since: datetime | None, until: datetime | None, overrides: bool,
+                    auto: bool, as_json: bool, fmt: str) -> None:
+    """Every approval and rejection, with the facts it was made on, oldest first.
+
+    The seller's profile and eligibility as recorded at registration, the campaign's
+    requirements then, the sessions decided (with their windows), reasons or override
+    reason, and the time to decide: replayed from the event store, not a read model.
+
+    \b
+    Examples:
+      ledger audit decisions --campaign 1111-mega-live --overrides
+      ledger audit decisions --reviewer rev-bao --since 2026-10-01T00:00:00Z --format csv
+    """
+    from ledger.audit.decisions import Filters, decisions
+
+    rows = decisions(settings.ledger(), Filters(reviewer, campaign, since, until, overrides, auto))
+    if as_json:
+        for row in rows:
+            click.echo(dumps(row))
+    elif fmt == "csv":
+        _write_csv(rows)
+    else:
+        click.echo(table([jsonable(row) for row in rows], DECISION_COLUMNS))
+
+
+@audit.command("findings")
+@_filters
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per finding.")
+@click.pass_obj
+@friendly_errors
+def audit_findings(settings: Settings, reviewer: str | None, campaign: str | None,
+                   since: datetime | None, until: datetime | None, overrides: bool,
+                   auto: bool, as_json: bool) -> None:
+    """Decisions an auditor should look at, each with its evidence.
+
+    Approvals that overrode failed criteria; decisions on sessions that had already
+    started; decisions made after the campaign ended; rejections with no reason code
+    other than `other`; reviewers deciding their own registrations.
+
+    \b
+    Examples:
+      ledger audit findings
+      ledger audit findings --campaign 1111-mega-live --json
+    """
+    from ledger.audit.decisions import Filters, findings
+
+    rows = findings(settings.ledger(), Filters(reviewer, campaign, since, until, overrides, auto))
+    if as_json:
+        for row in rows:
+            click.echo(dumps(row))
+        return
+    click.echo(table([{**jsonable(row), "evidence": _changes(jsonable(row["evidence"]))}
+                      for row in rows], FINDING_COLUMNS))
 
 
 from ledger import cli_audit_chain  # noqa: E402, F401  (verify, seal)

@@ -36,38 +36,54 @@ class ReviewDecisions(ReadModel):
 
     @handles(r.Registered)
     def on_registered(self, e: r.Registered, aid: str) -> None:
-        self.batch.put(REGISTRATIONS, {
-            "aggregate_id": aid, "registration_id": e.registration_id,
-            "campaign_id": e.campaign_id, "campaign_name": e.terms["name"],
-            "seller_id": e.seller_id, "account_id": e.account_id,
-            "review_mode": e.terms["review_mode"], "level": e.level,
-            "eligibility": e.eligibility, "registered_at": e.timestamp, "submitted": {}})
+        self.batch.put(REGISTRATIONS, registration_row(e, aid))
 
     @handles(r.SessionAdded, r.Duplicated)
     def on_session(self, e: r.SessionAdded | r.Duplicated, aid: str) -> None:
         row = self.batch.get(REGISTRATIONS, aid)
         if row is not None:
-            self.batch.put(REGISTRATIONS, {
-                **row, "submitted": {**row["submitted"], e.session_id: e.timestamp.isoformat()}})
+            self.batch.put(REGISTRATIONS, with_session(row, e))
 
     @handles(r.Approved, r.Rejected)
     def on_decision(self, e: r.Approved | r.Rejected, aid: str) -> None:
         row = self.batch.get(REGISTRATIONS, aid)
-        if row is None:
-            return
-        submitted_at = submitted(row, e.session_ids)
-        self.batch.append(DECISIONS, {
-            **{k: row[k] for k in COPIED},
-            "aggregate_id": aid, "version": e.originator_version,
-            "session_ids": list(e.session_ids), "reviewer_id": e.actor["id"],
-            "reviewer_role": e.actor["role"], "decision": e.new_status,
-            "reasons": list(e.reasons) if isinstance(e, r.Rejected) else [],
-            "note": e.note,
-            "override_reason": e.override_reason if isinstance(e, r.Approved) else None,
-            "failed_criteria": [c["criterion"] for c in row["eligibility"] if not c["passed"]],
-            "command_id": e.command_id, "submitted_at": submitted_at,
-            "decided_at": e.timestamp,
-            "seconds_to_decide": int((e.timestamp - submitted_at).total_seconds())})
+        if row is not None:
+            self.batch.append(DECISIONS, decision_row(row, e, aid))
+
+
+# The rows, as pure functions of the events: `ledger audit decisions` replays the store
+# through them too, so the read model and the audit cannot disagree on a decision's facts.
+
+def registration_row(e: r.Registered, aid: str) -> dict[str, Any]:
+    """What a later decision needs to know about the registration it decides."""
+    return {
+        "aggregate_id": aid, "registration_id": e.registration_id,
+        "campaign_id": e.campaign_id, "campaign_name": e.terms["name"],
+        "seller_id": e.seller_id, "account_id": e.account_id,
+        "review_mode": e.terms["review_mode"], "level": e.level,
+        "eligibility": e.eligibility, "registered_at": e.timestamp, "submitted": {}}
+
+
+def with_session(row: dict[str, Any], e: r.SessionAdded | r.Duplicated) -> dict[str, Any]:
+    """The row with the session's submission time added."""
+    return {**row, "submitted": {**row["submitted"], e.session_id: e.timestamp.isoformat()}}
+
+
+def decision_row(row: dict[str, Any], e: r.Approved | r.Rejected, aid: str) -> dict[str, Any]:
+    """One decision: who decided which sessions, how, on which eligibility, how fast."""
+    submitted_at = submitted(row, e.session_ids)
+    return {
+        **{k: row[k] for k in COPIED},
+        "aggregate_id": aid, "version": e.originator_version,
+        "session_ids": list(e.session_ids), "reviewer_id": e.actor["id"],
+        "reviewer_role": e.actor["role"], "decision": e.new_status,
+        "reasons": list(e.reasons) if isinstance(e, r.Rejected) else [],
+        "note": e.note,
+        "override_reason": e.override_reason if isinstance(e, r.Approved) else None,
+        "failed_criteria": [c["criterion"] for c in row["eligibility"] if not c["passed"]],
+        "command_id": e.command_id, "submitted_at": submitted_at,
+        "decided_at": e.timestamp,
+        "seconds_to_decide": int((e.timestamp - submitted_at).total_seconds())}
 
 
 def submitted(row: dict[str, Any], session_ids: list[str]) -> datetime:
