@@ -9,6 +9,10 @@ its insert transaction. We write there:
   `expire_campaign` reads;
 - and check a `guard` (the campaign still has the registrations the command read).
 
+After the events, in the same transaction, every event's link in its aggregate's hash
+chain goes to `ledger_event_hashes` (`ledger.audit.chain`): one read of the previous
+hashes, one insert.
+
 On PostgreSQL we take the library's table lock first, so that our rows and its events are
 locked in one order and two writers cannot deadlock.
 """
@@ -16,10 +20,12 @@ locked in one order and two writers cannot deadlock.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+from uuid import UUID
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -31,6 +37,8 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
 from psycopg.sql import SQL
+
+from ledger.audit import chain
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,11 @@ class LedgerRows:
     t = ""
     id_type = "TEXT"
     time_type = "TEXT"
+    blob_type = "BLOB"
+    big_type = "INTEGER"
+    serial_key = "INTEGER PRIMARY KEY"
+    position_column = "rowid"
+    events_table_name: str
 
     def ledger_create_statements(self) -> list[str]:
         return [
@@ -80,6 +93,8 @@ class LedgerRows:
             f"registration_id {self.id_type} PRIMARY KEY, campaign_id TEXT NOT NULL, "
             "account_id TEXT NOT NULL, seller_id TEXT NOT NULL, "
             "UNIQUE (campaign_id, account_id))",
+            *chain.create_statements(self.t, self.id_type, self.blob_type, self.big_type,
+                                     self.time_type, self.serial_key),
         ]
 
     def write_ledger_rows(self, curs: _Cursor, **kwargs: Any) -> None:
@@ -107,6 +122,55 @@ class LedgerRows:
             found = curs.fetchone()["n"]
             if found != guard[1]:
                 raise GuardFailed(f"campaign {guard[0]} has {found} registrations, not {guard[1]}")
+
+    # The hash chains (ledger.audit.chain) ------------------------------------------------
+
+    def write_hashes(self, curs: _Cursor, stored_events: Sequence[StoredEvent]) -> None:
+        """Chain the batch's events to their aggregates' stored heads: one read, one insert."""
+        wanted = chain.previous_links(stored_events)
+        previous = self._previous_hashes(curs, wanted) if wanted else {}
+        self._insert_hashes(curs, chain.link(stored_events, previous))
+
+    def _previous_hashes(self, curs: _Cursor, wanted: list[tuple[UUID, int]]
+                         ) -> dict[UUID, bytes]:
+        found: dict[UUID, bytes] = {}
+        # ORs of key equalities, 200 at a time: SQLite answers them from the primary key
+        # (a row-value IN over VALUES is a scan of the whole table, on every save).
+        for start in range(0, len(wanted), 200):
+            part = wanted[start:start + 200]
+            curs.execute(
+                "SELECT originator_id, hash FROM ledger_event_hashes WHERE "
+                + " OR ".join(["(originator_id = ? AND originator_version = ?)"] * len(part)),
+                [x for oid, version in part for x in (oid.hex, version)],
+            )
+            found.update((UUID(row["originator_id"]), row["hash"]) for row in curs.fetchall())
+        return found
+
+    def _insert_hashes(self, curs: _Cursor, rows: list[chain.Link]) -> None:
+        curs.executemany("INSERT INTO ledger_event_hashes VALUES (?,?,?)",
+                         [(oid.hex, version, digest) for oid, version, digest in rows])
+
+    @property
+    def events_table(self) -> str:
+        return self.events_table_name
+
+    @property
+    def hashes_table(self) -> str:
+        return f"{self.t}ledger_event_hashes"
+
+    @property
+    def seals_table(self) -> str:
+        return f"{self.t}ledger_seals"
+
+    @property
+    def seal_heads_table(self) -> str:
+        return f"{self.t}ledger_seal_heads"
+
+    def db_id(self, originator_id: UUID) -> Any:
+        return originator_id.hex
+
+    def db_time(self, moment: datetime) -> Any:
+        return moment.isoformat()
 
     # Reads -------------------------------------------------------------------------------
 
@@ -152,7 +216,20 @@ class LedgerSQLiteRecorder(LedgerRows, SQLiteApplicationRecorder):
         # Our rows first: the first write takes SQLite's write lock, so the guard's count
         # below is read under it.
         self.write_ledger_rows(c, **kwargs)
-        return super()._insert_events(c, stored_events, **kwargs)
+        notification_ids = super()._insert_events(c, stored_events, **kwargs)
+        self.write_hashes(c, stored_events)
+        return notification_ids
+
+    @contextmanager
+    def snapshot(self) -> Iterator[SQLiteCursor]:
+        """A read transaction: in WAL mode it sees one state of the file throughout."""
+        with self.datastore.transaction(commit=False) as c:
+            yield c
+
+    @contextmanager
+    def writing(self) -> Iterator[SQLiteCursor]:
+        with self.datastore.transaction(commit=True) as c:
+            yield c
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         with self.datastore.transaction(commit=False) as c:
@@ -172,6 +249,10 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
     p = "%s"
     id_type = "uuid"
     time_type = "timestamptz"
+    blob_type = "bytea"
+    big_type = "bigint"
+    serial_key = "bigserial PRIMARY KEY"
+    position_column = "notification_id"
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
@@ -186,6 +267,53 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
         if kwargs.get("command") or kwargs.get("registrations") or kwargs.get("guard"):
             self._lock_table(curs)
             self.write_ledger_rows(curs, **kwargs)
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        # The library calls this after its table lock and its insert, in its transaction.
+        notification_ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        self.write_hashes(curs, stored_events)
+        return notification_ids
+
+    def _previous_hashes(self, curs: _Cursor, wanted: list[tuple[UUID, int]]
+                         ) -> dict[UUID, bytes]:
+        curs.execute(
+            f"SELECT originator_id, hash FROM {self.hashes_table} "
+            "WHERE (originator_id, originator_version) IN "
+            "(SELECT * FROM unnest(%s::uuid[], %s::bigint[]))",
+            ([oid for oid, _ in wanted], [version for _, version in wanted]), prepare=True,
+        )
+        return {row["originator_id"]: row["hash"] for row in curs.fetchall()}
+
+    def _insert_hashes(self, curs: _Cursor, rows: list[chain.Link]) -> None:
+        curs.execute(
+            f"INSERT INTO {self.hashes_table} "
+            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bytea[])",
+            ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]), prepare=True,
+        )
+
+    @property
+    def events_table(self) -> str:
+        return f'{self.t}"{self.events_table_name}"'
+
+    def db_id(self, originator_id: UUID) -> Any:
+        return originator_id
+
+    def db_time(self, moment: datetime) -> Any:
+        return moment
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Any]:
+        """One REPEATABLE READ, read-only transaction: every page sees the same store."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield curs
+
+    @contextmanager
+    def writing(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=True) as curs:
+            yield curs
 
     @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
