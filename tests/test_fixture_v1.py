@@ -1,0 +1,96 @@
+"""A store written by a ledger whose reports were v1 (no `refunds`) still replays, projects,
+verifies and takes new events. The fixture is tests/fixtures/v1-store.db (made by
+tests/fixtures/make_v1_store.py); on PostgreSQL its events are copied into a new schema."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from ledger import FixedClock, Ledger
+from ledger.aggregates import registration_events as r
+from ledger.audit import chain
+from ledger.audit.history import history
+from ledger.projections.registry import projector
+from ledger.projections.ytd import ytd_report
+from tests.conftest import NewUrl
+from tests.fixtures.make_v1_store import REPORTS
+from tests.helpers import SELLER, STARTS, hours, record_performance
+from tests.projection_helpers import copy_events
+
+FIXTURE = Path(__file__).parent / "fixtures" / "v1-store.db"
+
+
+@pytest.fixture
+def v1(new_url: NewUrl, tmp_path: Path) -> Iterator[Ledger]:
+    copy = tmp_path / "v1-store.db"
+    shutil.copy(FIXTURE, copy)
+    url = new_url()
+    clock = FixedClock(STARTS + hours(5))
+    if url.startswith("sqlite"):
+        with Ledger.open(f"sqlite:///{copy}", clock=clock, pool_size=1) as ledger:
+            yield ledger  # the fixture file itself, with the hash rows it was written with
+        return
+    with Ledger.open(f"sqlite:///{copy}", pool_size=1) as source, \
+            Ledger.open(url, clock=clock, pool_size=1) as ledger:
+        copy_events(source.app, ledger.app)
+        yield ledger
+
+
+def reports(ledger: Ledger) -> list[r.PerformanceRecorded]:
+    notifications = ledger.app.recorder.select_notifications(0, 1000)
+    return [e for e in map(ledger.app.mapper.to_domain_event, notifications)
+            if isinstance(e, r.PerformanceRecorded)]
+
+
+def test_the_fixture_holds_v1_reports() -> None:
+    with closing(sqlite3.connect(f"file:{FIXTURE}?mode=ro", uri=True)) as db:
+        states = [json.loads(state) for (state,) in db.execute(
+            "SELECT state FROM stored_events WHERE topic LIKE '%PerformanceRecorded'")]
+    assert len(states) == len(REPORTS)
+    for state in states:
+        assert "refunds" not in state
+        assert "class_version" not in state
+
+
+def test_v1_reports_upcast_with_no_refunds(v1: Ledger) -> None:
+    found = reports(v1)
+    assert [e.report_id for e in found] == list(REPORTS)
+    assert all(e.refunds == Decimal("0") for e in found)
+    assert [e.gmv for e in found] == [Decimal("1000.25"), Decimal("1001.25"), Decimal("1002.25")]
+
+
+def test_a_v1_store_verifies_and_takes_v2_events_that_verify_too(v1: Ledger) -> None:
+    report = chain.verify(v1.app.store)
+    assert report.clean, [f.line() for f in report.findings]
+    assert (report.events, report.aggregates) == (12, 3)
+
+    registration = str(reports(v1)[0].originator_id)
+    v1.send(record_performance(registration, report_id="v2-report", refunds="10.50"))
+
+    report = chain.verify(v1.app.store)
+    assert report.clean, [f.line() for f in report.findings]
+    assert report.events == 13
+    newest = v1.app.recorder.select_notifications(0, 1000)[-1]
+    assert json.loads(newest.state)["class_version"] == 2
+    steps = [(e["type"], e["data"].get("report_id"), e["data"].get("refunds"))
+             for e in history(v1, registration) if e["type"] == "PerformanceRecorded"]
+    assert steps == [("PerformanceRecorded", "v1-report-1", "0"),
+                     ("PerformanceRecorded", "v1-report-2", "0"),
+                     ("PerformanceRecorded", "v1-report-3", "0"),
+                     ("PerformanceRecorded", "v2-report", "10.50")]
+
+
+def test_read_models_rebuild_from_a_v1_store(v1: Ledger) -> None:
+    p = projector(v1.app)
+    p.rebuild()
+    year = ytd_report(p.view, SELLER, STARTS.year)
+    assert [(t["currency"], t["gmv"], t["refunds"], t["reports"]) for t in year["totals"]] == [
+        ("THB", "3003.75", "0", 3)]
