@@ -128,6 +128,14 @@ def change_a_payload_byte(tables: Tables, reg: UUID) -> None:
     tables.set_event(reg, 2, topic, state[:i] + b"x" + state[i + 1:])
 
 
+def edit_the_payload_as_text_in_sql(tables: Tables, reg: UUID) -> None:
+    """What an operator's hand-written UPDATE does (on SQLite it even leaves TEXT behind)."""
+    edited = ("replace(state, 's1', 'sX')" if tables.sqlite else
+              "convert_to(replace(convert_from(state, 'UTF8'), 's1', 'sX'), 'UTF8')")
+    tables.run(f"UPDATE EVENTS SET state = {edited} WHERE originator_id=? "
+               "AND originator_version=?", reg, 2)
+
+
 def change_a_topic(tables: Tables, reg: UUID) -> None:
     topic, state = tables.event(reg, 5)
     tables.set_event(reg, 5, topic.replace("Approved", "Rejected"), state)
@@ -156,6 +164,7 @@ def insert_a_forged_event(tables: Tables, reg: UUID) -> None:
 
 @pytest.mark.parametrize(("tamper", "kind", "version", "says"), [
     (change_a_payload_byte, "altered", 2, "topic or state was changed"),
+    (edit_the_payload_as_text_in_sql, "altered", 2, "topic or state was changed"),
     (change_a_topic, "altered", 5, "topic or state was changed"),
     (delete_an_event, "deleted_event", 3, "event was deleted"),
     (delete_an_event_and_its_hash, "gap", 3, "version 3 is missing"),

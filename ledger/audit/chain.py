@@ -41,6 +41,12 @@ def event_hash(previous: bytes, originator_id: UUID, version: int, topic: str,
     ))).digest()
 
 
+def _bytes(value: Any) -> bytes:
+    """A stored value as bytes; text (an edit that turned a BLOB into TEXT) as UTF-8, so
+    that it is found as a changed event instead of stopping the check."""
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
 def _uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(value)
 
@@ -204,10 +210,10 @@ def _merged(events: Iterator[Any], hashes: Iterator[Any]
             yield *e[0], e[1], None
             e = next(e_it, None)
         elif e is None or h[0] < e[0]:
-            yield *h[0], None, bytes(h[1]["hash"])
+            yield *h[0], None, _bytes(h[1]["hash"])
             h = next(h_it, None)
         else:
-            yield *e[0], e[1], bytes(h[1]["hash"])
+            yield *e[0], e[1], _bytes(h[1]["hash"])
             e, h = next(e_it, None), next(h_it, None)
 
 
@@ -241,7 +247,7 @@ class _Walk:
                         "the ledger")
         else:
             before = self.head[1] if self.head else GENESIS
-            digest = event_hash(before, self.id, version, event["topic"], bytes(event["state"]))
+            digest = event_hash(before, self.id, version, event["topic"], _bytes(event["state"]))
             if digest != stored:
                 self.altered = (version, before, stored)
                 self._found("altered", version, "hash differs: the stored topic or state "
@@ -253,7 +259,7 @@ class _Walk:
     def _look_for_swap(self, version: int, event: Any) -> None:
         assert self.altered is not None
         at, before, stored = self.altered
-        if event_hash(before, self.id, at, event["topic"], bytes(event["state"])) == stored:
+        if event_hash(before, self.id, at, event["topic"], _bytes(event["state"])) == stored:
             self.altered = None
             self._found("swapped", at, f"version {at} holds another event; the event "
                         f"recorded as version {at} is now stored as version {version}")
@@ -315,8 +321,8 @@ def _check_seals(store: ChainStore, curs: Any, report: Report, broken: set[UUID]
         for row in _pages(store, curs, store.seal_heads_table,
                           "originator_id, originator_version, hash", f"seal_id={store.p}",
                           (seal_id,)):
-            merkle.add(_uuid(row["originator_id"]), row["originator_version"], bytes(row["hash"]))
-        if merkle.root() != bytes(seal["root"]) or merkle.leaves != seal["aggregates"]:
+            merkle.add(_uuid(row["originator_id"]), row["originator_version"], _bytes(row["hash"]))
+        if merkle.root() != _bytes(seal["root"]) or merkle.leaves != seal["aggregates"]:
             report.findings.append(Finding(
                 "seal_altered", None, None, f"seal #{seal_id}: its stored heads no longer give "
                 "its root (a head was changed, added or removed)"))
