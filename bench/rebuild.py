@@ -70,6 +70,7 @@ from ledger import FixedClock, Ledger
 from ledger.aggregates.base import Cause, registration_uuid
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
+from ledger.audit import chain
 from ledger.projections.registry import READ_MODELS, default_jobs, projector
 from ledger.store.application import SNAPSHOT_INTERVAL, LedgerApplication
 from ledger.store.recorders import RegistrationRow
@@ -461,6 +462,10 @@ class Sink:
 
 
 class SQLiteSink(Sink):
+    """`insert_events` of our recorder: its `_insert_events` writes the index rows and the
+    hash rows (`ledger_event_hashes`, chained to the heads it reads back) in the same
+    transaction, exactly as a save does."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.ledger = Ledger.open(url)
@@ -477,7 +482,11 @@ class SQLiteSink(Sink):
 
 
 class PostgresSink(Sink):
-    """COPY under the library's table lock (notification ids follow the batch order)."""
+    """COPY under the library's table lock (notification ids follow the batch order).
+
+    COPY bypasses our recorder, so the sink writes the hash rows itself (COPY into
+    `ledger_event_hashes`, same transaction), chained by `ledger.audit.chain.link` to the
+    heads it keeps per aggregate (one 32-byte hash each), as a save would chain them."""
 
     def __init__(self, url: str, conninfo: str, schema: str) -> None:
         self.url = url
@@ -488,6 +497,7 @@ class PostgresSink(Sink):
         assert self.app.snapshots is not None
         self.events_table = self.app.recorder.events_table_name  # type: ignore[attr-defined]
         self.snapshots_table = self.app.snapshots.recorder.events_table_name  # type: ignore[attr-defined]
+        self.heads: dict[UUID, bytes] = {}  # each aggregate's last hash, for `link`
 
     def _copy(self, cur: psycopg.Cursor[Any], table: str, columns: Sequence[str],
               rows: Iterable[tuple[Any, ...]]) -> None:
@@ -506,6 +516,8 @@ class PostgresSink(Sink):
             self._copy(cur, self.events_table, columns,
                        ((e.originator_id, e.originator_version, e.topic, e.state)
                         for e in batch.events))
+            self._copy(cur, "ledger_event_hashes",
+                       ("originator_id", "originator_version", "hash"), self._links(batch))
             if batch.registrations:
                 self._copy(cur, "ledger_registrations",
                            ("registration_id", "campaign_id", "account_id", "seller_id"),
@@ -515,6 +527,15 @@ class PostgresSink(Sink):
                 self._copy(cur, self.snapshots_table, columns,
                            ((e.originator_id, e.originator_version, e.topic, e.state)
                             for e in batch.snapshots))
+
+    def _links(self, batch: GenBatch) -> list[chain.Link]:
+        heads = self.heads
+        previous = {e.originator_id: heads[e.originator_id] for e in batch.events
+                    if e.originator_version > 1 and e.originator_id in heads}
+        rows = chain.link(batch.events, previous)
+        for oid, _version, digest in rows:
+            heads[oid] = digest
+        return rows
 
     def close(self) -> None:
         with self.conn.cursor() as cur:

@@ -244,7 +244,7 @@ class _Walk:
                         f"stored version is {version})")
         elif stored is None:
             self._found("unhashed", version, "an event with no hash row: inserted outside "
-                        "the ledger")
+                        "the ledger (or written by a ledger older than hash chains)")
         else:
             before = self.head[1] if self.head else GENESIS
             digest = event_hash(before, self.id, version, event["topic"], _bytes(event["state"]))
