@@ -230,5 +230,5 @@ def demo(settings: Settings, fresh: bool) -> None:
 
 
 # The read-model commands register themselves on `main`.
-from ledger import cli_audit, cli_read  # noqa: E402, F401
+from ledger import cli_audit, cli_read, cli_serve  # noqa: E402, F401
 

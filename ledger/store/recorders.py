@@ -39,6 +39,7 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL
 
 from ledger.audit import chain
+from ledger.store import tokens
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class LedgerRows:
             "UNIQUE (campaign_id, account_id))",
             *chain.create_statements(self.t, self.id_type, self.blob_type, self.big_type,
                                      self.time_type, self.serial_key),
+            *tokens.create_statements(self.t, self.time_type),
         ]
 
     def write_ledger_rows(self, curs: _Cursor, **kwargs: Any) -> None:

@@ -1,0 +1,86 @@
+"""`ledger serve` (the HTTP service) and `ledger tokens add` (who may call it)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from ledger.cli import Settings, friendly_errors, main
+from ledger.clock import SystemClock
+from ledger.store import tokens
+from ledger.store.tokens import TokenActor
+
+ROLES = ("seller", "reviewer", "operator", "system")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes, each with its own pool on the store.")
+@click.pass_obj
+@friendly_errors
+def serve(settings: Settings, host: str, port: int, workers: int) -> None:
+    """Serve the command API over HTTP (FastAPI on uvicorn) until interrupted.
+
+    POST /v1/commands (one command) and /v1/commands:batch (up to 500); GET reads
+    under /v1; /healthz, /readyz; OpenAPI at /openapi.json, docs at /docs. Every request
+    carries `Authorization: Bearer TOKEN` (see `ledger tokens add`): the command's actor is
+    the token's. One JSON access-log line per request on stderr. Runs on the system
+    clock: --now / LEDGER_NOW is refused.
+
+    \b
+    Example:
+      ledger --db postgresql://postgres@127.0.0.1:5432/ledger serve --port 8080 --workers 4
+      curl -H "Authorization: Bearer $TOKEN" -d @command.json localhost:8080/v1/commands
+    """
+    if settings.now is not None:
+        raise click.UsageError("--now / LEDGER_NOW cannot be used with serve: the service "
+                               "records real time (unset LEDGER_NOW)")
+    import uvicorn
+
+    url = settings.ledger().url  # fail fast, in one line, if unreachable; creates tables
+    settings.close()
+    os.environ["LEDGER_DATABASE_URL"] = settings.db  # read by each worker's from_env()
+    click.echo(f"serving {url} on http://{host}:{port} "
+               f"with {workers} worker{'s' if workers > 1 else ''} (Ctrl-C to stop)", err=True)
+    uvicorn.run("ledger.service.app:from_env", factory=True, host=host, port=port,
+                workers=workers, access_log=False, log_level="warning")
+
+
+@main.group("tokens")
+def tokens_group() -> None:
+    """Bearer tokens for `ledger serve`: each one speaks for one actor."""
+
+
+@tokens_group.command("add")
+@click.option("--role", required=True, type=click.Choice(ROLES), help="The actor's role.")
+@click.option("--id", "actor_id", required=True, help="The actor's id, e.g. rev-alice.")
+@click.pass_obj
+@friendly_errors
+def tokens_add(settings: Settings, role: str, actor_id: str) -> None:
+    """Make a token for an actor and print it once (only its SHA-256 is stored).
+
+    A request with this token acts as this actor: the command's own `actor` is replaced.
+
+    \b
+    Example:
+      TOKEN=$(ledger --db postgresql://postgres@127.0.0.1:5432/ledger \\
+              tokens add --role reviewer --id rev-alice)
+    """
+    from pydantic import ValidationError
+
+    from ledger.commands.schemas import Actor
+
+    try:
+        Actor.model_validate({"id": actor_id, "role": role})
+    except ValidationError as e:
+        raise click.BadParameter(str(e.errors()[0]["msg"]), param_hint="--id") from None
+    store = settings.ledger().app.store
+    token = tokens.issue(store, TokenActor(actor_id, role), SystemClock().now())
+    click.echo(token)
+    click.echo(f"a token for {role} {actor_id!r}: keep it now, it is not shown again",
+               err=True)
+

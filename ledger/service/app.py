@@ -1,0 +1,158 @@
+"""The FastAPI application: commands, health, and the read endpoints (`reads.py`).
+
+`create_app(url)` builds it for one store; `from_env()` is the factory uvicorn's worker
+processes call (`ledger serve` passes the store in LEDGER_DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ledger.clock import Clock
+from ledger.errors import LedgerError, StoreUnavailable, first_line
+from ledger.service import reads
+from ledger.service.http import AccessLog, AuthActor, access_logger, read_body, service_of
+from ledger.service.models import Accepted, Health, Refused, add_command_bodies
+from ledger.service.state import READ_TIMEOUT, Service
+from ledger.service.status import ServiceError, error_body, status_of
+from ledger.store.urls import DEFAULT_URL
+from ledger.views import jsonable
+
+COMMANDS = "/v1/commands"
+BATCH = "/v1/commands:batch"
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Refused, "description": text} for code, text in {
+        400: "invalid JSON, or a rule the command breaks as sent",
+        401: "no token, or an unknown one",
+        403: "the token's role may not do this",
+        404: "not found", 409: "conflict with the store's state", 413: "body too large",
+        422: "validation error", 503: "store unavailable or read model behind"}.items()}
+
+
+def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
+               max_body: int | None = None, read_timeout: float = READ_TIMEOUT) -> FastAPI:
+    """The service for the store at `url`; `clock` for tests (the CLI never sets it)."""
+    service = Service(url, clock=clock, pool_size=pool_size, read_timeout=read_timeout,
+                      **({"max_body": max_body} if max_body is not None else {}))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(title="ledger", version="1", lifespan=lifespan,
+                  description="The campaign ledger's commands and read models over HTTP. "
+                              "Every request needs `Authorization: Bearer TOKEN` "
+                              "(from `ledger tokens add`) except /healthz and /readyz.")
+    app.state.service = service
+    app.add_middleware(AccessLog)
+    _add_error_handlers(app)
+    _add_routes(app)
+    app.include_router(reads.router)
+    _describe_command_bodies(app)
+    return app
+
+
+def from_env() -> FastAPI:
+    """The app for LEDGER_DATABASE_URL, logging access lines to stderr (uvicorn factory)."""
+    if not access_logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_logger.addHandler(handler)
+        access_logger.setLevel(logging.INFO)
+        access_logger.propagate = False
+    return create_app(os.environ.get("LEDGER_DATABASE_URL", DEFAULT_URL))
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.post(COMMANDS, response_model=Accepted, responses=REFUSALS, tags=["commands"])
+    async def send_command(request: Request,
+                           actor: AuthActor) -> JSONResponse:
+        """Execute one DOMAIN.md command as the token's actor; 200 accepted or replayed."""
+        service = service_of(request)
+        body = await read_body(request, service.max_body)
+        name, result = await run_in_threadpool(service.send, body, actor)
+        request.state.command = name
+        return JSONResponse(jsonable(result), status_code=status_of(result))
+
+    @app.post(BATCH, response_model=list[Accepted | Refused], responses=REFUSALS,
+              tags=["commands"])
+    async def send_batch(request: Request,
+                         actor: AuthActor) -> JSONResponse:
+        """Execute up to 500 commands, each in its own transaction, in order; one result
+        each (200 even when some are refused: look at each result's `ok`)."""
+        service = service_of(request)
+        body = await read_body(request, service.max_body)
+        request.state.command = "batch"
+        results = await run_in_threadpool(service.send_batch, body, actor)
+        return JSONResponse(jsonable(results))
+
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """The process is up (it does not touch the store)."""
+        return {"status": "up"}
+
+    @app.get("/readyz", responses={503: {"model": Refused}}, tags=["operations"])
+    def readyz(request: Request) -> dict[str, Any]:
+        """The store is reachable; each read model's position and lag behind the head."""
+        status = service_of(request).projector().status()
+        return {"status": "ready", "head": status[0]["head"] if status else 0,
+                "read_models": [{k: row[k] for k in ("name", "position", "lag")}
+                                for row in status]}
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def respond(error: ServiceError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        return JSONResponse(jsonable(error.body()), status_code=error.status, headers=headers)
+
+    async def service_error(_: Request, e: Exception) -> JSONResponse:
+        assert isinstance(e, ServiceError)
+        return respond(e)
+
+    async def ledger_error(_: Request, e: Exception) -> JSONResponse:
+        assert isinstance(e, LedgerError)
+        return respond(ServiceError.of(e))
+
+    async def unavailable(_: Request, e: Exception) -> JSONResponse:
+        message = str(e) if isinstance(e, StoreUnavailable) else (
+            f"the store is unavailable ({first_line(e)})")
+        return respond(ServiceError(503, "store_unavailable", message))
+
+    async def invalid_request(_: Request, e: Exception) -> JSONResponse:
+        assert isinstance(e, RequestValidationError)
+        details = [{"field": ".".join(str(p) for p in item["loc"]), "message": item["msg"]}
+                   for item in e.errors()]
+        fields = ", ".join(d["field"] for d in details[:5])
+        return JSONResponse(error_body("validation_error", f"invalid request: {fields}",
+                                       details), status_code=422)
+
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(LedgerError, ledger_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    for kind in (StoreUnavailable, OperationalError, InterfaceError, psycopg.OperationalError):
+        app.add_exception_handler(kind, unavailable)
+
+
+def _describe_command_bodies(app: FastAPI) -> None:
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_command_bodies(default(), COMMANDS, BATCH)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+

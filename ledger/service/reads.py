@@ -1,0 +1,146 @@
+"""GET endpoints: the read models (`?after=POSITION` or `?fresh=true` waits for a write to
+show), and an aggregate's state and history from the event store itself.
+
+Sellers read only what is theirs (their pages, their registrations); the review and
+campaign-wide reads are for the other roles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from ledger.audit.history import history
+from ledger.errors import Forbidden, ValidationFailed
+from ledger.projections.campaign_performance import campaign_performance_report
+from ledger.projections.decisions import decisions_report
+from ledger.projections.manage import REGISTRATION_STATUSES, campaign_list, manage_page
+from ledger.projections.view import ViewMixin
+from ledger.projections.ytd import ytd_report
+from ledger.service.http import AuthActor, service_of
+from ledger.service.state import Service
+from ledger.store.tokens import TokenActor
+from ledger.views import campaign_state, jsonable, registration_state
+
+router = APIRouter(prefix="/v1", tags=["reads"])
+Json = dict[str, Any]
+Actor = AuthActor
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How far a read model must have got before it is read."""
+
+    after: Annotated[int | None, Query(
+        ge=0, description="Wait until the read model has applied this store position "
+                          "(an accepted command's `position`).")] = None
+    fresh: Annotated[bool, Query(
+        description="Wait until the read model has applied everything stored now.")] = False
+
+    def view(self, request: Request, name: str) -> ViewMixin:
+        return service_of(request).view(name, self.after, self.fresh)
+
+
+Fresh = Annotated[Freshness, Depends()]
+
+
+def not_seller(actor: TokenActor, what: str) -> None:
+    if actor.role == "seller":
+        raise Forbidden(f"a seller may not read {what}", {"role": actor.role})
+
+
+def own(actor: TokenActor, seller_id: str) -> None:
+    if actor.role == "seller" and actor.id != seller_id:
+        raise Forbidden(f"seller {actor.id!r} may not read seller {seller_id!r}'s pages")
+
+
+@router.get("/campaigns")
+def campaigns(request: Request, actor: Actor, freshness: Fresh,
+              open_only: Annotated[bool, Query(alias="open")] = False) -> list[Json]:
+    """The campaigns with their status now; `?open=true`: only those open for registration."""
+    service = service_of(request)
+    return campaign_list(freshness.view(request, "manage_campaign"), service.clock.now(),
+                         open_only=open_only)
+
+
+@router.get("/campaigns/{campaign_id}")
+def campaign(request: Request, actor: Actor, campaign_id: str) -> Json:
+    """A campaign's current state, replayed from the event store (as `ledger show`)."""
+    ledger = service_of(request).ledger()
+    found = ledger.campaign(campaign_id)
+    count = len(ledger.app.store.registrations_of(campaign_id))
+    return campaign_state(found, ledger.clock.now(), count)
+
+
+@router.get("/campaigns/{campaign_id}/performance")
+def campaign_performance(request: Request, actor: Actor, freshness: Fresh,
+                         campaign_id: str) -> Json:
+    """Totals, per day, per seller, registrations by status, approval rate."""
+    not_seller(actor, "a campaign's performance")
+    report: Json = jsonable(campaign_performance_report(
+        freshness.view(request, "campaign_performance"), campaign_id))
+    return report
+
+
+@router.get("/campaigns/{campaign_id}/history")
+def campaign_history(request: Request, actor: Actor, campaign_id: str) -> list[Json]:
+    """Every stored event of the campaign, in order (as `ledger audit history`)."""
+    not_seller(actor, "a campaign's history")
+    return list(history(service_of(request).ledger(), campaign_id))
+
+
+@router.get("/registrations/{registration_id}")
+def registration(request: Request, actor: Actor, registration_id: str) -> Json:
+    """A registration's current state, replayed from the event store (as `ledger show`)."""
+    return registration_state(_registration(service_of(request), actor, registration_id))
+
+
+@router.get("/registrations/{registration_id}/history")
+def registration_history(request: Request, actor: Actor, registration_id: str) -> list[Json]:
+    """Every stored event of the registration, in order (as `ledger audit history`)."""
+    service = service_of(request)
+    _registration(service, actor, registration_id)
+    return list(history(service.ledger(), registration_id))
+
+
+def _registration(service: Service, actor: TokenActor, registration_id: str) -> Any:
+    found = service.ledger().registration(registration_id)
+    own(actor, found.seller_id)
+    return found
+
+
+@router.get("/sellers/{seller_id}/registrations")
+def manage(request: Request, actor: Actor, freshness: Fresh, seller_id: str,
+           status: Annotated[str | None, Query(
+               description=f"One of: {', '.join(REGISTRATION_STATUSES)}.")] = None,
+           campaign_id: Annotated[str | None, Query(alias="campaign")] = None) -> list[Json]:
+    """The seller's Manage Campaign page: registrations, sessions, actions open now."""
+    own(actor, seller_id)
+    if status is not None and status not in REGISTRATION_STATUSES:
+        raise ValidationFailed.field("status", f"one of: {', '.join(REGISTRATION_STATUSES)}")
+    service = service_of(request)
+    return manage_page(freshness.view(request, "manage_campaign"), seller_id,
+                       service.clock.now(), status=status, campaign_id=campaign_id)
+
+
+@router.get("/sellers/{seller_id}/performance/{year}")
+def ytd(request: Request, actor: Actor, freshness: Fresh, seller_id: str,
+        year: Annotated[int, Path(ge=2000, le=2100)]) -> Json:
+    """A seller's year: totals per currency, campaigns joined, per month, per campaign."""
+    own(actor, seller_id)
+    report: Json = jsonable(ytd_report(freshness.view(request, "ytd_performance"), seller_id,
+                                       year))
+    return report
+
+
+@router.get("/decisions")
+def decisions(request: Request, actor: Actor, freshness: Fresh,
+              reviewer: str | None = None,
+              campaign_id: Annotated[str | None, Query(alias="campaign")] = None,
+              overrides: bool = False) -> list[Json]:
+    """Review decisions, oldest first: who decided what, on which facts, how fast."""
+    not_seller(actor, "review decisions")
+    return decisions_report(freshness.view(request, "review_decisions"), reviewer,
+                            campaign_id, overrides)

@@ -1,0 +1,139 @@
+"""What one service process holds: its Ledger (a pool on the store), its projector, and
+the ways a request uses them. Opened lazily, so the process starts (and `/healthz`
+answers) while the store is still unreachable."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from ledger.clock import Clock, SystemClock
+from ledger.commands.parse import MAX_COMMAND_BYTES, load_json
+from ledger.errors import InvalidJson, StoreUnavailable
+from ledger.ledger import Ledger, refused
+from ledger.projections.registry import projector
+from ledger.projections.runner import Projector
+from ledger.projections.view import ViewMixin
+from ledger.service.models import MAX_BATCH
+from ledger.service.status import ServiceError
+from ledger.store import tokens
+from ledger.store.tokens import TokenActor
+
+READ_TIMEOUT = 5.0  # seconds a read waits for its read model to reach ?after=
+
+
+def with_actor(data: Any, actor: TokenActor) -> Any:
+    """The command with the token's actor in place of whatever the body said."""
+    return {**data, "actor": actor.as_actor()} if isinstance(data, dict) else data
+
+
+def store_unavailable(error: BaseException) -> ServiceError:
+    return ServiceError(503, "store_unavailable", str(error))
+
+
+class Service:
+    def __init__(self, url: str, *, clock: Clock | None = None, pool_size: int = 10,
+                 max_body: int = MAX_COMMAND_BYTES, read_timeout: float = READ_TIMEOUT) -> None:
+        self.url = url
+        self.clock = clock or SystemClock()
+        self.pool_size = pool_size
+        self.max_body = max_body
+        self.read_timeout = read_timeout
+        self._ledger: Ledger | None = None
+        self._projector: Projector | None = None
+        self._opening = threading.Lock()
+        # A Projector's read models keep working sets in memory while catching up: one
+        # catch-up at a time in this process (other processes are kept out by the view's
+        # compare-and-set on the tracking position).
+        self._catching_up = threading.Lock()
+
+    def ledger(self) -> Ledger:
+        with self._opening:
+            if self._ledger is None:
+                self._ledger = Ledger.open(self.url, clock=self.clock, pool_size=self.pool_size)
+            return self._ledger
+
+    def projector(self) -> Projector:
+        ledger = self.ledger()
+        with self._opening:
+            if self._projector is None:
+                self._projector = projector(ledger.app)
+            return self._projector
+
+    def close(self) -> None:
+        with self._opening:
+            if self._ledger is not None:
+                self._ledger.close()
+            self._ledger = self._projector = None
+
+    # Commands ----------------------------------------------------------------------------
+
+    def actor(self, token: str) -> TokenActor | None:
+        return tokens.find(self.ledger().app.store, token)
+
+    def send(self, body: bytes, actor: TokenActor) -> tuple[str | None, dict[str, Any]]:
+        """(the command's name, for the access log; its result)."""
+        try:
+            data = load_json(body)
+        except InvalidJson as e:
+            return None, refused(None, e)
+        name = data.get("command") if isinstance(data, dict) else None
+        return (name[:64] if isinstance(name, str) else None,
+                self.ledger().send(with_actor(data, actor)))
+
+    def send_batch(self, body: bytes, actor: TokenActor) -> list[dict[str, Any]]:
+        """Each command in its own transaction, in order, as `ledger send` does."""
+        try:
+            data = load_json(body)
+        except InvalidJson as e:
+            raise ServiceError(400, e.code, e.message) from None
+        if not isinstance(data, list) or len(data) > MAX_BATCH:
+            message = f"a batch is a JSON array of at most {MAX_BATCH} commands"
+            raise ServiceError(422, "validation_error", message,
+                               [{"field": "", "message": message}])
+        ledger = self.ledger()
+        results: list[dict[str, Any]] = []
+        for item in data:
+            try:
+                results.append(ledger.send(with_actor(item, actor)))
+            except StoreUnavailable as e:
+                # What was done is done (and replays): resending the whole batch is safe.
+                raise ServiceError(503, "store_unavailable", str(e), {"results": results}
+                                   ) from None
+        return results
+
+    # Reads -------------------------------------------------------------------------------
+
+    def view(self, name: str, after: int | None, fresh: bool) -> ViewMixin:
+        """The read models' view, once `name` has applied every event up to `after` (or,
+        with `fresh`, the store's head now); 503 with the lag after `read_timeout`."""
+        p = self.projector()
+        target = p.head() if fresh else after
+        if target is not None and p.view.position(name) < target:
+            self._catch_up(p, name, target)
+        return p.view
+
+    def _catch_up(self, p: Projector, name: str, target: int) -> None:
+        deadline = time.monotonic() + self.read_timeout
+        if not self._catching_up.acquire(timeout=self.read_timeout):
+            raise self._behind(p, name, target)
+        try:
+            while (position := p.view.position(name)) < target:
+                if time.monotonic() > deadline:
+                    raise self._behind(p, name, target)
+                if p.head() <= position:  # not visible yet (or never written): wait
+                    time.sleep(0.02)
+                    continue
+                p.catch_up([name], until=min(target, position + p.page))
+        finally:
+            self._catching_up.release()
+
+    @staticmethod
+    def _behind(p: Projector, name: str, target: int) -> ServiceError:
+        position = p.view.position(name)
+        return ServiceError(
+            503, "read_model_behind",
+            f"read model {name} is at position {position}, not yet at {target}; try again",
+            {"read_model": name, "position": position, "after": target,
+             "lag": target - position})

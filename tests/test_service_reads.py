@@ -1,0 +1,102 @@
+"""`ledger serve`'s GET endpoints: read models after a write (`?after=`, `?fresh=`), state
+and history from the event store, and who may read what."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ledger import FixedClock, Ledger
+from ledger.service.app import create_app
+from tests.helpers import MANUAL, SELLER, approve, create_campaign, register
+from tests.service_helpers import Api, issue_tokens
+
+
+@pytest.fixture
+def api(ledger: Ledger, backend: str, clock: FixedClock) -> Iterator[Api]:
+    app = create_app(backend, clock=clock, pool_size=2, read_timeout=0.5)
+    with TestClient(app) as client:
+        yield Api(client, issue_tokens(ledger))
+
+
+@pytest.fixture
+def approved(api: Api) -> tuple[str, int]:
+    """(a registration of seller-1, approved; the approval's store position)."""
+    api.accept("operator", create_campaign())
+    registration = str(api.accept("seller", register())["aggregate_id"])
+    return registration, int(api.accept("reviewer", approve(registration))["position"])
+
+
+def test_a_read_after_a_write_s_position_sees_the_write(api: Api,
+                                                        approved: tuple[str, int]) -> None:
+    registration, position = approved
+    page = api.get("seller", f"/v1/sellers/{SELLER}/registrations", after=position).json()
+    assert [(r["registration_id"], r["status"]) for r in page] == [(registration, "approved")]
+    decisions = api.get("reviewer", "/v1/decisions", fresh="true").json()
+    assert [d["decision"] for d in decisions] == ["approved"]
+
+
+@pytest.mark.parametrize(("path", "model_key"), [
+    ("/v1/campaigns", None),
+    (f"/v1/campaigns/{MANUAL}/performance", "registrations"),
+    (f"/v1/sellers/{SELLER}/performance/2026", "campaigns_joined"),
+])
+def test_every_read_model_answers_fresh(api: Api, approved: tuple[str, int], path: str,
+                                        model_key: str | None) -> None:
+    response = api.get("operator", path, fresh="true")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    if model_key is None:
+        assert [c["campaign_id"] for c in body] == [MANUAL]
+    else:
+        assert model_key in body
+
+
+def test_state_and_history_come_from_the_event_store(api: Api,
+                                                     approved: tuple[str, int]) -> None:
+    registration, _ = approved
+    state = api.get("seller", f"/v1/registrations/{registration}").json()
+    assert (state["status"], state["version"]) == ("approved", 4)
+    history = api.get("seller", f"/v1/registrations/{registration}/history").json()
+    assert [e["type"] for e in history][-1] == "Approved"
+    assert api.get("reviewer", f"/v1/campaigns/{MANUAL}").json()["registrations"] == 1
+    assert api.get("reviewer", f"/v1/campaigns/{MANUAL}/history").json()[0]["version"] == 1
+
+
+def test_a_read_model_that_cannot_reach_the_position_in_time_is_503(api: Api) -> None:
+    response = api.get("operator", "/v1/campaigns", after=10**9)
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "read_model_behind"
+    assert error["details"]["lag"] == 10**9 - error["details"]["position"]
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/sellers/seller-1/registrations", "/v1/decisions", f"/v1/campaigns/{MANUAL}/history",
+])
+def test_a_seller_reads_only_their_own(api: Api, approved: tuple[str, int], path: str) -> None:
+    response = api.get("other_seller", path)
+    assert (response.status_code, response.json()["error"]["code"]) == (403, "forbidden")
+    registration, _ = approved
+    assert api.get("other_seller", f"/v1/registrations/{registration}").status_code == 403
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/v1/registrations/not-a-uuid", 404),
+    ("/v1/campaigns/no-such-campaign", 404),
+    ("/v1/sellers/seller-1/performance/1800", 422),
+    ("/v1/sellers/seller-1/registrations?status=lost", 422),
+])
+def test_bad_read_requests_get_the_error_body(api: Api, path: str, status: int) -> None:
+    response = api.get("operator", path)
+    assert response.status_code == status
+    assert set(response.json()["error"]) == {"code", "message", "details"}
+
+
+def test_readyz_reports_each_read_model_s_lag(api: Api, approved: tuple[str, int]) -> None:
+    ready = api.client.get("/readyz").json()
+    assert ready["status"] == "ready"
+    assert {m["name"] for m in ready["read_models"]} >= {"manage_campaign", "review_decisions"}
+    assert all(m["lag"] == ready["head"] - m["position"] for m in ready["read_models"])
