@@ -102,6 +102,8 @@ VALIDATION: dict[str, Build] = {
     "register: manual without sessions": lambda r: register(account_id="shop-9", sessions=[]),
     "register: auto with sessions": lambda r: register(AUTO, level=None, sessions=[slot(0)]),
     "register: auto with a level": lambda r: register(AUTO, level="standard", sessions=[]),
+    "register: NUL in the category": lambda r: register(account_id="shop-9",
+                                                        main_category="fash\x00ion"),
     "register: a session ends before it starts": lambda r: register(
         account_id="shop-9", sessions=[slot(0), {"starts_at": slot(5)["ends_at"],
                                                  "ends_at": slot(5)["starts_at"]}]),
@@ -136,6 +138,9 @@ CAMPAIGN_VALIDATION: dict[str, dict[str, Any]] = {
                                          {"code": "std", "name": "B"}]},
     "negative requirement": {"requirements": {"min_account_level": -1}},
     "unknown requirement": {"requirements": {"min_followers": 1000}},
+    # PostgreSQL text cannot hold NUL; an event carrying one would stop the read models.
+    "NUL in the name": {"name": "11.11\x00Sale"},
+    "NUL in a level's name": {"levels": [{"code": "std", "name": "Stand\x00ard"}]},
 }
 
 

@@ -67,6 +67,25 @@ def _details(error: ValidationError, prefix: str) -> list[dict[str, str]]:
     return found
 
 
+def _nul_characters(value: Any, path: str = "") -> list[dict[str, str]]:
+    """Fields holding U+0000, anywhere in the command: PostgreSQL text cannot store it, so
+    an event carrying one would stop the read models there."""
+    message = "must not contain the NUL character (U+0000)"
+    if isinstance(value, str):
+        return [{"field": path, "message": message}] if "\x00" in value else []
+    found: list[dict[str, str]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                found.append({"field": where, "message": message})
+            found += _nul_characters(item, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _nul_characters(item, f"{path}.{index}" if path else str(index))
+    return found
+
+
 def parse_command(data: Any) -> Command:
     if not isinstance(data, dict):
         raise ValidationFailed.field("", "a command is a JSON object")
@@ -89,6 +108,8 @@ def parse_command(data: Any) -> Command:
             payload = schema.model_validate(data["payload"])
         except ValidationError as e:
             details += _details(e, "payload")
+    details += [d for d in _nul_characters(data) if d["field"] not in
+                {seen["field"] for seen in details}]
     if details or envelope is None or payload is None:
         fields = ", ".join(d["field"] or "(command)" for d in details[:5])
         raise ValidationFailed(f"invalid command: {fields}", details)

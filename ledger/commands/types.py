@@ -15,6 +15,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StringConstraints,
+    WithJsonSchema,
 )
 
 Id = Annotated[
@@ -71,5 +72,7 @@ def _uuid_text(value: str) -> str:
 
 
 Instant = Annotated[datetime, BeforeValidator(_instant)]
-Money = Annotated[Decimal, BeforeValidator(_money)]
+# Declared, or the schema would say "number or string": a JSON number is refused.
+Money = Annotated[Decimal, BeforeValidator(_money), WithJsonSchema(
+    {"type": "string", "pattern": r"^\d{1,18}(\.\d{1,6})?$", "examples": ["1250.50"]})]
 RegistrationId = Annotated[str, StringConstraints(max_length=64), AfterValidator(_uuid_text)]

@@ -26,7 +26,18 @@ from ledger.views import campaign_state, jsonable, registration_state
 
 router = APIRouter(prefix="/v1", tags=["reads"])
 Json = dict[str, Any]
-Actor = AuthActor
+
+
+def reader(request: Request, actor: AuthActor) -> TokenActor:
+    """The token's actor, once no path or query value holds a NUL character: PostgreSQL
+    text cannot, so a read-model query with one would fail (a 500, not the 422 it is)."""
+    for key, value in [*request.path_params.items(), *request.query_params.multi_items()]:
+        if "\x00" in value:
+            raise ValidationFailed.field(key, "must not contain the NUL character (U+0000)")
+    return actor
+
+
+Actor = Annotated[TokenActor, Depends(reader)]
 
 
 @dataclass(frozen=True)
