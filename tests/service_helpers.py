@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from ledger import Ledger
+from ledger.cli import main
 from ledger.store import tokens
 from ledger.store.tokens import TokenActor
 from tests.helpers import NOW, OPERATOR, REVIEWER, SELLER, SYSTEM, Json
@@ -49,3 +59,77 @@ class Api:
         body: Json = response.json()
         assert body["ok"] is True
         return body
+
+
+# A real `ledger serve` process ----------------------------------------------------------
+
+STARTUP = 20.0  # seconds to wait for /healthz: spawning workers is slow on a busy machine
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def add_token(url: str, role: str, actor_id: str) -> str:
+    result = CliRunner().invoke(main, ["--db", url, "tokens", "add", "--role", role,
+                                       "--id", actor_id])
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+@dataclass
+class Server:
+    base: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> int:
+        """SIGINT (Ctrl-C) and wait; kill the whole group if it does not stop in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            raise
+
+    def group_is_gone(self, within: float = 5.0) -> bool:
+        """No running process is left in the server's process group (workers, the
+        multiprocessing resource tracker); zombies waiting for init to reap them are gone."""
+        deadline = time.monotonic() + within
+        while live_members(self.process.pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+
+def live_members(group: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == group and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def wait_until_up(server: Server) -> None:
+    deadline = time.monotonic() + STARTUP
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"ledger serve exited: {server.log.read_text()}")
+        try:
+            if httpx.get(f"{server.base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"ledger serve did not answer /healthz in {STARTUP}s: {server.log.read_text()}")

@@ -49,8 +49,7 @@ from tests.helpers import (
     seller,
 )
 from tests.projection_helpers import new_schema_url
-from tests.service_helpers import bearer
-from tests.test_service_e2e import Server, free_port, wait_until_up
+from tests.service_helpers import Server, bearer, free_port, wait_until_up
 
 pytestmark = pytest.mark.postgres
 
