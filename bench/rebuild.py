@@ -500,11 +500,15 @@ class PostgresSink(Sink):
         self.heads: dict[UUID, bytes] = {}  # each aggregate's last hash, for `link`
 
     def _copy(self, cur: psycopg.Cursor[Any], table: str, columns: Sequence[str],
-              rows: Iterable[tuple[Any, ...]]) -> None:
-        statement = sql.SQL("COPY {}.{} ({}) FROM STDIN").format(
+              rows: Iterable[tuple[Any, ...]], types: Sequence[str] = ()) -> None:
+        """COPY rows in; in binary when the column `types` are given (no text escaping)."""
+        statement = sql.SQL("COPY {}.{} ({}) FROM STDIN" + (" (FORMAT BINARY)" if types
+                                                            else "")).format(
             sql.Identifier(self.schema), sql.Identifier(table),
             sql.SQL(", ").join(map(sql.Identifier, columns)))
         with cur.copy(statement) as copy:
+            if types:
+                copy.set_types(list(types))
             for row in rows:
                 copy.write_row(row)
 
@@ -517,7 +521,8 @@ class PostgresSink(Sink):
                        ((e.originator_id, e.originator_version, e.topic, e.state)
                         for e in batch.events))
             self._copy(cur, "ledger_event_hashes",
-                       ("originator_id", "originator_version", "hash"), self._links(batch))
+                       ("originator_id", "originator_version", "hash"), self._links(batch),
+                       ("uuid", "int8", "bytea"))
             if batch.registrations:
                 self._copy(cur, "ledger_registrations",
                            ("registration_id", "campaign_id", "account_id", "seller_id"),
@@ -530,8 +535,12 @@ class PostgresSink(Sink):
 
     def _links(self, batch: GenBatch) -> list[chain.Link]:
         heads = self.heads
-        previous = {e.originator_id: heads[e.originator_id] for e in batch.events
-                    if e.originator_version > 1 and e.originator_id in heads}
+        previous: dict[UUID, bytes] = {}
+        for event in batch.events:
+            oid = event.originator_id
+            key = oid if isinstance(oid, UUID) else UUID(oid)
+            if event.originator_version > 1 and key in heads:
+                previous[key] = heads[key]
         rows = chain.link(batch.events, previous)
         for oid, _version, digest in rows:
             heads[oid] = digest
@@ -687,7 +696,13 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / SIZES_MB
+    """This process's peak RSS (VmHWM). Not `ru_maxrss`: Linux carries that across exec,
+    so a spawned child would report at least its parent's RSS at the time of the fork."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def measure_floor(url: str) -> dict[str, Any]:
