@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.service.state import Service
@@ -23,14 +24,18 @@ def service_of(request: Request) -> Service:
     return service
 
 
-def authenticate(request: Request) -> TokenActor:
-    """The actor of the request's bearer token (a FastAPI dependency); 401 without one."""
+async def authenticate(request: Request) -> TokenActor:
+    """The actor of the request's bearer token (a FastAPI dependency); 401 without one.
+
+    A token this worker has seen lately is answered from memory, on the event loop; only
+    a new one is looked up in the store (in the thread pool: psycopg and sqlite3 block)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise ServiceError(401, "unauthorized",
                            "send Authorization: Bearer TOKEN (make one with `ledger tokens add`)")
-    actor = service_of(request).actor(token)
+    service = service_of(request)
+    actor = service.known_actor(token) or await run_in_threadpool(service.actor, token)
     if actor is None:
         raise ServiceError(401, "unauthorized", "unknown token")
     request.state.actor_id = actor.id

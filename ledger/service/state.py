@@ -32,6 +32,9 @@ def store_unavailable(error: BaseException) -> ServiceError:
     return ServiceError(503, "store_unavailable", str(error))
 
 
+TOKEN_TTL = 60.0  # seconds a worker trusts a token it has looked up
+
+
 class Service:
     def __init__(self, url: str, *, clock: Clock | None = None, pool_size: int = 10,
                  max_body: int = MAX_COMMAND_BYTES, read_timeout: float = READ_TIMEOUT) -> None:
@@ -47,6 +50,7 @@ class Service:
         # catch-up at a time in this process (other processes are kept out by the view's
         # compare-and-set on the tracking position).
         self._catching_up = threading.Lock()
+        self._actors: dict[str, tuple[float, TokenActor]] = {}
 
     def ledger(self) -> Ledger:
         with self._opening:
@@ -70,7 +74,20 @@ class Service:
     # Commands ----------------------------------------------------------------------------
 
     def actor(self, token: str) -> TokenActor | None:
-        return tokens.find(self.ledger().app.store, token)
+        """The token's actor, from the store (and remembered: see `known_actor`)."""
+        actor = tokens.find(self.ledger().app.store, token)
+        if actor is not None:
+            self._actors[token] = (time.monotonic() + TOKEN_TTL, actor)
+        return actor
+
+    def known_actor(self, token: str) -> TokenActor | None:
+        """The actor of a token this worker looked up in the last `TOKEN_TTL` seconds,
+        without a database read or a thread hop (tokens are never changed once issued;
+        an unknown token is always looked up again)."""
+        found = self._actors.get(token)
+        if found is None or found[0] < time.monotonic():
+            return None
+        return found[1]
 
     def send(self, body: bytes, actor: TokenActor) -> tuple[str | None, dict[str, Any]]:
         """(the command's name, for the access log; its result)."""
