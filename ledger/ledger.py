@@ -77,7 +77,14 @@ class Ledger:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return self._attempt(command, fingerprint)
-            except IntegrityError:
+            except IntegrityError as e:
+                if "ledger_event_hashes" in str(e):
+                    # Not a race: writers collide on the events' key, before any hash row.
+                    # A hash row is already there for a version whose event is gone.
+                    return refused(command.command_id, Conflict(
+                        "the aggregate's hash chain already holds the version this command "
+                        "would write, but its event is missing: an event was deleted outside "
+                        "the ledger (run `ledger audit verify`); nothing was written", {}))
                 # Another writer got there first: run again on fresh state (or replay it).
                 time.sleep(min(0.2, 0.002 * (attempt + 1)) * random.random())
             except (OperationalError, InterfaceError) as e:

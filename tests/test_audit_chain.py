@@ -32,6 +32,7 @@ from tests.helpers import (
     register,
     register_auto,
     slot,
+    withdraw,
 )
 from tests.racing import Racers
 
@@ -271,6 +272,18 @@ def test_verify_finds_a_seal_whose_heads_were_changed(scene: Scene, change: str)
     assert (finding.kind, finding.aggregate_id) == ("seal_altered", None)
     assert finding.line() == ("seal_altered: seal #1: its stored heads no longer give "
                               "its root (a head was changed, added or removed)")
+
+
+def test_a_write_over_a_deleted_event_is_refused_at_once_and_says_why(scene: Scene) -> None:
+    tables = Tables(scene.url)
+    tables.delete("EVENTS", scene.registration, 5, 5)  # its hash row stays behind
+    before = tables.run("SELECT count(*) FROM EVENTS")
+    with scene.open() as ledger:
+        result = ledger.send(withdraw(str(scene.registration), ["s1"]))
+    assert result["ok"] is False
+    assert result["error"]["code"] == "conflict"
+    assert "an event was deleted outside the ledger" in result["error"]["message"]
+    assert tables.run("SELECT count(*) FROM EVENTS") == before
 
 
 def test_an_altered_store_is_not_sealed(scene: Scene) -> None:
