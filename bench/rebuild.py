@@ -770,7 +770,7 @@ def projector_loop(url: str, stop: Any, ready: Any, interval: float) -> dict[str
         marks: list[tuple[float, int]] = [(time.time(), projected())]
         ready.set()
         p.run(interval=interval, should_stop=stop.is_set,
-              on_advance=lambda _head: marks.append((time.time(), projected())))
+              on_advance=lambda _position: marks.append((time.time(), projected())))
     return {"marks": marks, "peak_rss_mb": peak_rss_mb()}
 
 

@@ -120,7 +120,7 @@ def projections_run(settings: Settings, names: tuple[str, ...], interval: float)
     click.echo(f"following {settings.ledger().url} (Ctrl-C to stop)", err=True)
     try:
         p.run(chosen, interval=interval,
-              on_advance=lambda head: click.echo(f"advanced to {head:,}", err=True))
+              on_advance=lambda at: click.echo(f"advanced to position {at:,}", err=True))
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
 

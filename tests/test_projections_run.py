@@ -45,3 +45,8 @@ def test_run_follows_new_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> N
     assert follower.returncode == 0, err
     assert err.strip().endswith("stopped")
     assert "Traceback" not in err
+    # It says how far the read models got (the position, not merely the store's head).
+    status = CliRunner().invoke(main, [*opts, "projections", "status", "--json"]).output
+    [head] = {json.loads(line)["head"] for line in status.splitlines()}
+    advanced = [line for line in err.splitlines() if line.startswith("advanced to position")]
+    assert advanced[-1] == f"advanced to position {head}"

@@ -264,7 +264,9 @@ class Projector:
     def run(self, names: Sequence[str] | None = None, *, interval: float = 0.2,
             should_stop: Callable[[], bool] = lambda: False,
             on_advance: Callable[[int], None] | None = None) -> None:
-        """Keep catching up until `should_stop()`; polling keeps SQLite and PostgreSQL alike."""
+        """Keep catching up until `should_stop()`; polling keeps SQLite and PostgreSQL alike.
+        `on_advance(position)` gets the lowest position the followed read models reached."""
+        followed = [m.name for m in self.models if names is None or m.name in names]
         outages = 0
         while not should_stop():
             try:
@@ -277,7 +279,7 @@ class Projector:
                 time.sleep(min(5.0, interval * 2 ** outages))
                 continue
             if advanced and on_advance is not None:
-                on_advance(self.head())
+                on_advance(min((self.view.position(n) for n in followed), default=0))
             else:
                 time.sleep(interval)
 
