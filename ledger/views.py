@@ -36,7 +36,14 @@ def _object(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def dumps(value: Any, *, indent: int | None = None) -> str:
-    return json.dumps(jsonable(value), indent=indent, ensure_ascii=False)
+    """JSON text, non-ASCII kept readable; a lone surrogate (which UTF-8 cannot carry, so
+    printing it would fail) is written as its `\\ud800` escape instead."""
+    text = json.dumps(jsonable(value), indent=indent, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(jsonable(value), indent=indent, ensure_ascii=True)
+    return text
 
 
 def campaign_state(campaign: Campaign, now: datetime, registrations: int) -> dict[str, Any]:

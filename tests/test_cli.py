@@ -149,3 +149,15 @@ def test_every_command_has_help_with_an_example(name, command):
     assert text.strip(), f"{name} has no help"
     if not isinstance(command, click.Group):
         assert "Example" in text, f"{name}'s help has no example"
+
+
+def test_a_lone_surrogate_in_a_command_is_echoed_as_an_escape_not_a_crash(cli):
+    runner, opts = cli
+    text = ('{"command": "approve", "command_id": "x\\ud800", "actor": {"id": "r", '
+            '"role": "reviewer"}, "payload": {}}\n')
+    result = runner.invoke(main, [*opts, "send", "-"], input=text)
+    assert result.exit_code == 2, result.output
+    assert "\\ud800" in result.output
+    [refusal] = lines(result.output)
+    assert refusal["command_id"] == "x\ud800"
+    assert refusal["error"]["code"] == "validation_error"

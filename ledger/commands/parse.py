@@ -67,22 +67,44 @@ def _details(error: ValidationError, prefix: str) -> list[dict[str, str]]:
     return found
 
 
+# A path inside the command, as (parent's _Where, key); spelled out only when reported.
+_Where = tuple[Any, ...] | None
+
+
 def _nul_characters(value: Any, path: str = "") -> list[dict[str, str]]:
     """Fields holding U+0000, anywhere in the command: PostgreSQL text cannot store it, so
-    an event carrying one would stop the read models there."""
+    an event carrying one would stop the read models there. Walked with a stack, not by
+    recursion, and each field's path is spelled out only when it is reported, so a deeply
+    nested value (a dict built in process) can neither overflow nor slow it."""
     message = "must not contain the NUL character (U+0000)"
-    if isinstance(value, str):
-        return [{"field": path, "message": message}] if "\x00" in value else []
+
+    def spelled(where: _Where) -> str:
+        parts: list[str] = []
+        while where is not None:
+            where, key = where
+            parts.append(str(key))
+        spelt = path
+        for part in reversed(parts):
+            spelt = f"{spelt}.{part}" if spelt else part
+        return spelt
+
     found: list[dict[str, str]] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and "\x00" in key:
-                found.append({"field": where, "message": message})
-            found += _nul_characters(item, where)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += _nul_characters(item, f"{path}.{index}" if path else str(index))
+    stack: list[tuple[Any, _Where]] = [(value, None)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                found.append({"field": spelled(where), "message": message})
+            continue
+        children: list[tuple[Any, _Where]] = []
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and "\x00" in key:
+                    found.append({"field": spelled((where, key)), "message": message})
+                children.append((child, (where, key)))
+        elif isinstance(item, list):
+            children = [(child, (where, index)) for index, child in enumerate(item)]
+        stack.extend(reversed(children))
     return found
 
 

@@ -1,0 +1,337 @@
+"""Hostile input (issue 6): hypothesis mutates valid commands in every way a client can get
+them wrong, and sends them through `Ledger.send` as dicts and as JSON text (str and bytes).
+
+Every input must give a result (never an exception) that is accepted or refused with one of
+DOMAIN.md's error codes, and a refused command must leave every table of the store as it
+was. On both backends; derandomized, with a fixed number of examples, so CI is stable.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from ledger import Ledger
+from ledger.commands.parse import MAX_COMMAND_BYTES
+from tests.helpers import (
+    AUTO,
+    MANUAL,
+    Dump,
+    Json,
+    World,
+    add_session,
+    approve,
+    create_auto_campaign,
+    create_campaign,
+    dump_store,
+    duplicate,
+    expire_campaign,
+    record_performance,
+    register,
+    register_auto,
+    reject,
+    slot,
+    withdraw,
+)
+
+# Every error code of DOMAIN.md: the general ones, then the rule codes of the commands table.
+DOMAIN_CODES = frozenset({
+    "invalid_json", "validation_error", "not_found", "forbidden", "conflict",
+    "already_exists", "registration_closed", "already_registered", "category_not_allowed",
+    "level_not_offered", "invalid_transition", "duplicates_not_allowed", "campaign_ended",
+    "override_required", "campaign_not_ended", "session_outside_campaign", "session_in_past",
+    "session_overlap", "too_many_sessions",
+})
+
+EXAMPLES = 60
+FUZZ = settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
+                suppress_health_check=list(HealthCheck))
+
+# Hostile values --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deep:
+    """`depth` levels of nested lists ([[[...0...]]]); built only when encoding, since
+    json.dumps cannot write thousands of levels itself."""
+
+    depth: int
+
+
+SQL_IDS = [
+    "'; DROP TABLE stored_events; --",
+    "'; DROP TABLE ledger_events; --",
+    "1; DELETE FROM ledger_commands",
+    "\" OR \"1\"=\"1",
+    "$$; TRUNCATE ledger_event_hashes; $$",
+    "Robert'); DROP TABLE students;--",
+]
+UNICODE = [
+    "\ud800", "\udfff", "x\ud800y", "\udc00\ud800",  # lone and reversed surrogates
+    "\u202eevil\u202c", "\u200f\u05e9\u05dc\u05d5\u05dd", "مرحبا",  # RTL
+    "🎉", "👩‍👩‍👧‍👦", "🏳️‍🌈" * 20, "\U0010ffff", "\uffff", "\ufeff", "\u200b", "e\u0301",
+    "\x00", "a\x00b", "\x1b[31m", "\r\n", "\\", "\"",
+]
+MONEY = [
+    "NaN", "nan", "-NaN", "sNaN", "Infinity", "-Infinity", "inf", "1e400", "-1e400",
+    "1e-400", "-0", "-0.00", "-1", "1E3", "0x10", " 12 ", "12,50", "", "١٢٣", "1_000",
+]
+TIMES = [
+    "2026-11-10T10:00:00", "2026-11-10", "2026-11-10T10:00", "2026-11-10T10:00:00+25:00",
+    "2026-02-30T00:00:00Z", "9999-12-31T23:59:59+00:00", "0001-01-01T00:00:00-14:00",
+    "not a time", "1731232800", "2026-11-10T10:00:00Z\x00", "2026-W46-2T10:00:00Z",
+]
+# Plausible values in the wrong place: they get past validation to the rules and roles.
+PLAUSIBLE = [
+    MANUAL, AUTO, "s1", "s2", "s9", "fashion", "toys", "star", "gold", "seller", "reviewer",
+    "operator", "system", "seller-1", "shop-1", "00000000-0000-0000-0000-000000000000",
+    slot(0)["starts_at"], slot(1)["ends_at"], slot(-1000)["starts_at"], slot(1000)["ends_at"],
+    "2026-10-05T09:30:00+00:00", ["s1"], ["s1", "s1"], [], ["other"], 0, 1, 3, "0", "0.00",
+]
+UNKNOWN_KEYS = ["extra", "__proto__", "constructor", "", "\x00", "🎉", "'; DROP", "payload",
+                "command"]
+
+huge_strings = st.builds(lambda ch, n: ch * n,
+                         st.sampled_from(["x", "é", "🎉", "\ud800", "'", "\x00"]),
+                         st.integers(1_000, 100_000))
+scalars = st.one_of(
+    st.none(), st.booleans(),
+    st.integers(), st.sampled_from([-1, 0, 2**31, 2**63, -(2**63) - 1, 10**30]),
+    st.floats(), st.sampled_from([float("nan"), float("inf"), float("-inf"), -0.0, 1e308]),
+    st.text(max_size=20),
+)
+hostile = st.one_of(
+    scalars,
+    st.sampled_from(PLAUSIBLE),
+    st.sampled_from(SQL_IDS + UNICODE + MONEY + TIMES),
+    huge_strings,
+    st.integers(2, 5_000).map(Deep),
+    st.lists(scalars, max_size=3),
+    st.dictionaries(st.text(max_size=5), scalars, max_size=3),
+)
+
+# Mutations -------------------------------------------------------------------------------
+
+Path = tuple[str | int, ...]
+# (operation, where: an index into the command's paths, or an explicit path, key, value)
+Mutation = tuple[str, int | Path, str, Any]
+
+mutations = st.tuples(
+    st.sampled_from(["set", "set", "set", "delete", "add"]),
+    st.integers(0, 10_000),
+    st.sampled_from(UNKNOWN_KEYS),
+    hostile,
+)
+
+
+def bases(registration: str) -> list[Json]:
+    """Valid (or nearly: the state may refuse them) commands of every kind, on the scene."""
+    return [
+        create_campaign("fuzz-campaign"),
+        create_auto_campaign("fuzz-auto"),
+        register(MANUAL, seller_id="seller-fuzz", account_id="shop-fuzz",
+                 sessions=[slot(30), slot(32)]),
+        register_auto(AUTO, account_id="shop-fuzz-auto"),
+        add_session(registration, slot(10)),
+        duplicate(registration, "s1", slot(20)),
+        approve(registration, note="ok"),
+        reject(registration),
+        withdraw(registration, ["s2"]),
+        record_performance(registration),
+        expire_campaign(MANUAL),
+    ]
+
+
+def paths(value: Any, prefix: Path = ()) -> list[Path]:
+    """Every path inside `value` (dict keys, list indices), parents before children."""
+    found: list[Path] = []
+    items: list[tuple[str | int, Any]] = []
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    for key, item in items:
+        found.append((*prefix, key))
+        found += paths(item, (*prefix, key))
+    return found
+
+
+def _container(doc: Any, path: Path) -> Any:
+    for part in path[:-1]:
+        doc = doc[part]
+    return doc
+
+
+def mutate(doc: Json, mutation: Mutation) -> None:
+    operation, where, key, value = mutation
+    candidates = paths(doc)
+    if operation == "add":
+        dicts: list[Path] = [()] + [p for p in candidates
+                                    if isinstance(_container(doc, (*p, "")), dict)]
+        target = where if isinstance(where, tuple) else dicts[where % len(dicts)]
+        _container(doc, (*target, key))[key] = value
+        return
+    if not candidates:
+        return
+    path = where if isinstance(where, tuple) else candidates[where % len(candidates)]
+    parent = _container(doc, path)
+    if operation == "delete":
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+
+
+def nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def materialize(value: Any) -> Any:
+    """The document with every Deep marker built (for sending as a dict)."""
+    if isinstance(value, Deep):
+        return nested(value.depth)
+    if isinstance(value, dict):
+        return {k: materialize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [materialize(v) for v in value]
+    return value
+
+
+DEEP_MARK = re.compile(r'"\\u0001DEEP(\d+)\\u0001"')
+
+
+def encode(doc: Json, encoding: str) -> Json | str | bytes:
+    """The command as sent: a dict, or JSON text (NaN floats become the bare `NaN` token)."""
+    if encoding == "dict":
+        built: Json = materialize(doc)
+        return built
+
+    def marker(value: Any) -> str:
+        assert isinstance(value, Deep)
+        return f"\x01DEEP{value.depth}\x01"
+
+    text = json.dumps(doc, default=marker, ensure_ascii=encoding == "ascii")
+    text = DEEP_MARK.sub(lambda m: "[" * int(m[1]) + "0" + "]" * int(m[1]), text)
+    if encoding == "bytes":
+        return text.encode("utf-8", "surrogatepass")  # a lone surrogate: invalid UTF-8
+    return text
+
+
+# Assertions ------------------------------------------------------------------------------
+
+
+class Store:
+    """The store's dump, taken again only after a command was accepted (a refused one must
+    leave it as it was), so each example costs one dump."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dump: Dump = dump_store(url)
+
+    def send(self, ledger: Ledger, command: Json | str | bytes) -> dict[str, Any]:
+        result = ledger.send(command)  # must not raise
+        assert isinstance(result, dict), result
+        json.dumps(result)  # a result is JSON
+        if result.get("ok") is True:
+            assert isinstance(result["events"], list), result
+            self.dump = dump_store(self.url)
+            return result
+        assert result.get("ok") is False, result
+        assert set(result) == {"ok", "command_id", "error"}, result
+        assert set(result["error"]) == {"code", "message", "details"}, result
+        assert result["error"]["code"] in DOMAIN_CODES, result
+        if result["error"]["code"] == "invalid_json":
+            assert result["command_id"] is None, result
+        assert dump_store(self.url) == self.dump, f"a refused command wrote: {result}"
+        return result
+
+
+@pytest.fixture
+def store(world: World, scene: str) -> Store:
+    return Store(world.url)
+
+
+# The properties --------------------------------------------------------------------------
+
+
+@FUZZ
+@given(base=st.integers(0, 10), cid=st.integers(0, 3),
+       changes=st.lists(mutations, max_size=3),
+       encoding=st.sampled_from(["dict", "str", "bytes", "ascii"]))
+# Regression: a dict nested 5,000 levels deep overflowed the NUL check's recursion.
+@example(base=6, cid=0, changes=[("set", ("payload", "note"), "", Deep(5_000))],
+         encoding="dict")
+@example(base=9, cid=0, changes=[("set", ("payload", "gmv"), "", float("nan"))],
+         encoding="str")
+@example(base=0, cid=0, changes=[("set", ("payload", "campaign_id"), "", SQL_IDS[0])],
+         encoding="ascii")
+def test_mutated_commands_get_a_domain_result_and_refusals_write_nothing(
+    world: World, scene: str, store: Store, base: int, cid: int, changes: list[Mutation],
+    encoding: str,
+) -> None:
+    doc = copy.deepcopy(bases(scene)[base])  # the builders share their actor dicts
+    doc["command_id"] = f"fuzz-{base}-{cid}"
+    for change in changes:
+        mutate(doc, change)
+    store.send(world.ledger, encode(doc, encoding))
+
+
+json_values = st.recursive(
+    scalars | st.sampled_from(SQL_IDS + UNICODE + MONEY + TIMES),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["command", "command_id", "actor", "id", "role", "payload",
+                         "expected_version", "registration_id", "gmv", "starts_at"]) | st.text(
+            max_size=8), inner, max_size=5),
+    max_leaves=20)
+
+
+@FUZZ
+@given(doc=json_values, encoding=st.sampled_from(["dict", "str", "bytes", "ascii"]))
+def test_arbitrary_json_documents_are_refused_with_a_domain_code(
+    world: World, scene: str, store: Store, doc: Any, encoding: str
+) -> None:
+    result = store.send(world.ledger, encode(doc, encoding))
+    assert result["ok"] is False  # nothing built from random JSON is a whole valid command
+
+
+# The limits ------------------------------------------------------------------------------
+
+
+def _approve_with_note(registration: str, note: str) -> str:
+    return json.dumps(approve(registration, note=note))
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_a_body_over_the_size_limit_is_invalid_json_and_writes_nothing(
+    world: World, scene: str, as_bytes: bool
+) -> None:
+    text = _approve_with_note(scene, "x" * MAX_COMMAND_BYTES)
+    assert len(text) > MAX_COMMAND_BYTES
+    result = world.refuse(text.encode() if as_bytes else text, "invalid_json")
+    assert result["command_id"] is None
+
+
+@pytest.mark.parametrize("encoding", ["dict", "str", "bytes"])
+@pytest.mark.parametrize("depth", [500, 5_000, 50_000])
+def test_deep_nesting_is_refused_with_a_domain_code_and_writes_nothing(
+    world: World, scene: str, encoding: str, depth: int
+) -> None:
+    doc = copy.deepcopy(approve(scene))
+    doc["payload"]["note"] = Deep(depth)
+    before = world.dump()
+    result = world.ledger.send(encode(doc, encoding))
+    assert result["ok"] is False
+    assert result["error"]["code"] in {"invalid_json", "validation_error"}, result
+    if encoding == "dict":
+        assert result["error"]["code"] == "validation_error"
+        assert any(d["field"] == "payload.note" for d in result["error"]["details"])
+    assert world.dump() == before
