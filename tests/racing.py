@@ -73,7 +73,9 @@ class Racers:
         for tasks, batch in zip(self.tasks, batches, strict=True):
             tasks.put((url, now.isoformat(), batch, open_at_once))
         found = self._collect()
-        failures = [text for text in found.values() if isinstance(text, str)]
+        # The worker that failed first aborts the barrier; show its error, not the others'.
+        failures = sorted((text for text in found.values() if isinstance(text, str)),
+                          key=lambda text: "BrokenBarrierError" in text)
         if failures:
             self.barrier.reset()
         assert not failures, failures[0]

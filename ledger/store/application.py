@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import random
+import sqlite3
+import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 from uuid import UUID
 
 import psycopg
 from eventsourcing.application import Application
-from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    OperationalError,
+    Transcoding,
+)
 
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
@@ -68,15 +76,30 @@ class LedgerApplication(Application[UUID]):
         return recorder
 
 
+SQLITE_OPEN_ATTEMPTS = 20
+
+
 def open_application(store: StoreUrl, *, pool_size: int = 5) -> LedgerApplication:
     """Construct the application; its tables are created on first use.
 
     On PostgreSQL, `CREATE TABLE IF NOT EXISTS` run by two processes at once can fail
-    (a unique violation in the catalog), so construction holds an advisory lock.
+    (a unique violation in the catalog), so construction holds an advisory lock. On SQLite,
+    a process whose table-creating transaction read the schema before another process
+    committed its tables gets "database is locked" at once (WAL mode cannot upgrade that
+    stale read to a write, and does not wait), as does a new connection switching the file
+    to WAL while another process does: it simply tries again.
     """
     env = library_env(store, pool_size=pool_size)
     if store.backend != "postgres":
-        return LedgerApplication(env=env)
+        for attempt in range(SQLITE_OPEN_ATTEMPTS):
+            try:
+                return LedgerApplication(env=env)
+            except (OperationalError, sqlite3.OperationalError, IntegrityError) as e:
+                # (`PRAGMA journal_mode=WAL` on a new connection raises sqlite3's own error.)
+                if attempt == SQLITE_OPEN_ATTEMPTS - 1 or (
+                        not isinstance(e, IntegrityError) and "locked" not in str(e)):
+                    raise
+                time.sleep(0.02 * (attempt + 1) * (1 + random.random()))
     with psycopg.connect(store.conninfo(), autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
         try:
