@@ -725,17 +725,27 @@ def measure_floor(url: str) -> dict[str, Any]:
     return {"events": count, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "load": load}
 
 
+class Progress:
+    """The progress callback: counts calls, samples RSS at every tenth of the store."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.last = (0, 0)
+        self.samples: list[tuple[int, float]] = []
+        self.next_sample = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.calls += 1
+        self.last = (done, total)
+        if done >= self.next_sample:
+            self.samples.append((done, round(rss_mb(), 1)))
+            self.next_sample = done + max(1, total // 10)
+
+
 def measure_rebuild(url: str, jobs: int) -> dict[str, Any]:
     """(b): rebuild every read model of the registry, as `ledger projections rebuild
     --jobs JOBS` does (its default: `default_jobs()`)."""
-    samples: list[tuple[int, float]] = []
-    step = [0]
-
-    def progress(position: int, head: int) -> None:
-        if position >= step[0]:
-            samples.append((position, rss_mb()))
-            step[0] = position + max(1, head // 10)
-
+    progress = Progress()
     load = os.getloadavg()[0]
     with Ledger.open(url) as ledger:
         started = time.perf_counter()
@@ -746,7 +756,7 @@ def measure_rebuild(url: str, jobs: int) -> dict[str, Any]:
     # Helpers are this process's children: the peak of any one process counts.
     helpers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / SIZES_MB
     return {"events": count, "seconds": seconds, "peak_rss_mb": max(peak_rss_mb(), helpers),
-            "rss_mb_by_position": samples, "read_models": list(READ_MODELS), "jobs": jobs,
+            "rss_mb_by_position": progress.samples, "read_models": list(READ_MODELS), "jobs": jobs,
             "lag_after": {s["name"]: s["lag"] for s in status}, "load": load}
 
 
@@ -978,17 +988,39 @@ def print_report(report: dict[str, Any]) -> None:
             f"({'ok' if lag['time_lag_s']['p99'] < 1 else 'over'})" for lag in report["lag"]))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+def add_store_options(parser: argparse.ArgumentParser, database: str,
+                      small_help: str) -> None:
+    """The options every bench that builds synthetic stores takes."""
     parser.add_argument("--events", type=int, default=1_000_000,
                         help="the big store's events (default 1,000,000)")
-    parser.add_argument("--small", type=int, default=100_000,
-                        help="the small store's events, for RSS vs size (0: skip)")
+    parser.add_argument("--small", type=int, default=100_000, help=small_help)
     parser.add_argument("--quick", action="store_true", help="the 100k store only")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--campaigns", type=int, default=12)
     parser.add_argument("--events-per-registration", type=int, default=40,
                         help="registrations = events / this (default 40: 25,000 at 1M)")
+    parser.add_argument("--pg-url", default=f"postgresql://postgres@127.0.0.1:5432/{database}",
+                        help="this database is DROPPED and created again on every run")
+    parser.add_argument("--sqlite-dir", default=None,
+                        help="where the SQLite files go (default: a temporary folder, removed)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--save", default=None, help="also write the JSON figures to this file")
+    parser.add_argument("--verbose", action="store_true")
+
+
+def store_plan(args: argparse.Namespace, prefix: str) -> tuple[list[str], list[int], Path]:
+    """The backends, the store sizes and the SQLite folder the options ask for."""
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    sizes = [args.small] if args.quick else sorted({s for s in (args.small, args.events) if s})
+    tmp = Path(args.sqlite_dir) if args.sqlite_dir else Path(tempfile.mkdtemp(prefix=prefix))
+    tmp.mkdir(parents=True, exist_ok=True)
+    return backends, sizes, tmp
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    add_store_options(parser, "ledger_rebuild_bench",
+                      "the small store's events, for RSS vs size (0: skip)")
     parser.add_argument("--rate", type=float, default=500.0, help="writer commands/s")
     parser.add_argument("--duration", type=float, default=20.0, help="writer seconds")
     parser.add_argument("--writers", default="sqlite=2,postgres=3",
@@ -1000,21 +1032,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=default_jobs(),
                         help="processes for (b), as `ledger projections rebuild --jobs` "
                              f"(default here: {default_jobs()}); (b1) always uses one")
-    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/"
-                        "ledger_rebuild_bench",
-                        help="this database is DROPPED and created again on every run")
-    parser.add_argument("--sqlite-dir", default=None,
-                        help="where the SQLite files go (default: a temporary folder, removed)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    parser.add_argument("--save", default=None, help="also write the JSON figures to this file")
-    parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
 
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    sizes = [args.small] if args.quick else sorted({s for s in (args.small, args.events) if s})
+    backends, sizes, tmp = store_plan(args, "rebuild-")
     writers = {k: int(v) for k, v in (item.split("=") for item in args.writers.split(","))}
-    tmp = Path(args.sqlite_dir) if args.sqlite_dir else Path(tempfile.mkdtemp(prefix="rebuild-"))
-    tmp.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"environment": environment(), "aim_ratio": args.aim,
                               "command": " ".join(["python", "bench/rebuild.py",
                                                    *(argv if argv is not None else sys.argv[1:])]),

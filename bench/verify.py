@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -45,6 +44,8 @@ from typing import Any
 from uuid import UUID
 
 from rebuild import (
+    Progress,
+    add_store_options,
     environment,
     in_child,
     log,
@@ -52,27 +53,11 @@ from rebuild import (
     measure_floor,
     peak_rss_mb,
     rss_mb,
+    store_plan,
 )
 
 from ledger import Ledger
 from ledger.audit import chain
-
-
-class Progress:
-    """The progress callback: counts calls, samples RSS at every tenth of the store."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.last = (0, 0)
-        self.samples: list[tuple[int, float]] = []
-        self.next_sample = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        self.calls += 1
-        self.last = (done, total)
-        if done >= self.next_sample:
-            self.samples.append((done, round(rss_mb(), 1)))
-            self.next_sample = done + max(1, total // 10)
 
 
 def measure_verify(url: str) -> dict[str, Any]:
@@ -212,30 +197,12 @@ def print_report(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--events", type=int, default=1_000_000,
-                        help="the big store's events (default 1,000,000)")
-    parser.add_argument("--small", type=int, default=100_000,
-                        help="the small store's events, for RSS vs size and tampering")
-    parser.add_argument("--quick", action="store_true", help="the 100k store only")
-    parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--campaigns", type=int, default=12)
-    parser.add_argument("--events-per-registration", type=int, default=40,
-                        help="registrations = events / this (default 40: 25,000 at 1M)")
-    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/"
-                        "ledger_verify_bench",
-                        help="this database is DROPPED and created again on every run")
-    parser.add_argument("--sqlite-dir", default=None,
-                        help="where the SQLite files go (default: a temporary folder, removed)")
+    add_store_options(parser, "ledger_verify_bench",
+                      "the small store's events, for RSS vs size and tampering")
     parser.add_argument("--no-tamper", action="store_true", help="skip the tamper check")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    parser.add_argument("--save", default=None, help="also write the JSON figures to this file")
-    parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
 
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    sizes = [args.small] if args.quick else sorted({s for s in (args.small, args.events) if s})
-    tmp = Path(args.sqlite_dir) if args.sqlite_dir else Path(tempfile.mkdtemp(prefix="verify-"))
-    tmp.mkdir(parents=True, exist_ok=True)
+    backends, sizes, tmp = store_plan(args, "verify-")
     report: dict[str, Any] = {
         "environment": environment(),
         "command": " ".join(["python", "bench/verify.py",

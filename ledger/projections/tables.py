@@ -17,7 +17,6 @@ from decimal import Decimal
 from itertools import islice
 from typing import Any
 
-KINDS = ("text", "int", "money", "time", "json")
 CHUNK = 200
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -121,10 +120,6 @@ class Dialect:
 
     def to_db(self, kind: str, value: Any) -> Any:
         convert = self._encoder(kind)
-        return value if convert is None or value is None else convert(value)
-
-    def from_db(self, kind: str, value: Any) -> Any:
-        convert = self._decoder(kind)
         return value if convert is None or value is None else convert(value)
 
     def encode(self, table: Table, values: Iterable[Any]) -> tuple[Any, ...]:
