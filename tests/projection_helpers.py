@@ -148,6 +148,8 @@ def child(mode: str, url: str, page: int, out: Connection) -> None:
 
         if mode == "catch-up":
             p.catch_up(progress=progress)
-        else:
+        elif mode == "rebuild":
             p.rebuild(progress=progress)
+        else:  # "rebuild-jobs": this process and a spawned helper, each rebuilding a half
+            p.rebuild(progress=progress, jobs=2)
         out.send(("done", 0))

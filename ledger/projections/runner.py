@@ -7,8 +7,10 @@ position in one transaction (one tracking record per page, not per event).
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -365,7 +367,8 @@ class Helpers:
         topics = [[get_topic(type(m)) for m in group] for group in self.groups]
         helpers = [context.Process(
             target=rebuild_in_helper, daemon=True,
-            args=(env, topics[i], self.restart, self.projector.options(), queue, i))
+            args=(env, topics[i], self.restart, self.projector.options(), queue, i,
+                  os.getpid()))
             for i in range(1, len(self.groups))]
         failures: list[str] = []
         completed = False
@@ -383,9 +386,11 @@ class Helpers:
             finished = 1
             while finished < len(self.groups) and not failures:
                 finished += self.drain(queue, failures, progress, block=True)
-                if not failures and not any(h.is_alive() for h in helpers) and queue.empty():
-                    codes = [h.exitcode for h in helpers]
-                    if finished < len(self.groups):
+                if not failures and not any(h.is_alive() for h in helpers):
+                    # All gone: take what they sent last (`empty()` can miss it), then judge.
+                    finished += self.drain(queue, failures, progress, block=True)
+                    if finished < len(self.groups) and not failures:
+                        codes = [h.exitcode for h in helpers]
                         failures.append(f"a rebuild helper exited with code(s) {codes}")
             completed = not failures
         finally:
@@ -426,20 +431,52 @@ class RebuildFailed(RuntimeError):
 
 
 def rebuild_in_helper(env: dict[str, str], topics: list[str], restart: bool,
-                      options: dict[str, int], queue: Any, index: int) -> None:
-    """A helper process: rebuild these read models, reporting progress on `queue`."""
+                      options: dict[str, int], queue: Any, index: int, parent: int) -> None:
+    """A helper process: rebuild these read models, reporting progress on `queue`.
+    It stops after the page it is on if the rebuild that started it is gone (killed with
+    SIGKILL, say): an orphan would go on loading the store and swap its half in later."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops helpers itself
+    die_with_parent()
+
+    def report(position: int, stop: int) -> None:
+        if os.getppid() != parent:
+            raise Orphaned
+        queue.put(("progress", index, position, stop))
+
     try:
+        if os.getppid() != parent:
+            raise Orphaned
         app = LedgerApplication(env=env)
         try:
             projector = Projector(app, [resolve_topic(t) for t in topics], **options)
-            projector._rebuild(projector.models, restart=restart,
-                               progress=lambda p, s: queue.put(("progress", index, p, s)))
+            projector._rebuild(projector.models, restart=restart, progress=report)
         finally:
             app.close()
+    except Orphaned:
+        sys.exit(1)  # nobody is left to tell; the next rebuild resumes from our pages
     except BaseException as error:  # reported by the parent, as one line
         queue.put(("failed", index, f"{type(error).__name__}: {error}"))
         queue.close()
         queue.join_thread()
         sys.exit(1)
     queue.put(("done", index))
+
+
+class Orphaned(BaseException):
+    """The rebuild that started this helper is gone."""
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def die_with_parent() -> None:
+    """On Linux, have the kernel kill this process with SIGKILL when its parent dies (as a
+    kill of the parent would kill it at that instant: its open transaction is lost, which
+    the read models are built to survive). Elsewhere the per-page check has to do."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass

@@ -27,7 +27,7 @@ from ledger.audit import chain
 from tests.helpers import NOW, Json, dump_store
 from tests.projection_helpers import event_count
 from tests.reliability.crash_writer import script, send_all, writer
-from tests.test_projections_crash import forkserver
+from tests.reliability.test_crash_projections import forkserver
 
 NewUrl = Callable[[], str]
 KILLS = 4

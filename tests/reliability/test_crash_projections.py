@@ -1,6 +1,7 @@
-"""Read models survive kill -9: a catch-up or a rebuild killed at random moments, then run
-to the end, gives the rows of a clean rebuild in a store of its own, each event counted once.
-And runners that overlap (a follower and a `--fresh` query, say) count nothing twice.
+"""Crash during projection (issue 6). Read models survive kill -9: a catch-up, a rebuild or
+a two-process rebuild killed at random moments, then run to the end, gives the rows of a
+clean rebuild in a store of its own, each event counted once. And runners that overlap (a
+follower and a `--fresh` query, say) count nothing twice.
 
 The children are forked from a server that imported the ledger once (`forkserver`), so a
 kill costs milliseconds, not an interpreter start.
@@ -21,7 +22,7 @@ import pytest
 
 from ledger import FixedClock, Ledger
 from ledger.projections.registry import projector
-from ledger.projections.runner import Projector
+from ledger.projections.runner import Projector, RebuildFailed
 from tests.projection_helpers import (
     child,
     clone_events,
@@ -38,6 +39,7 @@ Store = tuple[str, Ledger]
 KILLS = 5
 PAGE = 4
 TIMEOUT = 60
+ORPHAN_GRACE = 1.0  # seconds: a helper left running writes a page in far less
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,9 @@ def forkserver() -> Any:
 def start(mode: str, url: str, page: int) -> tuple[BaseProcess, Connection]:
     context = forkserver()
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=child, args=(mode, url, page, sender), daemon=True)
+    # A daemon may not start processes of its own; the parent kills the child in any case.
+    process = context.Process(target=child, args=(mode, url, page, sender),
+                              daemon=mode != "rebuild-jobs")
     process.start()
     sender.close()
     return process, receiver
@@ -164,6 +168,61 @@ def test_a_rebuild_killed_at_random_moments_keeps_the_old_rows_then_completes(
     assert rows_of(p) == rows_elsewhere(source.app, new_url())
     assert_each_event_applied_once(p)
     assert not {t for t in store_tables(p) if t.endswith("__new")}
+
+
+def test_a_two_process_rebuild_killed_at_random_moments_leaves_no_helper_then_completes(
+    store: Store, source: Ledger, new_url: NewUrl
+) -> None:
+    """`rebuild --jobs 2` killed with SIGKILL: its helper process stops too (an orphan
+    would go on loading the store), each read model shows its old rows or, if its half had
+    been swapped in before the kill, its complete new rows; the next rebuild completes."""
+    url, ledger = store
+    rng = random.Random(20261125)
+    p = projector(ledger.app, page=PAGE)
+    head = p.head()
+    p.catch_up(until=head // 3)
+    old, new, killed = rows_of(p), rows_elsewhere(source.app, new_url()), 0
+    for kill in range(KILLS):
+        pages = early(rng, head - min(positions(p, shadow=True).values()), kill)
+        killed += kill_mid_way("rebuild-jobs", url, pages, rng)
+        reached = positions(p, shadow=True)
+        time.sleep(ORPHAN_GRACE)  # an orphaned helper would move on meanwhile
+        assert positions(p, shadow=True) == reached, "a helper outlived its rebuild"
+        seen = rows_of(p)
+        assert all(seen[t] in (old[t], new[t]) for t in seen), "readers saw a partial model"
+        assert set(positions(p).values()) <= {head // 3, head}
+    assert killed >= KILLS - 1, "the children finished before they were killed"
+    assert any(s["rebuild_in_progress"] for s in status_of(p).values())
+
+    p.rebuild(jobs=2)
+
+    assert rows_of(p) == new
+    assert_each_event_applied_once(p)
+    assert not {t for t in store_tables(p) if t.endswith("__new")}
+
+
+def test_a_helper_killed_mid_rebuild_fails_the_rebuild_in_one_line_then_it_resumes(
+    store: Store, source: Ledger, new_url: NewUrl
+) -> None:
+    _, ledger = store
+    p = projector(ledger.app, page=PAGE)
+    killed: list[int] = []
+
+    def kill_the_helper(position: int, stop: int) -> None:
+        if not killed:
+            for helper in multiprocessing.active_children():
+                helper.kill()
+                killed.append(helper.exitcode or 0)
+
+    with pytest.raises(RebuildFailed, match=r"a rebuild helper exited with code\(s\) \[-9\]"):
+        p.rebuild(progress=kill_the_helper, jobs=2)
+    assert killed, "no helper was running"
+    assert any(s["rebuild_in_progress"] for s in status_of(p).values())
+
+    p.rebuild(jobs=2)
+
+    assert rows_of(p) == rows_elsewhere(source.app, new_url())
+    assert_each_event_applied_once(p)
 
 
 # Overlapping runners ----------------------------------------------------------------------------
