@@ -81,6 +81,20 @@ class Racers:
         assert not failures, failures[0]
         return [found[i] for i in range(self.n)]
 
+    def race_at(self, url: str, batches: list[tuple[datetime, list[Json]]]) -> list[list[Json]]:
+        """Like `race`, but worker i's clock stands at batches[i][0] (writers whose clocks
+        disagree: one still before a deadline, another already after it)."""
+        assert len(batches) == self.n
+        for tasks, (now, batch) in zip(self.tasks, batches, strict=True):
+            tasks.put((url, now.isoformat(), batch, False))
+        found = self._collect()
+        failures = sorted((text for text in found.values() if isinstance(text, str)),
+                          key=lambda text: "BrokenBarrierError" in text)
+        if failures:
+            self.barrier.reset()
+        assert not failures, failures[0]
+        return [found[i] for i in range(self.n)]
+
     def _collect(self) -> dict[int, Any]:
         found: dict[int, Any] = {}
         deadline = time.monotonic() + 2 * TIMEOUT

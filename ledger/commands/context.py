@@ -28,6 +28,8 @@ class Outcome:
     others: list[LedgerAggregate] = field(default_factory=list)
     registrations: list[RegistrationRow] = field(default_factory=list)
     guard: tuple[str, int] | None = None
+    campaign_not_expired: tuple[UUID, str] | None = None
+    unchanged: dict[UUID, int] | None = None
 
     @property
     def aggregates(self) -> list[LedgerAggregate]:
@@ -44,6 +46,10 @@ class Outcome:
             kwargs["registrations"] = self.registrations
         if self.guard is not None:
             kwargs["guard"] = self.guard
+        if self.campaign_not_expired is not None:
+            kwargs["campaign_not_expired"] = self.campaign_not_expired
+        if self.unchanged is not None:
+            kwargs["unchanged"] = self.unchanged
         return kwargs
 
 

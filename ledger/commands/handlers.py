@@ -45,21 +45,24 @@ def register(p: s.Register, ctx: Context) -> Outcome:
         sessions=[(w.starts_at, w.ends_at) for w in p.sessions], by=ctx.cause,
     )
     row = RegistrationRow(reg.registration_id, p.campaign_id, p.account_id, p.seller_id)
-    return Outcome(reg.registration_id, reg, registrations=[row])
+    return Outcome(reg.registration_id, reg, registrations=[row],
+                   campaign_not_expired=(campaign_uuid(p.campaign_id), EXPIRED_TOPIC))
 
 
 def add_session(p: s.AddSession, ctx: Context) -> Outcome:
     reg = ctx.registration(p.registration_id)
     _check_campaign_not_expired(reg, ctx)
     reg.add_sessions([(p.starts_at, p.ends_at)], ctx.cause)
-    return Outcome(p.registration_id, reg)
+    return Outcome(p.registration_id, reg,
+                   campaign_not_expired=(campaign_uuid(reg.campaign_id), EXPIRED_TOPIC))
 
 
 def duplicate(p: s.Duplicate, ctx: Context) -> Outcome:
     reg = ctx.registration(p.registration_id)
     _check_campaign_not_expired(reg, ctx)
     reg.duplicate(p.session_id, p.starts_at, p.ends_at, ctx.cause)
-    return Outcome(p.registration_id, reg)
+    return Outcome(p.registration_id, reg,
+                   campaign_not_expired=(campaign_uuid(reg.campaign_id), EXPIRED_TOPIC))
 
 
 def _check_campaign_not_expired(reg: Registration, ctx: Context) -> None:
@@ -95,12 +98,16 @@ def expire_campaign(p: s.ExpireCampaign, ctx: Context) -> Outcome:
     ids = ctx.app.store.registrations_of(p.campaign_id)
     system = ctx.cause.as_system()
     expired: list[Registration] = []
+    skipped: dict[UUID, int] = {}
     for reg_id in ids:
         reg = load(ctx.app, UUID(reg_id), Registration, "registration")
         if reg.is_open():
             reg.expire(system)
             expired.append(reg)
-    return Outcome(p.campaign_id, campaign, others=list(expired), guard=(p.campaign_id, len(ids)))
+        else:
+            skipped[reg.id] = reg.version
+    return Outcome(p.campaign_id, campaign, others=list(expired), guard=(p.campaign_id, len(ids)),
+                   unchanged=skipped)
 
 
 def record_performance(p: s.RecordPerformance, ctx: Context) -> Outcome:

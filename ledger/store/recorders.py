@@ -61,7 +61,11 @@ class RegistrationRow:
 
 
 class GuardFailed(IntegrityError):
-    """The registrations of a campaign changed between reading and writing: run again."""
+    """What a command read changed before it could write (a campaign's registrations, an
+    expiry): run it again."""
+
+
+GUARD_CHUNK = 500  # registration ids per look-up (SQLite allows 32,766 parameters)
 
 
 class _Cursor(Protocol):
@@ -115,6 +119,31 @@ class LedgerRows:
                 f"INSERT INTO {self.t}ledger_registrations VALUES ({p},{p},{p},{p})",
                 [(r.registration_id, r.campaign_id, r.account_id, r.seller_id) for r in rows],
             )
+        # Expiry against the writers that race it (both checks run under the write lock):
+        # a registration or session written once the campaign's `Expired` is stored, and
+        # a registration that `expire_campaign` read as closed but that was reopened
+        # before it committed. Either way the command runs again on fresh state.
+        open_campaign: tuple[UUID, str] | None = kwargs.get("campaign_not_expired")
+        if open_campaign is not None:
+            campaign_id, expired_topic = open_campaign
+            curs.execute(
+                f"SELECT topic FROM {self.events_table} WHERE originator_id={p} "
+                "ORDER BY originator_version DESC LIMIT 1", (self.db_id(campaign_id),))
+            row = curs.fetchone()
+            if row is not None and row["topic"] == expired_topic:
+                raise GuardFailed("the campaign expired meanwhile")
+        unchanged: dict[UUID, int] = kwargs.get("unchanged") or {}
+        expected = {self.db_id(reg_id): version for reg_id, version in unchanged.items()}
+        keys = list(expected)
+        for start in range(0, len(keys), GUARD_CHUNK):
+            chunk = keys[start:start + GUARD_CHUNK]
+            curs.execute(
+                f"SELECT originator_id AS id, MAX(originator_version) AS v "
+                f"FROM {self.events_table} WHERE originator_id IN ({','.join([p] * len(chunk))}) "
+                "GROUP BY originator_id", chunk)
+            for row in curs.fetchall():
+                if row["v"] != expected[row["id"]]:
+                    raise GuardFailed(f"registration {row['id']} changed meanwhile")
         guard: tuple[str, int] | None = kwargs.get("guard")
         if guard is not None:
             curs.execute(
