@@ -134,7 +134,9 @@ def send(settings: Settings, source: TextIO) -> None:
 
     Reads SOURCE (a file, or - for standard input) and prints one JSON result per
     command; a refusal also names its input `line`. Exit status: 0 all accepted, 1 any
-    refused, 2 unusable input (a line that is not JSON or not a valid command).
+    refused, 2 unusable input (a line that is not JSON or not a valid command) or the
+    store unavailable (one `Error:` line names the line it stopped at; the results
+    printed before it are stored, and sending the same commands again is safe).
 
     \b
     Example:
@@ -142,10 +144,24 @@ def send(settings: Settings, source: TextIO) -> None:
              "actor": {"id": "ops-1", "role": "operator"},
              "payload": {"campaign_id": "1111-mega-live"}}' | ledger send -
     """
-    ledger = settings.ledger()
+    try:
+        ledger = settings.ledger()
+    except StoreUnavailable as e:
+        message = str(e) if str(e).startswith("store unavailable") else f"store unavailable: {e}"
+        raise StoreUnavailable(f"{message}; no command was run, sending them again is safe"
+                               ) from None
     worst = 0
-    for line, document in _documents(source):
-        result = ledger.send(document)
+    for done, (line, document) in enumerate(_documents(source)):
+        try:
+            result = ledger.send(document)
+        except StoreUnavailable as e:
+            # Say where the input stopped: the results printed so far are stored; this
+            # line and those after it may not be (resending them all is safe).
+            if not done:
+                raise
+            raise StoreUnavailable(f"{e} (stopped at line {line}: the {done} result"
+                                   f"{'s' if done > 1 else ''} printed before it stand; "
+                                   f"send from line {line} again)") from None
         if not result["ok"]:
             result = {**result, "line": line}
         click.echo(dumps(result))

@@ -8,7 +8,7 @@ import time
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.persistence import IntegrityError
 
 from ledger.aggregates.base import Cause, campaign_uuid
 from ledger.aggregates.campaign import Campaign
@@ -18,13 +18,14 @@ from ledger.commands.context import A, Context, Outcome, load
 from ledger.commands.handlers import handle
 from ledger.commands.parse import Command, command_id_of, load_json, parse_command
 from ledger.commands.schemas import ROLES
-from ledger.errors import Conflict, Forbidden, LedgerError, NotFound, StoreUnavailable, first_line
+from ledger.errors import Conflict, Forbidden, LedgerError, NotFound
 from ledger.store.application import LedgerApplication, open_application
+from ledger.store.faults import Fault, StoreErrors, classify, read_only_folder
 from ledger.store.recorders import CommandRow
 from ledger.store.urls import DEFAULT_URL, check_reachable, parse_url
 
 MAX_ATTEMPTS = 100
-MAX_OUTAGE_RETRIES = 5
+OUTAGE_BUDGET = 5.0  # seconds a command keeps trying again while the store is unreachable
 
 
 def refused(command_id: str | None, error: LedgerError) -> dict[str, Any]:
@@ -43,7 +44,16 @@ class Ledger:
         """Open (and on first use create) the store at `url` (default sqlite:///ledger.db)."""
         store = parse_url(url or DEFAULT_URL)
         check_reachable(store)
-        app = open_application(store, pool_size=pool_size)
+        try:
+            app = open_application(store, pool_size=pool_size)
+        except StoreErrors as e:
+            fault = classify(e)
+            if fault is None:
+                raise
+            if store.backend == "sqlite" and read_only_folder(store.path):
+                # In WAL mode SQLite cannot open a file it may not write its -shm beside.
+                fault = Fault("read-only", f"{fault.detail}: its file system is read-only")
+            raise fault.unavailable() from None
         return cls(app, clock or SystemClock(), store.display)
 
     def close(self) -> None:
@@ -73,7 +83,7 @@ class Ledger:
 
     def _execute(self, command: Command) -> dict[str, Any]:
         fingerprint = command.fingerprint()
-        outages = 0
+        outages, first_fault = 0, 0.0
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return self._attempt(command, fingerprint)
@@ -87,14 +97,22 @@ class Ledger:
                         "the ledger (run `ledger audit verify`); nothing was written", {}))
                 # Another writer got there first: run again on fresh state (or replay it).
                 time.sleep(min(0.2, 0.002 * (attempt + 1)) * random.random())
-            except (OperationalError, InterfaceError) as e:
-                # Safe to run again: if the lost write did commit, its command row replays.
+            except StoreErrors as e:
+                # The store failed us. A transient fault (connection lost, database
+                # unreachable or locked) is tried again for a few seconds: safe, since if
+                # the lost write did commit, its command row replays. A full disk or a
+                # read-only database will not change in seconds: the caller hears at once.
+                fault = classify(e)
+                if fault is None:
+                    raise
                 outages += 1
-                if outages > MAX_OUTAGE_RETRIES:
-                    raise StoreUnavailable(
-                        f"the store is unavailable ({first_line(e)}); sending the same "
-                        "command_id again later is safe") from None
-                time.sleep(0.25 * outages)
+                now = time.monotonic()
+                first_fault = first_fault or now
+                delay = min(1.0, 0.05 * 2 ** outages)
+                if (not fault.transient or fault.down_for > OUTAGE_BUDGET
+                        or now + delay - first_fault > OUTAGE_BUDGET):
+                    raise fault.unavailable() from None
+                time.sleep(delay)
         return refused(command.command_id, Conflict(
             f"gave up after {MAX_ATTEMPTS} attempts: too many concurrent writers", {}))
 

@@ -22,18 +22,15 @@ from operator import attrgetter
 from queue import Empty
 from typing import Any
 
-from eventsourcing.persistence import (
-    IntegrityError,
-    InterfaceError,
-    OperationalError,
-)
-from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.utils import get_topic, resolve_topic
 
 from ledger.projections.base import Handler, ReadModel
 from ledger.projections.tables import Batch
 from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
 from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
+from ledger.store.faults import StoreErrors, classify
 
 PAGE = 1000
 REBUILD_PAGE = 5000  # measured: 1.5x the rebuild rate of 1,000 on SQLite, RSS still flat
@@ -82,8 +79,7 @@ def ddl_lock(app: LedgerApplication) -> Iterator[None]:
 
 
 def make_view(app: LedgerApplication) -> ViewMixin:
-    recorder_class = PostgresView if app.factory.__class__.__module__.endswith(
-        "postgres") else SQLiteView
+    recorder_class = PostgresView if isinstance(app.factory, PostgresFactory) else SQLiteView
     for attempt in range(5):
         try:
             view = app.factory.tracking_recorder(recorder_class)
@@ -274,9 +270,12 @@ class Projector:
             try:
                 advanced = self.catch_up(names)
                 outages = 0
-            except (OperationalError, InterfaceError):
-                # The database went away: nothing half-written (pages are transactions);
-                # wait and carry on from the committed positions.
+            except StoreErrors as e:
+                # The database went away (or is full, or read-only): nothing is
+                # half-written (pages are transactions); wait and carry on from the
+                # committed positions. Anything else is a bug: let it out.
+                if classify(e) is None:
+                    raise
                 outages += 1
                 time.sleep(min(5.0, interval * 2 ** outages))
                 continue

@@ -8,30 +8,33 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.persistence import PersistenceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ledger.clock import Clock
-from ledger.errors import LedgerError, StoreUnavailable, first_line
+from ledger.errors import LedgerError, StoreUnavailable
 from ledger.service import reads
 from ledger.service.http import AccessLog, AuthActor, access_logger, read_body, service_of
 from ledger.service.models import Accepted, Health, Refused, add_command_bodies
 from ledger.service.state import READ_TIMEOUT, Service
 from ledger.service.status import ServiceError, error_body, status_of
+from ledger.store.faults import classify
 from ledger.store.urls import DEFAULT_URL
 from ledger.views import jsonable
 
 COMMANDS = "/v1/commands"
 BATCH = "/v1/commands:batch"
+RETRY_AFTER = "2"  # seconds a client is asked to wait after a 503
 REFUSALS: dict[int | str, dict[str, Any]] = {
     code: {"model": Refused, "description": text} for code, text in {
         400: "invalid JSON, or a rule the command breaks as sent",
@@ -115,7 +118,8 @@ def _add_routes(app: FastAPI) -> None:
 
 def _add_error_handlers(app: FastAPI) -> None:
     def respond(error: ServiceError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        headers = ({"WWW-Authenticate": "Bearer"} if error.status == 401 else
+                   {"Retry-After": RETRY_AFTER} if error.status == 503 else None)
         return JSONResponse(jsonable(error.body()), status_code=error.status, headers=headers)
 
     async def service_error(_: Request, e: Exception) -> JSONResponse:
@@ -127,9 +131,13 @@ def _add_error_handlers(app: FastAPI) -> None:
         return respond(ServiceError.of(e))
 
     async def unavailable(_: Request, e: Exception) -> JSONResponse:
-        message = str(e) if isinstance(e, StoreUnavailable) else (
-            f"the store is unavailable ({first_line(e)})")
-        return respond(ServiceError(503, "store_unavailable", message))
+        if isinstance(e, StoreUnavailable):
+            return respond(ServiceError(503, "store_unavailable", str(e)))
+        fault = classify(e)
+        if fault is None:  # not the store's fault: a bug, a 500 with its traceback logged
+            raise e
+        return respond(ServiceError(503, "store_unavailable",
+                                    f"store unavailable: {fault.describe()}"))
 
     async def invalid_request(_: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, RequestValidationError)
@@ -142,7 +150,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(LedgerError, ledger_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    for kind in (StoreUnavailable, OperationalError, InterfaceError, psycopg.OperationalError):
+    for kind in (StoreUnavailable, PersistenceError, psycopg.Error, sqlite3.Error):
         app.add_exception_handler(kind, unavailable)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import time
@@ -15,12 +16,14 @@ from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
     OperationalError,
+    PersistenceError,
     Transcoding,
 )
 
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
 from ledger.aggregates.sessions import Session
+from ledger.store.faults import classify
 from ledger.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
 from ledger.store.urls import StoreUrl
 
@@ -104,6 +107,14 @@ def open_application(store: StoreUrl, *, pool_size: int = 5) -> LedgerApplicatio
         conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
         try:
             return LedgerApplication(env=env)
+        except PersistenceError as e:
+            # A read-only database (a standby, `default_transaction_read_only`) refuses
+            # even CREATE ... IF NOT EXISTS: open it without creating tables, so that
+            # reads work; writes then fail, saying it is read-only.
+            fault = classify(e)
+            if fault is None or fault.cause != "read-only":
+                raise
+            return LedgerApplication(env={**env, "CREATE_TABLE": "no"})
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
 
@@ -114,11 +125,12 @@ def library_env(store: StoreUrl, *, pool_size: int = 5) -> dict[str, str]:
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": store.path,
-            "SQLITE_LOCK_TIMEOUT": "30",
+            # Seconds a writer waits for another's write lock ("busy timeout").
+            "SQLITE_LOCK_TIMEOUT": os.environ.get("LEDGER_SQLITE_BUSY_TIMEOUT") or "30",
             "APPLICATION_RECORDER_TOPIC": "ledger.store.recorders:LedgerSQLiteRecorder",
         }
     env = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "ledger.store.faults:LedgerPostgresFactory",
         "POSTGRES_DBNAME": store.dbname,
         "POSTGRES_HOST": store.host,
         "POSTGRES_PORT": str(store.port),
