@@ -14,6 +14,7 @@ import click
 from ledger.clock import Clock, FixedClock, SystemClock, parse_instant
 from ledger.errors import LedgerError, StoreUnavailable, first_line
 from ledger.ledger import Ledger
+from ledger.store.faults import classify
 from ledger.store.urls import DEFAULT_URL
 from ledger.views import campaign_state, dumps, event_record, registration_state
 
@@ -59,6 +60,10 @@ def friendly_errors(func: F) -> F:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
         except Exception as e:
+            fault = classify(e)
+            if fault is not None:  # a read that met a store fault: say which, exit 2
+                click.echo(f"Error: store unavailable: {fault.describe()}", err=True)
+                sys.exit(2)
             if os.environ.get("LEDGER_DEBUG"):
                 raise
             click.echo(f"Error: {type(e).__name__}: {first_line(e)} "

@@ -111,7 +111,7 @@ class Ledger:
                 delay = min(1.0, 0.05 * 2 ** outages)
                 if (not fault.transient or fault.down_for > OUTAGE_BUDGET
                         or now + delay - first_fault > OUTAGE_BUDGET):
-                    raise fault.unavailable() from None
+                    raise fault.unavailable(resend=True) from None
                 time.sleep(delay)
         return refused(command.command_id, Conflict(
             f"gave up after {MAX_ATTEMPTS} attempts: too many concurrent writers", {}))

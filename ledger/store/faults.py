@@ -60,10 +60,10 @@ class Fault:
     def describe(self) -> str:
         return f"{PHRASES[self.cause]} ({self.detail})"
 
-    def unavailable(self, what: str = "") -> StoreUnavailable:
-        """The one-line error a user sees."""
-        return StoreUnavailable(f"store unavailable: {self.describe()}{what}; sending the same "
-                                "command_id again is safe")
+    def unavailable(self, *, resend: bool = False) -> StoreUnavailable:
+        """The one-line error a user sees; for a command (`resend`), that resending is safe."""
+        safe = "; sending the same command_id again is safe" if resend else ""
+        return StoreUnavailable(f"store unavailable: {self.describe()}{safe}")
 
 
 class StoreUnreachable(OperationalError):

@@ -72,13 +72,15 @@ def check_reachable(store: StoreUrl, timeout: float = 5.0) -> None:
     if store.backend == "sqlite":
         folder = Path(store.path).resolve().parent
         if not folder.is_dir():
-            raise StoreUnavailable(f"cannot open SQLite file {store.path}: no folder {folder}")
+            raise StoreUnavailable(
+                f"store unavailable: cannot open SQLite file {store.path}: no folder {folder}")
         return
     try:
         with psycopg.connect(store.conninfo(), connect_timeout=max(1, int(timeout))):
             pass
     except psycopg.OperationalError as e:
         raise StoreUnavailable(
-            f"cannot reach PostgreSQL at {store.host}:{store.port} (database {store.dbname!r}): "
+            f"store unavailable: cannot reach PostgreSQL at {store.host}:{store.port} "
+            f"(database {store.dbname!r}): "
             f"{first_line(e)}"
         ) from None

@@ -220,13 +220,15 @@ def cli(url: str, *args: str, stdin: str = "", env: dict[str, str] | None = None
                           env={**os.environ, **(env or {})})
 
 
-def assert_one_line_unavailable(stderr: str, *words: str) -> str:
+def assert_one_line_unavailable(stderr: str, *words: str, resend: bool = True) -> str:
+    """One `Error: store unavailable: ...` line; a command's says resending is safe (a
+    read's does not: there is nothing to resend)."""
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr
     line = lines[0]
     assert line.startswith("Error: store unavailable: "), line
-    assert SAFE in line or "sending them again is safe" in line, line
+    assert (SAFE in line or "sending them again is safe" in line) == resend, line
     for word in words:
         assert word in line, line
     return line
@@ -403,7 +405,13 @@ def test_postgres_outage_under_load(tmp_path: Path) -> None:
                         assert sent.returncode == 2, sent.stderr
                         assert_one_line_unavailable(sent.stderr, "not currently accepting")
 
-                    checks = [pool.submit(direct), pool.submit(at_open),
+                    def read() -> None:
+                        shown = cli(url, "show", "campaign", CAMPAIGN)
+                        assert shown.returncode == 2, shown.stderr
+                        assert_one_line_unavailable(shown.stderr, "not currently accepting",
+                                                    resend=False)
+
+                    checks = [pool.submit(direct), pool.submit(at_open), pool.submit(read),
                               pool.submit(service.assert_unavailable, live_registration(2)),
                               pool.submit(stopped.finish)]
                     printed, err = checks[-1].result()
