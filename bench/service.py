@@ -308,18 +308,24 @@ class Server:
         return group_members(self.process.pid)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        interrupt(self.process)
         deadline = time.monotonic() + 5
         while self.pids() and time.monotonic() < deadline:
             time.sleep(0.1)
         if self.pids():
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def interrupt(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Ctrl-C a process started in a session of its own; if it has not ended after
+    `timeout` seconds, SIGKILL its whole group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @contextmanager

@@ -68,7 +68,7 @@ import httpx
 import psycopg
 from commands import PostgresBackend, log  # bench/commands.py, next to this file
 from psycopg import sql
-from service import Plan, SellerCounter, serving, stat_of  # bench/service.py
+from service import Plan, SellerCounter, interrupt, serving, stat_of  # bench/service.py
 
 from ledger import Ledger
 from ledger.audit import chain
@@ -227,13 +227,8 @@ class Projector:
 
     def stop(self) -> None:
         with self.lock:
-            if self.process is not None and self.process.poll() is None:
-                self.process.send_signal(signal.SIGINT)
-                try:
-                    self.process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                    self.process.wait()
+            if self.process is not None:
+                interrupt(self.process)
 
 
 def workers_of(server_pid: int) -> list[int]:
@@ -518,6 +513,7 @@ def run(args: argparse.Namespace) -> Json:
                                            for o in outcomes), default=0), 1),
         },
         "faults": [asdict(f) for f in faults_done],
+        "lag_samples": [(round(at, 1), lag) for at, lag in lags],
     }
 
 

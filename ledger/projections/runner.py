@@ -33,6 +33,8 @@ from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
 from ledger.store.faults import StoreErrors, classify
 
 PAGE = 1000
+MAX_WAIT = 1.0  # seconds between a follower's attempts while the store is failing
+DEAD_CONNECTIONS = 20  # connection-lost errors in a row retried at once
 REBUILD_PAGE = 5000  # measured: 1.5x the rebuild rate of 1,000 on SQLite, RSS still flat
 FLUSH_EVERY = 100_000  # events between a rebuild's writes
 WORKING_SET = 5_000  # rows per table a rebuild's working set keeps after a write
@@ -265,19 +267,26 @@ class Projector:
         """Keep catching up until `should_stop()`; polling keeps SQLite and PostgreSQL alike.
         `on_advance(position)` gets the lowest position the followed read models reached."""
         followed = [m.name for m in self.models if names is None or m.name in names]
-        outages = 0
+        outages = lost = 0
         while not should_stop():
             try:
                 advanced = self.catch_up(names)
-                outages = 0
+                outages = lost = 0
             except StoreErrors as e:
                 # The database went away (or is full, or read-only): nothing is
                 # half-written (pages are transactions); wait and carry on from the
                 # committed positions. Anything else is a bug: let it out.
-                if classify(e) is None:
+                fault = classify(e)
+                if fault is None:
                     raise
+                if fault.cause == "connection lost" and lost < DEAD_CONNECTIONS:
+                    # A pooled connection killed by a restart or a failover: the next one
+                    # is new, or as dead; try it at once, not after a growing wait (after
+                    # an outage the pool may hold several dead ones).
+                    lost += 1
+                    continue
                 outages += 1
-                time.sleep(min(5.0, interval * 2 ** outages))
+                time.sleep(min(MAX_WAIT, interval * 2 ** outages))
                 continue
             if advanced and on_advance is not None:
                 on_advance(min((self.view.position(n) for n in followed), default=0))
