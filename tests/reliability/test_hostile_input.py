@@ -1,5 +1,6 @@
 """Hostile input (issue 6): hypothesis mutates valid commands in every way a client can get
-them wrong, and sends them through `Ledger.send` as dicts and as JSON text (str and bytes).
+them wrong, and sends them through `Ledger.send` as dicts and as JSON text (str and bytes),
+and as request bodies to the service (never a 5xx: the same answer, with its HTTP status).
 
 Every input must give a result (never an exception) that is accepted or refused with one of
 DOMAIN.md's error codes, and a refused command must leave every table of the store as it
@@ -11,15 +12,18 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ledger import Ledger
 from ledger.commands.parse import MAX_COMMAND_BYTES
+from ledger.service.app import create_app
 from tests.helpers import (
     AUTO,
     MANUAL,
@@ -40,6 +44,7 @@ from tests.helpers import (
     slot,
     withdraw,
 )
+from tests.service_helpers import Api, bearer, issue_tokens
 
 # Every error code of DOMAIN.md: the general ones, then the rule codes of the commands table.
 DOMAIN_CODES = frozenset({
@@ -238,7 +243,21 @@ class Store:
         self.dump: Dump = dump_store(url)
 
     def send(self, ledger: Ledger, command: Json | str | bytes) -> dict[str, Any]:
-        result = ledger.send(command)  # must not raise
+        return self.check(ledger.send(command))  # must not raise
+
+    def post(self, api: Api, role: str, body: bytes) -> dict[str, Any]:
+        """The body POSTed to the service as the token of `role`: never a 5xx, and the
+        answer is the result `Ledger.send` gives (accepted with 200, refused with 4xx)."""
+        response = api.client.post("/v1/commands", content=body, headers={
+            **bearer(api.tokens[role]), "Content-Type": "application/json"})
+        assert response.status_code < 500, response.text
+        result = response.json()
+        assert (response.status_code == 200) == (result.get("ok") is True), response.text
+        if result.get("ok") is True:
+            result.pop("position")  # the service's one key beyond Ledger.send's result
+        return self.check(result)
+
+    def check(self, result: Any) -> dict[str, Any]:
         assert isinstance(result, dict), result
         json.dumps(result)  # a result is JSON
         if result.get("ok") is True:
@@ -283,6 +302,38 @@ def test_mutated_commands_get_a_domain_result_and_refusals_write_nothing(
     for change in changes:
         mutate(doc, change)
     store.send(world.ledger, encode(doc, encoding))
+
+
+@pytest.fixture
+def api(world: World) -> Iterator[Api]:
+    """`ledger serve`'s app in process, on the same store, with a token per actor."""
+    with TestClient(create_app(world.url, clock=world.clock, pool_size=1)) as client:
+        yield Api(client, issue_tokens(world.ledger))
+
+
+@FUZZ
+@given(base=st.integers(0, 10), cid=st.integers(0, 3),
+       changes=st.lists(mutations, max_size=3),
+       encoding=st.sampled_from(["str", "bytes", "ascii"]))
+@example(base=6, cid=0, changes=[("set", ("payload", "note"), "", Deep(50_000))],
+         encoding="str")
+@example(base=9, cid=0, changes=[("set", ("payload", "gmv"), "", float("inf"))],
+         encoding="bytes")
+def test_mutated_commands_over_http_get_a_domain_answer_never_a_5xx(
+    world: World, scene: str, api: Api, store: Store, base: int, cid: int,
+    changes: list[Mutation], encoding: str,
+) -> None:
+    """The same commands POSTed to the service (which takes the actor from the token; the
+    tokens are issued before the store's first dump)."""
+    doc = copy.deepcopy(bases(scene)[base])
+    doc["command_id"] = f"http-{base}-{cid}"
+    role = doc["actor"]["role"]
+    for change in changes:
+        mutate(doc, change)
+    body = encode(doc, encoding)
+    assert not isinstance(body, dict)
+    store.post(api, role, body.encode("utf-8", "surrogatepass") if isinstance(body, str)
+               else body)
 
 
 json_values = st.recursive(
