@@ -1,4 +1,4 @@
-"""`ledger serve` (the HTTP service) and `ledger tokens add` (who may call it)."""
+"""`ledger serve` (the HTTP service) and `ledger tokens add|list|revoke` (who may call it)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ledger.cli import Settings, friendly_errors, main
 from ledger.clock import SystemClock
 from ledger.store import tokens
 from ledger.store.tokens import TokenActor
+from ledger.views import dumps, table
 
 ROLES = ("seller", "reviewer", "operator", "system")
 
@@ -81,6 +82,60 @@ def tokens_add(settings: Settings, role: str, actor_id: str) -> None:
     store = settings.ledger().app.store
     token = tokens.issue(store, TokenActor(actor_id, role), SystemClock().now())
     click.echo(token)
-    click.echo(f"a token for {role} {actor_id!r}: keep it now, it is not shown again",
-               err=True)
+    click.echo(f"a token for {role} {actor_id!r} (id {tokens.token_id(token)}): keep it now, "
+               "it is not shown again", err=True)
+
+
+@tokens_group.command("list")
+@click.option("--id", "actor_id", default=None, help="Only this actor's tokens.")
+@click.option("--json", "as_json", is_flag=True, help="JSON for programs.")
+@click.pass_obj
+@friendly_errors
+def tokens_list(settings: Settings, actor_id: str | None, as_json: bool) -> None:
+    """List the tokens: id, role, actor and when each was made (never the token itself;
+    the id, the start of its SHA-256, is what `ledger tokens revoke` takes).
+
+    \b
+    Example:
+      ledger tokens list --id rev-alice
+    """
+    rows = [r.as_dict() for r in tokens.listed(settings.ledger().app.store, actor_id)]
+    if as_json:
+        click.echo(dumps(rows, indent=2))
+        return
+    click.echo(table(rows, ["id", "role", "actor_id", "created_at"]))
+
+
+@tokens_group.command("revoke")
+@click.argument("token_ids", nargs=-1)
+@click.option("--id", "actor_id", default=None, help="Revoke every token of this actor.")
+@click.pass_obj
+@friendly_errors
+def tokens_revoke(settings: Settings, token_ids: tuple[str, ...], actor_id: str | None) -> None:
+    """Revoke tokens by their ids (from `ledger tokens list`), or all of an actor's.
+
+    A running `ledger serve` stops accepting a revoked token within 60 s: each worker
+    trusts a token it has looked up for a minute, so that requests cost no database read.
+    Nothing is revoked if any id is unknown.
+
+    \b
+    Examples:
+      ledger tokens revoke 3f9a1c0b7d2e
+      ledger tokens revoke --id rev-alice
+    """
+    if not token_ids and actor_id is None:
+        raise click.UsageError("name the tokens to revoke: TOKEN_ID... (see `ledger tokens "
+                               "list`), or --id ACTOR for all of an actor's")
+    store = settings.ledger().app.store
+    stored = tokens.listed(store)
+    unknown = sorted(set(token_ids) - {r.id for r in stored})
+    if unknown:
+        raise click.ClickException(f"not_found: no token with id {', '.join(unknown)} (see "
+                                   "`ledger tokens list`); nothing was revoked")
+    chosen = set(token_ids) | {r.id for r in stored if r.actor.id == actor_id}
+    if not chosen:
+        raise click.ClickException(f"not_found: {actor_id!r} has no tokens; nothing was revoked")
+    revoked = tokens.revoke(store, sorted(chosen))
+    click.echo(f"revoked {revoked} token{'s' if revoked != 1 else ''}: {', '.join(sorted(chosen))}"
+               " (running servers refuse them within 60 s)")
 

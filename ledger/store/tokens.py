@@ -1,8 +1,10 @@
 """Service tokens: a bearer token names an actor; only the token's SHA-256 is stored.
 
 `ledger tokens add --role reviewer --id alice` makes one (`issue`); the service looks the
-actor up from the token a request carries (`find`). The table is created with the other
-ledger tables (`LedgerRows.ledger_create_statements`).
+actor up from the token a request carries (`find`); `ledger tokens list` and `ledger tokens
+revoke` show and delete them (`listed`, `revoke`), by their id: the first `ID_LENGTH` hex
+digits of the hash. The table is created with the other ledger tables
+(`LedgerRows.ledger_create_statements`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 PREFIX = "lgr_"  # makes a leaked token easy to recognise (and to grep for in logs)
+ID_LENGTH = 12  # hex digits of a token's SHA-256 that name it in `tokens list` / `revoke`
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,19 @@ class TokenActor:
 
     def as_actor(self) -> dict[str, str]:
         return {"id": self.id, "role": self.role}
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """A stored token, as `ledger tokens list` shows it (never the token itself)."""
+
+    id: str
+    actor: TokenActor
+    created_at: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"id": self.id, "actor_id": self.actor.id, "role": self.actor.role,
+                "created_at": self.created_at}
 
 
 class _Store(Protocol):
@@ -48,6 +64,11 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def token_id(token: str) -> str:
+    """The id that names a token in `tokens list` and `tokens revoke`."""
+    return digest(token)[:ID_LENGTH]
+
+
 def issue(store: _Store, actor: TokenActor, at: datetime) -> str:
     """Store a new token for `actor` (its hash only) and return the token itself."""
     token = PREFIX + secrets.token_urlsafe(32)
@@ -64,3 +85,33 @@ def find(store: _Store, token: str) -> TokenActor | None:
         f"SELECT actor_id, role FROM {store.t}ledger_tokens WHERE token_sha256={store.p}",
         (digest(token),))
     return TokenActor(rows[0]["actor_id"], rows[0]["role"]) if rows else None
+
+
+def listed(store: _Store, actor_id: str | None = None) -> list[TokenRow]:
+    """Every stored token (or an actor's), oldest first."""
+    where, params = (f" WHERE actor_id={store.p}", (actor_id,)) if actor_id else ("", ())
+    rows = store._query(f"SELECT token_sha256, actor_id, role, created_at FROM "
+                        f"{store.t}ledger_tokens{where} ORDER BY created_at, token_sha256",
+                        params)
+    return [TokenRow(r["token_sha256"][:ID_LENGTH], TokenActor(r["actor_id"], r["role"]),
+                     _iso(r["created_at"])) for r in rows]
+
+
+def revoke(store: _Store, ids: list[str]) -> int:
+    """Delete the tokens with these ids (from `listed`); how many were deleted."""
+    bad = [i for i in ids if len(i) != ID_LENGTH or not set(i) <= set("0123456789abcdef")]
+    if bad:
+        raise ValueError(f"not token ids: {bad}")
+    p = store.p
+    deleted = 0
+    with store.writing() as curs:
+        for wanted in ids:
+            match = f"FROM {store.t}ledger_tokens WHERE token_sha256 LIKE {p}"
+            curs.execute(f"SELECT COUNT(*) AS n {match}", (wanted + "%",))
+            deleted += int(curs.fetchone()["n"])
+            curs.execute(f"DELETE {match}", (wanted + "%",))
+    return deleted
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
