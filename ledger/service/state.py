@@ -82,8 +82,9 @@ class Service:
 
     def known_actor(self, token: str) -> TokenActor | None:
         """The actor of a token this worker looked up in the last `TOKEN_TTL` seconds,
-        without a database read or a thread hop (tokens are never changed once issued;
-        an unknown token is always looked up again)."""
+        without a database read or a thread hop (a token is never changed once issued,
+        only revoked: a revocation reaches this worker when the entry runs out; an
+        unknown token is always looked up again)."""
         found = self._actors.get(token)
         if found is None or found[0] < time.monotonic():
             return None
