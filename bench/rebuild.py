@@ -935,6 +935,17 @@ def environment() -> dict[str, Any]:
     return info
 
 
+def emit(args: argparse.Namespace, report: dict[str, Any],
+         print_tables: Callable[[dict[str, Any]], None]) -> None:
+    """The report: saved as JSON if `--save`, printed as JSON if `--json`, else as tables."""
+    if args.save:
+        Path(args.save).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print_tables(report)
+
+
 def print_report(report: dict[str, Any]) -> None:
     print()
     print(f"Read models in the registry: {', '.join(report['read_models'])}")
@@ -1088,12 +1099,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if not args.sqlite_dir:
             shutil.rmtree(tmp, ignore_errors=True)
-    if args.save:
-        Path(args.save).write_text(json.dumps(report, indent=2, default=str) + "\n")
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        print_report(report)
+    emit(args, report, print_report)
     return 0
 
 

@@ -85,19 +85,21 @@ Json = dict[str, Any]
 
 def with_refusals(commands: Iterator[Json]) -> Iterator[Json]:
     """After some sellers' commands, one the rules must refuse (a new command_id each)."""
-    held: dict[str, Json] = {}  # a seller's first session, from its register
+    held: dict[int, Json] = {}  # a seller's first session, from its register
     for command in commands:
         yield command
         name, command_id = command["command"], command["command_id"]
-        index = int(command_id.rsplit("-", 1)[1]) if command_id.startswith("seller-") else -1
+        if not command_id.startswith("seller-"):
+            continue  # the performance reports
+        index = int(command_id.rsplit("-", 1)[1])
         if name == "register":
-            held[command_id.rsplit("-", 1)[1]] = command["payload"]["sessions"][0]
+            held[index] = command["payload"]["sessions"][0]
             if index % 9 == 0:
                 yield {**command, "command_id": f"{command_id}-again"}  # already_registered
         elif name == "approve" and index % 11 == 0:
             yield {**command, "command_id": f"{command_id}-again"}  # invalid_transition
         elif name == "add_session" and index % 13 == 0:
-            session = held.pop(str(index), None)
+            session = held.pop(index, None)
             if session is not None:  # session_overlap
                 yield {**command, "command_id": f"{command_id}-overlap",
                        "payload": {**command["payload"], **session}}
@@ -256,7 +258,7 @@ class Fault:
     ended: float
     note: str = ""
     recovered_s: float | None = None  # until the first command sent after it was accepted
-    transient: int = 0  # commands that needed a retry to get through it
+    retried: int = 0  # commands that needed a retry to get through it
 
 
 class Faults:
@@ -460,7 +462,7 @@ def run(args: argparse.Namespace) -> Json:
         after = [o.answered_at for o in tally.outcomes if o.ok and o.sent_at >= fault.ended]
         fault.recovered_s = (min(after) - fault.began) if after else None
         until = fault.began + (fault.recovered_s or 0.0)
-        fault.transient = sum(1 for o in tally.outcomes
+        fault.retried = sum(1 for o in tally.outcomes
                               if o.attempts > 1 and fault.began - 30 <= o.sent_at <= until
                               and o.answered_at >= fault.began)
     log("reading the store")
@@ -491,7 +493,7 @@ def run(args: argparse.Namespace) -> Json:
         "replayed_on_retry": sum(1 for o in outcomes if o.ok and o.replayed and o.attempts > 1),
         "refused": dict(refused.most_common()),
         "retried_commands": sum(1 for o in outcomes if o.attempts > 1),
-        "retries": sum(o.attempts - 1 for o in outcomes) + 0,
+        "retries": sum(o.attempts - 1 for o in outcomes),
         "transient": dict(tally.transient.most_common()),
         "gave_up": len(tally.gave_up),
         "lost": found.lost, "duplicated": found.duplicated, "phantom": found.phantom,
@@ -568,7 +570,7 @@ def table(report: Json) -> str:
     for f in report["faults"]:
         recovered = "-" if f["recovered_s"] is None else f"{f['recovered_s']:.1f} s"
         lines.append(f"  {f['at']:>5.0f}s  {f['kind']:<15} {recovered:>9}  "
-                     f"{f['transient']:>7}  {f['note']}")
+                     f"{f['retried']:>7}  {f['note']}")
     lines += ["", "FAILED: see above" if failed(report) else
               "nothing lost, nothing duplicated, every answer expected"]
     return "\n".join(lines)

@@ -32,20 +32,20 @@ database is DROPPED and created again on every run (one schema per store size).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from rebuild import (
     Progress,
     add_store_options,
+    emit,
     environment,
     in_child,
     log,
@@ -60,37 +60,37 @@ from ledger import Ledger
 from ledger.audit import chain
 
 
-def measure_verify(url: str) -> dict[str, Any]:
-    """(b) and (d): `chain.verify`, as `ledger audit verify` runs it."""
+def measured(url: str, run: Callable[[Ledger, Progress], Any]) -> tuple[Any, dict[str, Any]]:
+    """`run` on a Ledger at `url`, timed, with its progress sampled; (its result, figures)."""
     load = os.getloadavg()[0]
     progress = Progress()
     with Ledger.open(url) as ledger:
         rss_start = rss_mb()
         started = time.perf_counter()
-        report = chain.verify(ledger.app.store, progress=progress)
+        result = run(ledger, progress)
         seconds = time.perf_counter() - started
+    return result, {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "load": load,
+                    "rss_mb_start": rss_start, "rss_mb_end": rss_mb(),
+                    "rss_mb_by_position": progress.samples, "progress_calls": progress.calls,
+                    "progress_last": progress.last}
+
+
+def measure_verify(url: str) -> dict[str, Any]:
+    """(b) and (d): `chain.verify`, as `ledger audit verify` runs it."""
+    report, figures = measured(url, lambda ledger, progress: chain.verify(
+        ledger.app.store, progress=progress))
     return {"events": report.events, "aggregates": report.aggregates, "seals": report.seals,
             "position": report.position, "findings": [f.as_dict() for f in report.findings],
-            "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "load": load,
-            "progress_calls": progress.calls, "progress_last": progress.last,
-            "rss_mb_start": rss_start, "rss_mb_end": rss_mb(),
-            "rss_mb_by_position": progress.samples}
+            **figures}
 
 
 def measure_seal(url: str) -> dict[str, Any]:
     """(c): `chain.seal`, as `ledger audit seal` runs it."""
-    load = os.getloadavg()[0]
-    progress = Progress()
-    with Ledger.open(url) as ledger:
-        rss_start = rss_mb()
-        started = time.perf_counter()
-        report, sealed = chain.seal(ledger.app.store, datetime.now(UTC), progress=progress)
-        seconds = time.perf_counter() - started
+    (report, sealed), figures = measured(url, lambda ledger, progress: chain.seal(
+        ledger.app.store, datetime.now(UTC), progress=progress))
     return {"events": report.events, "aggregates": report.aggregates,
             "findings": [f.as_dict() for f in report.findings],
-            "seal": asdict(sealed) if sealed else None, "seconds": seconds,
-            "peak_rss_mb": peak_rss_mb(), "load": load, "rss_mb_start": rss_start,
-            "rss_mb_end": rss_mb(), "rss_mb_by_position": progress.samples}
+            "seal": asdict(sealed) if sealed else None, **figures}
 
 
 # Tampering ----------------------------------------------------------------------------------
@@ -267,12 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.sqlite_dir:
             shutil.rmtree(tmp, ignore_errors=True)
-    if args.save:
-        Path(args.save).write_text(json.dumps(report, indent=2, default=str) + "\n")
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        print_report(report)
+    emit(args, report, print_report)
     exact = all(t["exact"] and t["clean_after"] for t in report["tamper"])
     return 0 if exact else 1
 

@@ -152,9 +152,7 @@ def send(settings: Settings, source: TextIO) -> None:
     try:
         ledger = settings.ledger()
     except StoreUnavailable as e:
-        message = str(e) if str(e).startswith("store unavailable") else f"store unavailable: {e}"
-        raise StoreUnavailable(f"{message}; no command was run, sending them again is safe"
-                               ) from None
+        raise StoreUnavailable(f"{e}; no command was run, sending them again is safe") from None
     worst = 0
     for done, (line, document) in enumerate(_documents(source)):
         try:

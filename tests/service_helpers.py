@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from fastapi.testclient import TestClient
 
 from ledger import Ledger
 from ledger.cli import main
+from ledger.clock import Clock
+from ledger.service.app import create_app
 from ledger.store import tokens
 from ledger.store.tokens import TokenActor
 from tests.helpers import NOW, OPERATOR, REVIEWER, SELLER, SYSTEM, Json
@@ -71,6 +75,16 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def in_process(url: str, clock: Clock, tokens_from: Ledger | None = None, *,
+               pool_size: int = 2, read_timeout: float = 2.0) -> Iterator[Api]:
+    """`ledger serve`'s app in this process (FastAPI's TestClient runs its lifespan) on the
+    store at `url`; with a token per actor of ACTORS if `tokens_from` is given."""
+    app = create_app(url, clock=clock, pool_size=pool_size, read_timeout=read_timeout)
+    with TestClient(app) as client:
+        yield Api(client, issue_tokens(tokens_from) if tokens_from is not None else {})
 
 
 def add_token(url: str, role: str, actor_id: str) -> str:

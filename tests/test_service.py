@@ -31,14 +31,13 @@ from tests.helpers import (
     slot,
     with_envelope,
 )
-from tests.service_helpers import Api, bearer, issue_tokens
+from tests.service_helpers import Api, bearer, in_process
 
 
 @pytest.fixture
 def api(ledger: Ledger, backend: str, clock: FixedClock) -> Iterator[Api]:
-    app = create_app(backend, clock=clock, pool_size=2, read_timeout=2.0)
-    with TestClient(app) as client:
-        yield Api(client, issue_tokens(ledger))
+    with in_process(backend, clock, ledger) as api:
+        yield api
 
 
 @pytest.fixture

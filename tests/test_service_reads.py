@@ -6,19 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fastapi.testclient import TestClient
 
 from ledger import FixedClock, Ledger
-from ledger.service.app import create_app
 from tests.helpers import MANUAL, SELLER, approve, create_campaign, register
-from tests.service_helpers import Api, issue_tokens
+from tests.service_helpers import Api, in_process
 
 
 @pytest.fixture
 def api(ledger: Ledger, backend: str, clock: FixedClock) -> Iterator[Api]:
-    app = create_app(backend, clock=clock, pool_size=2, read_timeout=0.5)
-    with TestClient(app) as client:
-        yield Api(client, issue_tokens(ledger))
+    with in_process(backend, clock, ledger, read_timeout=0.5) as api:
+        yield api
 
 
 @pytest.fixture

@@ -14,10 +14,9 @@ from fastapi.testclient import TestClient
 from ledger import FixedClock, Ledger
 from ledger.cli import main
 from ledger.service import state
-from ledger.service.app import create_app
 from ledger.store.tokens import token_id
 from tests.helpers import create_campaign, dump_store
-from tests.service_helpers import add_token, bearer
+from tests.service_helpers import add_token, bearer, in_process
 
 
 def tokens(url: str, *args: str) -> Result:
@@ -41,8 +40,8 @@ def listed(url: str, *args: str) -> list[dict[str, str]]:
 
 @pytest.fixture
 def client(ledger: Ledger, backend: str, clock: FixedClock) -> Iterator[TestClient]:
-    with TestClient(create_app(backend, clock=clock, pool_size=1)) as client:
-        yield client
+    with in_process(backend, clock, pool_size=1) as api:
+        yield api.client
 
 
 def status(client: TestClient, token: str) -> int:

@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ledger import Ledger
 from ledger.commands.parse import MAX_COMMAND_BYTES
-from ledger.service.app import create_app
 from tests.helpers import (
     AUTO,
     MANUAL,
@@ -44,7 +42,7 @@ from tests.helpers import (
     slot,
     withdraw,
 )
-from tests.service_helpers import Api, bearer, issue_tokens
+from tests.service_helpers import Api, bearer, in_process
 
 # Every error code of DOMAIN.md: the general ones, then the rule codes of the commands table.
 DOMAIN_CODES = frozenset({
@@ -307,8 +305,8 @@ def test_mutated_commands_get_a_domain_result_and_refusals_write_nothing(
 @pytest.fixture
 def api(world: World) -> Iterator[Api]:
     """`ledger serve`'s app in process, on the same store, with a token per actor."""
-    with TestClient(create_app(world.url, clock=world.clock, pool_size=1)) as client:
-        yield Api(client, issue_tokens(world.ledger))
+    with in_process(world.url, world.clock, world.ledger, pool_size=1) as api:
+        yield api
 
 
 @FUZZ

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
@@ -125,46 +125,60 @@ def registration(n: int, prefix: str, campaign: str = CAMPAIGN) -> Json:
     return cmd
 
 
-class Load:
-    """A thread sending registrations one after another on its own Ledger. A command that
-    meets StoreUnavailable is sent again (same command_id) until it goes through, as the
-    error says a client may. `reported`: every accepted result, as the client saw it."""
+class Background:
+    """Work in a thread on a Ledger of its own until the block ends; what it raised fails
+    the test at the end of the block."""
 
-    def __init__(self, url: str) -> None:
-        self.ledger = Ledger.open(url, clock=FixedClock(NOW), pool_size=2)
-        self.reported: dict[str, Json] = {}
-        self.unavailable: list[str] = []
+    def __init__(self, ledger: Ledger, join_timeout: float) -> None:
+        self.ledger, self.join_timeout = ledger, join_timeout
         self.errors: list[BaseException] = []
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread = threading.Thread(target=self._guarded, daemon=True)
 
-    def _run(self) -> None:
-        n = 0
+    def work(self) -> None:
+        raise NotImplementedError
+
+    def _guarded(self) -> None:
         try:
-            while not self.stop.is_set():
-                cmd = registration(n, "load")
-                try:
-                    result = self.ledger.send(cmd)
-                except StoreUnavailable as e:
-                    self.unavailable.append(str(e))
-                    time.sleep(0.2)
-                    continue
-                assert result["ok"], result
-                self.reported[cmd["command_id"]] = result
-                n += 1
+            self.work()
         except BaseException as e:  # reported by the test
             self.errors.append(e)
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.stop.set()
-        self.thread.join(60)
+        self.thread.join(self.join_timeout)
         self.ledger.close()
-        assert not self.thread.is_alive(), "the load thread is stuck"
+        assert not self.thread.is_alive(), f"the {type(self).__name__} thread is stuck"
         assert not self.errors, self.errors
+
+
+class Load(Background):
+    """A thread sending registrations one after another on its own Ledger. A command that
+    meets StoreUnavailable is sent again (same command_id) until it goes through, as the
+    error says a client may. `reported`: every accepted result, as the client saw it."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(Ledger.open(url, clock=FixedClock(NOW), pool_size=2), 60)
+        self.reported: dict[str, Json] = {}
+        self.unavailable: list[str] = []
+
+    def work(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            cmd = registration(n, "load")
+            try:
+                result = self.ledger.send(cmd)
+            except StoreUnavailable as e:
+                self.unavailable.append(str(e))
+                time.sleep(0.2)
+                continue
+            assert result["ok"], result
+            self.reported[cmd["command_id"]] = result
+            n += 1
 
     def wait_for(self, count: int, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -175,31 +189,15 @@ class Load:
             time.sleep(0.05)
 
 
-class Follower:
+class Follower(Background):
     """The projection runner (`Projector.run`) in a thread, on its own Ledger."""
 
     def __init__(self, url: str) -> None:
-        self.ledger = Ledger.open(url, pool_size=2)
+        super().__init__(Ledger.open(url, pool_size=2), 30)
         self.projector = projector(self.ledger.app)
-        self.stop = threading.Event()
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        try:
-            self.projector.run(interval=0.05, should_stop=self.stop.is_set)
-        except BaseException as e:
-            self.errors.append(e)
-
-    def __enter__(self) -> Follower:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(30)
-        self.ledger.close()
-        assert not self.errors, self.errors
+    def work(self) -> None:
+        self.projector.run(interval=0.05, should_stop=self.stop.is_set)
 
     def caught_up(self, head: int, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,18 @@ def one_line(stderr: str, *words: str) -> str:
     for word in words:
         assert word in lines[0], lines[0]
     return lines[0]
+
+
+def assert_read_only(url: str, cmd: Json, send: Callable[[], object]) -> None:
+    """The command is refused in process and by `ledger send`, in one line saying the
+    database is read-only."""
+    with pytest.raises(StoreUnavailable) as raised:
+        send()
+    message = str(raised.value)
+    assert message.startswith("store unavailable: the database is read-only"), message
+    sent = cli(url, "send", "-", stdin=json.dumps(cmd))
+    assert sent.returncode == 2, sent.stderr
+    one_line(sent.stderr, "read-only")
 
 
 def send_until_refused(ledger: Ledger, url: str, prefix: str, limit: int = 5000, *,
@@ -187,14 +199,11 @@ def test_sqlite_read_only_file_system(tmp_path: Path) -> None:
         cmd = registration(1, "ro")
         remount(folder, "ro")
         try:
-            with pytest.raises(StoreUnavailable) as raised, \
-                    Ledger.open(url, clock=FixedClock(NOW), pool_size=1) as ledger:
-                ledger.send(cmd)
-            message = str(raised.value)
-            assert message.startswith("store unavailable: the database is read-only"), message
-            sent = cli(url, "send", "-", stdin=json.dumps(cmd))
-            assert sent.returncode == 2, sent.stderr
-            one_line(sent.stderr, "read-only")
+            def send() -> None:
+                with Ledger.open(url, clock=FixedClock(NOW), pool_size=1) as ledger:
+                    ledger.send(cmd)
+
+            assert_read_only(url, cmd, send)
             # Reads too: in WAL mode SQLite cannot open a file without writing its -shm
             # beside it. They say why, in one line.
             shown = cli(url, "show", "campaign", CAMPAIGN)
@@ -262,13 +271,7 @@ def test_postgres_read_only_then_writable() -> None:
             read_only(admin, name, True)
             try:
                 cmd = registration(0, "pgro")
-                with pytest.raises(StoreUnavailable) as raised:
-                    ledger.send(cmd)
-                message = str(raised.value)
-                assert message.startswith("store unavailable: the database is read-only"), message
-                sent = cli(url, "send", "-", stdin=json.dumps(cmd))
-                assert sent.returncode == 2, sent.stderr
-                one_line(sent.stderr, "read-only")
+                assert_read_only(url, cmd, lambda: ledger.send(cmd))
                 shown = cli(url, "show", "campaign", CAMPAIGN)  # a standby still reads
                 assert shown.returncode == 0, shown.stderr
                 assert dump_store(url) == before
