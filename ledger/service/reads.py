@@ -117,9 +117,7 @@ def registration_history(request: Request, actor: Actor, registration_id: str) -
 
 
 def _registration(service: Service, actor: TokenActor, registration_id: str) -> Any:
-    found = service.ledger().registration(registration_id)
-    own(actor, found.seller_id)
-    return found
+    return service.ledger().registration(registration_id, reader=actor)
 
 
 @router.get("/sellers/{seller_id}/registrations")
