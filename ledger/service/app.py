@@ -111,8 +111,8 @@ def _add_routes(app: FastAPI) -> None:
         return JSONResponse(jsonable(results))
 
     @app.get("/healthz", response_model=Health, tags=["operations"])
-    def healthz() -> dict[str, str]:
-        """The process is up (it does not touch the store)."""
+    async def healthz() -> dict[str, str]:
+        """The process is up (it does not touch the store, nor wait for a worker thread)."""
         return {"status": "up"}
 
     @app.get("/readyz", responses={503: {"model": Refused}}, tags=["operations"])
