@@ -29,7 +29,7 @@ from ledger.service import reads
 from ledger.service.http import AccessLog, AuthActor, access_logger, read_body, service_of
 from ledger.service.models import Accepted, Health, Refused, add_command_bodies
 from ledger.service.state import READ_TIMEOUT, Service
-from ledger.service.status import ServiceError, error_body, status_of
+from ledger.service.status import RETRY_AFTER, ServiceError, error_body, status_of
 from ledger.store.faults import classify
 from ledger.store.urls import DEFAULT_URL
 from ledger.views import jsonable
@@ -40,7 +40,6 @@ HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 HTTP_MESSAGES = {"not_found": "no such path: see /docs for the service's paths",
                  "method_not_allowed": "this path does not take that method: see the Allow "
                                        "header, and /docs"}
-RETRY_AFTER = "2"  # seconds a client is asked to wait after a 503
 REFUSALS: dict[int | str, dict[str, Any]] = {
     code: {"model": Refused, "description": text} for code, text in {
         400: "invalid JSON, or a rule the command breaks as sent",
