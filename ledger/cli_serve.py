@@ -8,6 +8,8 @@ import click
 
 from ledger.cli import Settings, friendly_errors, main
 from ledger.clock import SystemClock
+from ledger.service.protocol import ENV as LIMITS_ENV
+from ledger.service.protocol import LimitedProtocol, Limits
 from ledger.store import tokens
 from ledger.store.tokens import TokenActor
 from ledger.views import dumps, table
@@ -21,9 +23,24 @@ ROLES = ("seller", "reviewer", "operator", "system")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes, each with its own pool on the store.")
+@click.option("--timeout-keep-alive", type=click.IntRange(1, 3600),
+              default=Limits.keep_alive, show_default=True,
+              help="Seconds an idle connection is kept open, before and between requests.")
+@click.option("--header-timeout", type=click.FloatRange(0.1, 3600),
+              default=Limits.header, show_default=True,
+              help="Seconds a client has to send a request's headers (from its first byte).")
+@click.option("--body-timeout", type=click.FloatRange(0.1, 3600),
+              default=Limits.body, show_default=True,
+              help="Seconds a client has to send a request's body once its headers are in: "
+                   "else 408 and the connection is closed.")
+@click.option("--limit-concurrency", type=click.IntRange(1, 100_000),
+              default=Limits.concurrency, show_default=True,
+              help="Requests each worker handles at once; more are answered 503 "
+                   "(code overloaded, Retry-After).")
 @click.pass_obj
 @friendly_errors
-def serve(settings: Settings, host: str, port: int, workers: int) -> None:
+def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_alive: int,
+          header_timeout: float, body_timeout: float, limit_concurrency: int) -> None:
     """Serve the command API over HTTP (FastAPI on uvicorn) until interrupted.
 
     POST /v1/commands (one command) and /v1/commands:batch (up to 500); GET reads
@@ -33,8 +50,16 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     clock: --now / LEDGER_NOW is refused.
 
     \b
+    Limits (per worker): a connection idle for --timeout-keep-alive seconds is closed; a
+    request whose headers or body do not arrive within --header-timeout / --body-timeout
+    is answered 408 and its connection closed; past --limit-concurrency requests at once,
+    503.
+
+    \b
     Example:
       ledger --db postgresql://postgres@127.0.0.1:5432/ledger serve --port 8080 --workers 4
+      ledger serve --timeout-keep-alive 5 --header-timeout 10 --body-timeout 30 \\
+                   --limit-concurrency 200
       curl -H "Authorization: Bearer $TOKEN" -d @command.json localhost:8080/v1/commands
     """
     if settings.now is not None:
@@ -45,10 +70,12 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     url = settings.ledger().url  # fail fast, in one line, if unreachable; creates tables
     settings.close()
     os.environ["LEDGER_DATABASE_URL"] = settings.db  # read by each worker's from_env()
+    os.environ[LIMITS_ENV] = Limits(timeout_keep_alive, header_timeout, body_timeout,
+                                    limit_concurrency).to_env()  # and by its protocol
     click.echo(f"serving {url} on http://{host}:{port} "
                f"with {workers} worker{'s' if workers > 1 else ''} (Ctrl-C to stop)", err=True)
     uvicorn.run("ledger.service.app:from_env", factory=True, host=host, port=port,
-                workers=workers, access_log=False, log_level="warning")
+                workers=workers, access_log=False, log_level="warning", http=LimitedProtocol)
 
 
 @main.group("tokens")

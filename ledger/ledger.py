@@ -14,7 +14,7 @@ from ledger.aggregates.base import Cause, campaign_uuid
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
 from ledger.clock import Clock, SystemClock
-from ledger.commands.context import A, Context, Outcome, load
+from ledger.commands.context import A, Context, Outcome, Reader, load, visible_to
 from ledger.commands.handlers import handle
 from ledger.commands.parse import Command, command_id_of, load_json, parse_command
 from ledger.commands.schemas import ROLES
@@ -169,12 +169,15 @@ class Ledger:
         return self._load(campaign_uuid(campaign_id), Campaign, f"campaign {campaign_id!r}",
                           version)
 
-    def registration(self, registration_id: str, version: int | None = None) -> Registration:
+    def registration(self, registration_id: str, version: int | None = None, *,
+                     reader: Reader | None = None) -> Registration:
+        """The registration; as `reader` sees it when given (another seller's is not_found)."""
         try:
             reg_uuid = UUID(registration_id)
         except ValueError:
             raise NotFound(f"registration {registration_id!r} not found") from None
-        return self._load(reg_uuid, Registration, f"registration {registration_id!r}", version)
+        reg = self._load(reg_uuid, Registration, f"registration {registration_id!r}", version)
+        return reg if reader is None else visible_to(reg, registration_id, reader)
 
     def _load(self, aggregate_id: UUID, kind: type[A], label: str, version: int | None) -> A:
         return load(self.app, aggregate_id, kind, label, version)

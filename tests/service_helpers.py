@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import math
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -147,3 +152,79 @@ def wait_until_up(server: Server) -> None:
             pass
         time.sleep(0.1)
     pytest.fail(f"ledger serve did not answer /healthz in {STARTUP}s: {server.log.read_text()}")
+
+
+@contextmanager
+def serving(url: str, log: Path, *options: str) -> Iterator[Server]:
+    """The real `ledger serve` (one worker, `options` added) on a free loopback port,
+    stopped (its whole process group) at the end."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "LEDGER_NOW"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ledger", "--db", url, "serve", "--port", str(port),
+             *options], stdout=out, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)
+    running = Server(f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_until_up(running)
+        yield running
+    finally:
+        running.stop()
+        if not running.group_is_gone():
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def timed(conn: http.client.HTTPConnection, method: str, path: str, token: str = "",
+          body: Json | None = None) -> tuple[int, float]:
+    """(status, seconds) of one request on a keep-alive connection."""
+    headers = {"Content-Type": "application/json", **(bearer(token) if token else {})}
+    started = time.perf_counter()
+    conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                 headers=headers)
+    response = conn.getresponse()
+    response.read()
+    return response.status, time.perf_counter() - started
+
+
+@contextmanager
+def hammering(base: str, path: str, token: str, clients: int,
+              within: float = 30.0) -> Iterator[list[int]]:
+    """`clients` threads, each on its own keep-alive connection, GET `path` again and
+    again until the block ends (at most `within` seconds); the block starts once every
+    client has a request in flight, and sees the statuses they got so far."""
+    stop, statuses = threading.Event(), []
+    in_flight = threading.Semaphore(0)
+    host, port = base.removeprefix("http://").split(":")
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=within)
+        deadline = time.monotonic() + within
+        try:
+            conn.request("GET", path, headers=bearer(token))
+            in_flight.release()
+            while True:
+                response = conn.getresponse()
+                response.read()
+                statuses.append(response.status)
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                conn.request("GET", path, headers=bearer(token))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for _ in threads:
+        in_flight.acquire(timeout=within)
+    try:
+        yield statuses
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=within)
+
+
+def p99(seconds: list[float]) -> float:
+    return sorted(seconds)[math.ceil(0.99 * len(seconds)) - 1]

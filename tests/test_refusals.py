@@ -290,10 +290,11 @@ OTHER_SELLER: dict[str, Build] = {
 
 
 @pytest.mark.parametrize("build", OTHER_SELLER.values(), ids=OTHER_SELLER.keys())
-def test_a_seller_acting_on_another_sellers_registration_is_refused_with_forbidden(
+def test_a_seller_acting_on_another_sellers_registration_is_refused_with_not_found(
     world: World, scene: str, build: Build
 ) -> None:
-    world.refuse(build(scene), "forbidden")
+    # Not forbidden: that would tell the seller the registration exists (DOMAIN.md).
+    world.refuse(build(scene), "not_found")
 
 
 def test_a_seller_registering_for_another_seller_id_is_refused_with_forbidden(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -12,7 +12,7 @@ from ledger.aggregates.base import Cause, LedgerAggregate, campaign_uuid
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
 from ledger.commands.parse import Command
-from ledger.errors import Conflict, Forbidden, NotFound
+from ledger.errors import Conflict, NotFound
 from ledger.store.application import LedgerApplication
 from ledger.store.recorders import RegistrationRow
 
@@ -66,10 +66,7 @@ class Context:
         """Load it; a seller may act only on their own registrations; check expected_version."""
         reg = load(self.app, UUID(registration_id), Registration,
                    f"registration {registration_id!r}")
-        actor = self.command.actor
-        if actor.role == "seller" and reg.seller_id != actor.id:
-            raise Forbidden(f"seller {actor.id!r} does not own registration {registration_id}")
-        self.expect_version(reg)
+        self.expect_version(visible_to(reg, registration_id, self.command.actor))
         return reg
 
     def expect_version(self, aggregate: LedgerAggregate) -> None:
@@ -85,6 +82,25 @@ class Context:
         if expected not in (None, 0):
             raise Conflict(f"expected version {expected}, but it does not exist yet",
                            {"expected_version": expected, "actual_version": 0})
+
+
+class Reader(Protocol):
+    """Who asks: a command's actor, or a service token's."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+
+def visible_to(reg: Registration, registration_id: str, reader: Reader) -> Registration:
+    """`reg`, unless a seller other than its own asks: then `not_found`, word for word as for
+    a registration that does not exist (DOMAIN.md: a seller is never told whether another
+    shop's registration exists, and registration ids are derivable)."""
+    if reader.role == "seller" and reg.seller_id != reader.id:
+        raise NotFound(f"registration {registration_id!r} not found")
+    return reg
 
 
 def load(

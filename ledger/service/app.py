@@ -19,7 +19,9 @@ from eventsourcing.persistence import PersistenceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from ledger.clock import Clock
 from ledger.errors import LedgerError, StoreUnavailable
@@ -27,14 +29,17 @@ from ledger.service import reads
 from ledger.service.http import AccessLog, AuthActor, access_logger, read_body, service_of
 from ledger.service.models import Accepted, Health, Refused, add_command_bodies
 from ledger.service.state import READ_TIMEOUT, Service
-from ledger.service.status import ServiceError, error_body, status_of
+from ledger.service.status import RETRY_AFTER, ServiceError, error_body, status_of
 from ledger.store.faults import classify
 from ledger.store.urls import DEFAULT_URL
 from ledger.views import jsonable
 
 COMMANDS = "/v1/commands"
 BATCH = "/v1/commands:batch"
-RETRY_AFTER = "2"  # seconds a client is asked to wait after a 503
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+HTTP_MESSAGES = {"not_found": "no such path: see /docs for the service's paths",
+                 "method_not_allowed": "this path does not take that method: see the Allow "
+                                       "header, and /docs"}
 REFUSALS: dict[int | str, dict[str, Any]] = {
     code: {"model": Refused, "description": text} for code, text in {
         400: "invalid JSON, or a rule the command breaks as sent",
@@ -55,7 +60,9 @@ def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
         yield
         service.close()
 
-    app = FastAPI(title="ledger", version="1", lifespan=lifespan,
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the installed package
+    # (FastAPI's own pages fetch them from a CDN, and are blank without the internet).
+    app = FastAPIOffline(title="ledger", version="1", lifespan=lifespan,
                   description="The campaign ledger's commands and read models over HTTP. "
                               "Every request needs `Authorization: Bearer TOKEN` "
                               "(from `ledger tokens add`) except /healthz and /readyz.")
@@ -103,8 +110,8 @@ def _add_routes(app: FastAPI) -> None:
         return JSONResponse(jsonable(results))
 
     @app.get("/healthz", response_model=Health, tags=["operations"])
-    def healthz() -> dict[str, str]:
-        """The process is up (it does not touch the store)."""
+    async def healthz() -> dict[str, str]:
+        """The process is up (it does not touch the store, nor wait for a worker thread)."""
         return {"status": "up"}
 
     @app.get("/readyz", responses={503: {"model": Refused}}, tags=["operations"])
@@ -147,6 +154,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("validation_error", f"invalid request: {fields}",
                                        details), status_code=422)
 
+    async def http_error(_: Request, e: Exception) -> JSONResponse:
+        # Starlette's own refusals (no such path, method not allowed) in the service's shape.
+        assert isinstance(e, HTTPException)
+        code = HTTP_CODES.get(e.status_code, "http_error")
+        return JSONResponse(error_body(code, HTTP_MESSAGES.get(code, str(e.detail))),
+                            status_code=e.status_code, headers=e.headers)
+
+    app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(LedgerError, ledger_error)
     app.add_exception_handler(RequestValidationError, invalid_request)

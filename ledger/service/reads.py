@@ -7,7 +7,6 @@ campaign-wide reads are for the other roles.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -40,21 +39,30 @@ def reader(request: Request, actor: AuthActor) -> TokenActor:
 Actor = Annotated[TokenActor, Depends(reader)]
 
 
-@dataclass(frozen=True)
-class Freshness:
-    """How far a read model must have got before it is read."""
-
-    after: Annotated[int | None, Query(
-        ge=0, description="Wait until the read model has applied this store position "
-                          "(an accepted command's `position`).")] = None
-    fresh: Annotated[bool, Query(
-        description="Wait until the read model has applied everything stored now.")] = False
-
-    def view(self, request: Request, name: str) -> ViewMixin:
-        return service_of(request).view(name, self.after, self.fresh)
+After = Annotated[int | None, Query(
+    ge=0, description="Wait until the read model has applied this store position (an "
+                      "accepted command's `position`); a position beyond the store's head "
+                      "is a 422 validation_error at once.")]
+Fresh = Annotated[bool, Query(
+    description="Wait until the read model has applied everything stored now.")]
 
 
-Fresh = Annotated[Freshness, Depends()]
+def fresh_view(name: str) -> Any:
+    """A dependency: the view once read model `name` has reached `?after=` / `?fresh=`.
+
+    Async, so the wait is spent on the event loop (see `Service.view`), after the token
+    was checked."""
+    async def wait(request: Request, _: Actor, after: After = None,
+                   fresh: Fresh = False) -> ViewMixin:
+        return await service_of(request).view(name, after, fresh)
+
+    return Depends(wait)
+
+
+ManageView = Annotated[ViewMixin, fresh_view("manage_campaign")]
+CampaignPerformanceView = Annotated[ViewMixin, fresh_view("campaign_performance")]
+YtdView = Annotated[ViewMixin, fresh_view("ytd_performance")]
+DecisionsView = Annotated[ViewMixin, fresh_view("review_decisions")]
 
 
 def not_seller(actor: TokenActor, what: str) -> None:
@@ -68,11 +76,11 @@ def own(actor: TokenActor, seller_id: str) -> None:
 
 
 @router.get("/campaigns")
-def campaigns(request: Request, actor: Actor, freshness: Fresh,
+def campaigns(request: Request, actor: Actor, view: ManageView,
               open_only: Annotated[bool, Query(alias="open")] = False) -> list[Json]:
     """The campaigns with their status now; `?open=true`: only those open for registration."""
     service = service_of(request)
-    return campaign_list(freshness.view(request, "manage_campaign"), service.clock.now(),
+    return campaign_list(view, service.clock.now(),
                          open_only=open_only)
 
 
@@ -86,12 +94,11 @@ def campaign(request: Request, actor: Actor, campaign_id: str) -> Json:
 
 
 @router.get("/campaigns/{campaign_id}/performance")
-def campaign_performance(request: Request, actor: Actor, freshness: Fresh,
+def campaign_performance(request: Request, actor: Actor, view: CampaignPerformanceView,
                          campaign_id: str) -> Json:
     """Totals, per day, per seller, registrations by status, approval rate."""
     not_seller(actor, "a campaign's performance")
-    report: Json = jsonable(campaign_performance_report(
-        freshness.view(request, "campaign_performance"), campaign_id))
+    report: Json = jsonable(campaign_performance_report(view, campaign_id))
     return report
 
 
@@ -117,13 +124,11 @@ def registration_history(request: Request, actor: Actor, registration_id: str) -
 
 
 def _registration(service: Service, actor: TokenActor, registration_id: str) -> Any:
-    found = service.ledger().registration(registration_id)
-    own(actor, found.seller_id)
-    return found
+    return service.ledger().registration(registration_id, reader=actor)
 
 
 @router.get("/sellers/{seller_id}/registrations")
-def manage(request: Request, actor: Actor, freshness: Fresh, seller_id: str,
+def manage(request: Request, actor: Actor, view: ManageView, seller_id: str,
            status: Annotated[str | None, Query(
                description=f"One of: {', '.join(REGISTRATION_STATUSES)}.")] = None,
            campaign_id: Annotated[str | None, Query(alias="campaign")] = None) -> list[Json]:
@@ -132,26 +137,25 @@ def manage(request: Request, actor: Actor, freshness: Fresh, seller_id: str,
     if status is not None and status not in REGISTRATION_STATUSES:
         raise ValidationFailed.field("status", f"one of: {', '.join(REGISTRATION_STATUSES)}")
     service = service_of(request)
-    return manage_page(freshness.view(request, "manage_campaign"), seller_id,
+    return manage_page(view, seller_id,
                        service.clock.now(), status=status, campaign_id=campaign_id)
 
 
 @router.get("/sellers/{seller_id}/performance/{year}")
-def ytd(request: Request, actor: Actor, freshness: Fresh, seller_id: str,
+def ytd(request: Request, actor: Actor, view: YtdView, seller_id: str,
         year: Annotated[int, Path(ge=2000, le=2100)]) -> Json:
     """A seller's year: totals per currency, campaigns joined, per month, per campaign."""
     own(actor, seller_id)
-    report: Json = jsonable(ytd_report(freshness.view(request, "ytd_performance"), seller_id,
-                                       year))
+    report: Json = jsonable(ytd_report(view, seller_id, year))
     return report
 
 
 @router.get("/decisions")
-def decisions(request: Request, actor: Actor, freshness: Fresh,
+def decisions(request: Request, actor: Actor, view: DecisionsView,
               reviewer: str | None = None,
               campaign_id: Annotated[str | None, Query(alias="campaign")] = None,
               overrides: bool = False) -> list[Json]:
     """Review decisions, oldest first: who decided what, on which facts, how fast."""
     not_seller(actor, "review decisions")
-    return decisions_report(freshness.view(request, "review_decisions"), reviewer,
+    return decisions_report(view, reviewer,
                             campaign_id, overrides)

@@ -4,13 +4,16 @@ answers) while the store is still unreachable."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from ledger.clock import Clock, SystemClock
 from ledger.commands.parse import MAX_COMMAND_BYTES, load_json
-from ledger.errors import InvalidJson, StoreUnavailable
+from ledger.errors import InvalidJson, StoreUnavailable, ValidationFailed
 from ledger.ledger import Ledger, refused
 from ledger.projections.registry import projector
 from ledger.projections.runner import Projector
@@ -21,6 +24,7 @@ from ledger.store import tokens
 from ledger.store.tokens import TokenActor
 
 READ_TIMEOUT = 5.0  # seconds a read waits for its read model to reach ?after=
+FIRST_PAUSE, LAST_PAUSE = 0.005, 0.1  # seconds between a waiting read's checks (doubling)
 
 
 def with_actor(data: Any, actor: TokenActor) -> Any:
@@ -123,33 +127,49 @@ class Service:
 
     # Reads -------------------------------------------------------------------------------
 
-    def view(self, name: str, after: int | None, fresh: bool) -> ViewMixin:
+    async def view(self, name: str, after: int | None, fresh: bool) -> ViewMixin:
         """The read models' view, once `name` has applied every event up to `after` (or,
-        with `fresh`, the store's head now); 503 with the lag after `read_timeout`."""
-        p = self.projector()
-        target = p.head() if fresh else after
-        if target is not None and p.view.position(name) < target:
-            self._catch_up(p, name, target)
+        with `fresh`, the store's head now); 503 with the lag after `read_timeout`.
+
+        A position beyond the store's head (read now, so a write committed a moment ago
+        by another server counts) is refused at once: waiting could never reach it. The
+        wait is spent on the event loop: each check or page of catch-up is a short job in
+        a worker thread, so waiting readers hold no thread from commands or /healthz."""
+        p = await run_in_threadpool(self.projector)
+        if after is None and not fresh:
+            return p.view
+        head, position = await run_in_threadpool(lambda: (p.head(), p.view.position(name)))
+        if after is not None and after > head:
+            raise ValidationFailed.field("after", f"position {after} is beyond the store's "
+                                         f"last position {head}: pass the `position` of an "
+                                         "accepted command")
+        target = head if fresh else after
+        deadline = time.monotonic() + self.read_timeout
+        pause = FIRST_PAUSE
+        while target is not None and position < target:
+            if time.monotonic() > deadline:
+                raise self._behind(name, position, target)
+            moved = await run_in_threadpool(self._step, p, name, target)
+            if moved == position:  # another request is catching up, or not visible yet
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, LAST_PAUSE)
+            position = moved
         return p.view
 
-    def _catch_up(self, p: Projector, name: str, target: int) -> None:
-        deadline = time.monotonic() + self.read_timeout
-        if not self._catching_up.acquire(timeout=self.read_timeout):
-            raise self._behind(p, name, target)
-        try:
-            while (position := p.view.position(name)) < target:
-                if time.monotonic() > deadline:
-                    raise self._behind(p, name, target)
-                if p.head() <= position:  # not visible yet (or never written): wait
-                    time.sleep(0.02)
-                    continue
-                p.catch_up([name], until=min(target, position + p.page))
-        finally:
-            self._catching_up.release()
+    def _step(self, p: Projector, name: str, target: int) -> int:
+        """One page of catching up, unless another request is at it (it never waits for
+        the lock); the read model's position then."""
+        if self._catching_up.acquire(blocking=False):
+            try:
+                position = p.view.position(name)
+                if position < target:
+                    p.catch_up([name], until=min(target, position + p.page))
+            finally:
+                self._catching_up.release()
+        return p.view.position(name)
 
     @staticmethod
-    def _behind(p: Projector, name: str, target: int) -> ServiceError:
-        position = p.view.position(name)
+    def _behind(name: str, position: int, target: int) -> ServiceError:
         return ServiceError(
             503, "read_model_behind",
             f"read model {name} is at position {position}, not yet at {target}; try again",

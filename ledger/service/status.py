@@ -13,6 +13,8 @@ from typing import Any
 
 from ledger.errors import LedgerError
 
+RETRY_AFTER = "2"  # seconds a client is asked to wait after a 503
+
 STATUS: dict[str, int] = {
     "invalid_json": 400,
     "validation_error": 422,
