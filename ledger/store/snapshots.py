@@ -25,9 +25,10 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
+from eventsourcing.utils import retry
 
 logger = logging.getLogger("ledger.store")
 WARNED_MAX = 10_000  # snapshots warned about once per process (a server would repeat it)
@@ -93,6 +94,30 @@ class CheckedSnapshots:
     def snapshots_table(self) -> str:
         return f"{self.t}{self.events_table_name}"
 
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def select_events(self, originator_id: UUID | str, *, gt: int | None = None,
+                      lte: int | None = None, desc: bool = False,
+                      limit: int | None = None) -> Sequence[StoredEvent]:
+        """The library's read of snapshots, keeping only those that match their hash."""
+        oid = _uuid(originator_id)
+        params = [self.db_id(oid), *([lte] if lte is not None else []),
+                  *([limit] if limit is not None else [])]
+        rows = self._rows(self._select(oid, lte, desc, limit), params)
+        return self.trusted([r for r in rows if gt is None or r["originator_version"] > gt])
+
+    def rows_of(self, originator_id: UUID) -> list[Any]:
+        """Every snapshot of an aggregate with its hash row and its event's hash (audit)."""
+        return self._rows(self._select(originator_id, None, False, None),
+                          [self.db_id(originator_id)])
+
+    def snapshotted(self) -> list[UUID]:
+        """The aggregates that have snapshots (audit)."""
+        rows = self._rows(f"SELECT DISTINCT originator_id FROM {self.snapshots_table} "
+                          "ORDER BY originator_id", [])
+        return [_uuid(row["originator_id"]) for row in rows]
+
     def trusted(self, rows: Sequence[Any]) -> list[StoredEvent]:
         """The rows that match their hash; a warning for each one that does not."""
         kept: list[StoredEvent] = []
@@ -153,16 +178,10 @@ class LedgerSQLiteSnapshotRecorder(CheckedSnapshots, SQLiteAggregateRecorder):
                       [(oid.hex, v, digest) for oid, v, digest in self.hash_rows(c, stored_events)])
         return None
 
-    def select_events(self, originator_id: UUID | str, *, gt: int | None = None,
-                      lte: int | None = None, desc: bool = False,
-                      limit: int | None = None) -> Sequence[StoredEvent]:
-        oid = _uuid(originator_id)
-        params = [oid.hex, *([lte] if lte is not None else []),
-                  *([limit] if limit is not None else [])]
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
         with self.datastore.transaction(commit=False) as c:
-            c.execute(self._select(oid, lte, desc, limit), params)
-            rows = list(c.fetchall())
-        return self.trusted([r for r in rows if gt is None or r["originator_version"] > gt])
+            c.execute(sql, params)
+            return list(c.fetchall())
 
 
 class LedgerPostgresSnapshotRecorder(CheckedSnapshots, PostgresAggregateRecorder):
@@ -195,16 +214,11 @@ class LedgerPostgresSnapshotRecorder(CheckedSnapshots, PostgresAggregateRecorder
                         "DO UPDATE SET hash = EXCLUDED.hash", rows)
         return None
 
-    def select_events(self, originator_id: UUID | str, *, gt: int | None = None,
-                      lte: int | None = None, desc: bool = False,
-                      limit: int | None = None) -> Sequence[StoredEvent]:
-        oid = _uuid(originator_id)
-        params = [oid, *([lte] if lte is not None else []),
-                  *([limit] if limit is not None else [])]
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._select(oid, lte, desc, limit), params, prepare=True)
-            rows = list(curs.fetchall())
-        return self.trusted([r for r in rows if gt is None or r["originator_version"] > gt])
+            curs.execute(sql, params, prepare=True)
+            return list(curs.fetchall())
 
 
 def create_statement(t: str, id_type: str, blob: str, big: str) -> str:
