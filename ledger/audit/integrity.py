@@ -19,14 +19,17 @@ class Checked:
 
 def verify(app: LedgerApplication, *, root: bytes | None = None, key: bytes | None = None,
            progress: chain.Progress | None = None) -> Checked:
-    """Every check; all findings in `report.findings` (chains first)."""
+    """Every check; all findings in `report.findings` (chains first). An aggregate whose
+    chain is broken is reported once, by the chain: its snapshots and command rows are
+    bound to differ from its events too."""
     store = app.store
     checked = Checked(chain.verify(store, progress=progress))
     findings = checked.report.findings
+    broken = {f.aggregate_id for f in findings if f.aggregate_id is not None}
     checked.snapshots, found = snapshots.check_snapshots(app)
-    findings.extend(found)
+    findings.extend(f for f in found if f.aggregate_id not in broken)
     checked.commands, found = rows.check_rows(store)
-    findings.extend(found)
+    findings.extend(f for f in found if f.aggregate_id not in broken)
     if root is not None or key is not None:
         sealed = seals.list_seals(store)
         if key is not None:

@@ -8,7 +8,7 @@ chain *and* the seal rows consistently, or delete the seals. Two anchors outside
   `chain.verify` checks them against the store);
 - `LEDGER_SEAL_KEY`: `seal` stores HMAC-SHA256(key, the seal's content) in
   `ledger_seal_signatures`; `verify` with the key checks every signature, and reports an
-  unsigned seal made after a signed one. Without the key nobody can make a valid one.
+  unsigned seal while another one is signed. Without the key nobody can make a valid one.
 """
 
 from __future__ import annotations
@@ -81,16 +81,16 @@ def list_seals(store: ChainStore) -> list[SealRow]:
 
 
 def check_signatures(seals: list[SealRow], key: bytes) -> Iterator[Finding]:
-    """A wrong signature anywhere; no signature on a seal made after a signed one."""
+    """A wrong signature anywhere; no signature on a seal while another one is signed."""
     sign = signer(key)
-    first_signed = next((s.seal.seal_id for s in seals if s.signature is not None), None)
+    signed = [s.seal.seal_id for s in seals if s.signature is not None]
     for row in seals:
         seal_id = row.seal.seal_id
         if row.signature is None:
-            if first_signed is not None and seal_id > first_signed:
+            if signed:
                 yield Finding("seal_unsigned", None, None, f"seal #{seal_id} has no signature, "
-                              f"but seal #{first_signed} before it is signed: it was made or "
-                              "changed without LEDGER_SEAL_KEY")
+                              f"but seal #{signed[0]} is signed: it was made without "
+                              "LEDGER_SEAL_KEY, or its signature was deleted")
         elif not hmac.compare_digest(row.signature, sign(row.seal, row.sealed_at)):
             yield Finding("seal_forged", None, None, f"seal #{seal_id}: its signature does not "
                           "match its content under LEDGER_SEAL_KEY: the seal was changed, or "
