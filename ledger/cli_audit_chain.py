@@ -1,4 +1,4 @@
-"""`ledger audit verify` and `ledger audit seal`: tamper evidence over the stored events."""
+"""`ledger audit verify`, `seal` and `seals`: tamper evidence over the stored events."""
 
 from __future__ import annotations
 
@@ -7,69 +7,98 @@ from typing import Any
 
 import click
 
-from ledger.audit import chain
+from ledger.audit import chain, integrity, seals
 from ledger.cli import Settings, friendly_errors
 from ledger.cli_audit import audit
 from ledger.cli_read import ProgressBar
-from ledger.views import dumps
+from ledger.views import dumps, table
 
 
-def _summary(report: chain.Report) -> dict[str, Any]:
+def _summary(report: chain.Report, checked: integrity.Checked | None = None
+             ) -> dict[str, Any]:
+    extra = {} if checked is None else {"snapshots": checked.snapshots,
+                                        "commands": checked.commands}
     return {"ok": report.clean, "events": report.events, "aggregates": report.aggregates,
-            "seals": report.seals, "position": report.position,
+            "seals": report.seals, **extra, "position": report.position,
             "findings": [f.as_dict() for f in report.findings]}
 
 
-def _checked(report: chain.Report) -> str:
+def _checked(report: chain.Report, checked: integrity.Checked | None = None) -> str:
+    extra = "" if checked is None else (f", {checked.snapshots:,} snapshot(s) and "
+                                        f"{checked.commands:,} command row(s)")
     return (f"{report.events:,} events of {report.aggregates:,} aggregates up to position "
-            f"{report.position:,}, against {report.seals:,} seal(s)")
+            f"{report.position:,}{extra}, against {report.seals:,} seal(s)")
 
 
-def _print_findings(report: chain.Report) -> None:
+def _print_findings(report: chain.Report, checked: integrity.Checked | None = None) -> None:
     for finding in report.findings:
         click.echo(finding.line())
-    click.echo(f"{len(report.findings):,} broken link(s) in {_checked(report)}", err=True)
+    click.echo(f"{len(report.findings):,} finding(s) in {_checked(report, checked)}", err=True)
+
+
+def _root(_: click.Context, __: click.Parameter, value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        root = bytes.fromhex(value.strip())
+    except ValueError:
+        root = b""
+    if len(root) != 32:
+        raise click.BadParameter("must be a seal's root: 64 hex digits, as `ledger audit "
+                                 "seal` printed it")
+    return root
 
 
 @audit.command("verify")
+@click.option("--root", "root", metavar="HEX", callback=_root,
+              help="Also check the store against this seal root, kept outside the database "
+                   "(as `ledger audit seal` printed it): the seal must still exist, unchanged.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object: ok, counts, and the findings (kind, aggregate_id, "
                    "version, detail).")
 @click.pass_obj
 @friendly_errors
-def audit_verify(settings: Settings, as_json: bool) -> None:
+def audit_verify(settings: Settings, root: bytes | None, as_json: bool) -> None:
     """Prove no stored event was changed, removed, reordered or inserted.
 
     Every event is chained to the previous event of its aggregate by a SHA-256 hash
     written with it. This recomputes every chain from the store alone, and checks every
     seal (`ledger audit seal`), so that whole aggregates deleted or truncated since a seal
-    are found too. Prints one line per aggregate with a broken link (its first one) and
-    exits 1; on a clean store prints what was checked and exits 0.
+    are found too. It also re-derives every snapshot from the events, and checks that
+    every command row (what a resent command is answered with) and the registrations
+    index agree with the events. With LEDGER_SEAL_KEY set, every seal's signature is
+    checked. Prints one line per finding and exits 1; on a clean store prints what was
+    checked and exits 0.
 
     Kinds: altered, swapped, gap (version missing), unhashed (inserted outside the
     ledger), deleted_event (its hash row remains), deleted / truncated / rewritten
-    (against a seal), seal_altered.
+    (against a seal), seal_altered, snapshot_altered, command_altered, command_missing,
+    index_altered, seal_forged, seal_unsigned (with the key), root_not_found (--root).
 
     \b
-    Example:
+    Examples:
       $ ledger audit verify
       aggregate 5f1c...e2 version 3: altered: hash differs: the stored topic or state was changed
+      $ ledger audit verify --root 9c2e41...   # the root you kept from `ledger audit seal`
     """
     bar = ProgressBar()
-    report = chain.verify(settings.ledger().app.store, progress=bar)
+    checked = integrity.verify(settings.ledger().app, root=root, key=seals.key_from_env(),
+                               progress=bar)
     bar.close()
+    report = checked.report
     if as_json:
-        click.echo(dumps(_summary(report)))
+        click.echo(dumps(_summary(report, checked)))
     elif report.clean:
-        click.echo(f"verified {_checked(report)}: nothing altered")
+        click.echo(f"verified {_checked(report, checked)}: nothing altered")
     else:
-        _print_findings(report)
+        _print_findings(report, checked)
     sys.exit(0 if report.clean else 1)
 
 
 @audit.command("seal")
 @click.option("--json", "as_json", is_flag=True,
-              help="One JSON object: ok, seal_id, position, aggregates, events, root (hex).")
+              help="One JSON object: ok, seal_id, position, aggregates, events, root (hex), "
+                   "signed.")
 @click.pass_obj
 @friendly_errors
 def audit_seal(settings: Settings, as_json: bool) -> None:
@@ -77,18 +106,24 @@ def audit_seal(settings: Settings, as_json: bool) -> None:
 
     The seal holds the store position, every aggregate's head (id, version, hash) and a
     Merkle root over those heads. Deleting or truncating a whole aggregate leaves no broken
-    link behind; a seal makes it visible. Keep the printed root somewhere else too (a
-    ticket, an e-mail): it vouches for the whole store as of the seal. A store where
-    `verify` finds anything is not sealed (exit 1).
+    link behind; a seal makes it visible. The seal lives in the database it vouches for:
+    keep the printed root somewhere else too (a ticket, an e-mail), and check against it
+    with `ledger audit verify --root HEX`. With LEDGER_SEAL_KEY set (a secret kept outside
+    the database) the seal is signed (HMAC-SHA256), and `verify` with the key then finds a
+    seal forged or changed by anyone without it. A store where `verify` finds anything is
+    not sealed (exit 1).
 
     \b
     Example:
-      $ ledger audit seal
-      sealed #4 at position 18,230: 1,204 aggregates, 18,230 events, root 9c2e41...
+      $ LEDGER_SEAL_KEY=... ledger audit seal
+      sealed #4 at position 18,230: 1,204 aggregates, 18,230 events, signed
+      root 9c2e41...
     """
     ledger = settings.ledger()
+    key = seals.key_from_env()
     bar = ProgressBar()
-    report, sealed = chain.seal(ledger.app.store, ledger.clock.now(), progress=bar)
+    report, sealed = chain.seal(ledger.app.store, ledger.clock.now(), progress=bar,
+                                sign=None if key is None else seals.signer(key))
     bar.close()
     if sealed is None:
         if as_json:
@@ -100,8 +135,39 @@ def audit_seal(settings: Settings, as_json: bool) -> None:
     if as_json:
         click.echo(dumps({"ok": True, "seal_id": sealed.seal_id, "position": sealed.position,
                           "aggregates": sealed.aggregates, "events": sealed.events,
-                          "root": sealed.root}))
+                          "root": sealed.root, "signed": key is not None}))
         return
     click.echo(f"sealed #{sealed.seal_id} at position {sealed.position:,}: "
                f"{sealed.aggregates:,} aggregates, {sealed.events:,} events, "
-               f"root {sealed.root}")
+               f"{'signed' if key else 'not signed (LEDGER_SEAL_KEY is not set)'}")
+    click.echo(f"root {sealed.root}")
+    click.echo("Keep this root outside the database (a ticket, an e-mail); later, "
+               f"`ledger audit verify --root {sealed.root}` checks the store against it.",
+               err=True)
+
+
+@audit.command("seals")
+@click.option("--json", "as_json", is_flag=True,
+              help="A JSON array: seal_id, sealed_at, position, aggregates, events, root, "
+                   "signed.")
+@click.pass_obj
+@friendly_errors
+def audit_seals(settings: Settings, as_json: bool) -> None:
+    """List the seals, oldest first: id, time, store position, counts, root, signed.
+
+    Whether a signature is valid is checked by `ledger audit verify` with LEDGER_SEAL_KEY.
+
+    \b
+    Example:
+      $ ledger audit seals
+      seal_id  sealed_at             position  aggregates  events  signed  root
+      1        2026-10-05T09:30:00Z  18230     1204        18230   yes     9c2e41...
+    """
+    rows = [row.as_dict() for row in seals.list_seals(settings.ledger().app.store)]
+    if as_json:
+        click.echo(dumps(rows))
+        return
+    for row in rows:
+        row["signed"] = "yes" if row["signed"] else "no"
+    click.echo(table(rows, ["seal_id", "sealed_at", "position", "aggregates", "events",
+                            "signed", "root"]))

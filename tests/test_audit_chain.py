@@ -352,7 +352,8 @@ def test_audit_verify_prints_what_it_checked_and_exits_0_on_a_clean_store(scene:
     code, out = _cli(scene.url, "verify")
     assert code == 0
     assert out.splitlines() == [f"verified {EVENTS} events of {AGGREGATES} aggregates up to "
-                                f"position {EVENTS}, against 0 seal(s): nothing altered"]
+                                f"position {EVENTS}, 0 snapshot(s) and 6 command row(s), "
+                                "against 0 seal(s): nothing altered"]
 
 
 def test_audit_verify_names_each_broken_link_and_exits_1(scene: Scene) -> None:

@@ -95,6 +95,8 @@ class ChainStore(Protocol):
     def seals_table(self) -> str: ...
     @property
     def seal_heads_table(self) -> str: ...
+    @property
+    def seal_signatures_table(self) -> str: ...
 
     def snapshot(self) -> AbstractContextManager[Any]: ...
     def writing(self) -> AbstractContextManager[Any]: ...
@@ -376,10 +378,11 @@ def _verify(store: ChainStore, curs: Any, report: Report, progress: Progress | N
     _check_seals(store, curs, report, broken)
 
 
-def seal(store: ChainStore, now: datetime, progress: Progress | None = None
-         ) -> tuple[Report, Seal | None]:
+def seal(store: ChainStore, now: datetime, progress: Progress | None = None,
+         sign: Callable[[Seal, datetime], bytes] | None = None) -> tuple[Report, Seal | None]:
     """Verify, then record every aggregate's head and their Merkle root (not if anything
-    was found: a seal must not vouch for a store already altered)."""
+    was found: a seal must not vouch for a store already altered); with `sign`, the
+    seal's signature too (`ledger.audit.seals`), in the same transaction."""
     report = Report()
     merkle = MerkleRoot()
     heads = bytearray()  # 56 bytes an aggregate, written after the snapshot is closed
@@ -406,7 +409,11 @@ def seal(store: ChainStore, now: datetime, progress: Progress | None = None
                 f"({store.p}, {store.p}, {store.p}, {store.p})",
                 [(seal_id, store.db_id(UUID(bytes=oid)), version, digest)
                  for oid, version, digest in HEAD.iter_unpack(chunk)])
-    return report, Seal(seal_id, report.position, merkle.leaves, report.events, root.hex())
+        sealed = Seal(seal_id, report.position, merkle.leaves, report.events, root.hex())
+        if sign is not None:
+            curs.execute(f"INSERT INTO {store.seal_signatures_table} VALUES "
+                         f"({store.p}, {store.p})", (seal_id, sign(sealed, now)))
+    return report, sealed
 
 
 HEAD = struct.Struct(">16sQ32s")

@@ -13,18 +13,22 @@ from uuid import UUID
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
+    EventStore,
     IntegrityError,
     JSONTranscoder,
     OperationalError,
     PersistenceError,
     Transcoding,
 )
+from eventsourcing.postgres import PostgresFactory
+from eventsourcing.sqlite import SQLiteFactory
 
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
 from ledger.aggregates.sessions import Session
 from ledger.store.faults import classify
 from ledger.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
+from ledger.store.snapshots import LedgerPostgresSnapshotRecorder, LedgerSQLiteSnapshotRecorder
 from ledger.store.urls import StoreUrl
 
 SNAPSHOT_INTERVAL = 50
@@ -56,6 +60,23 @@ class LedgerApplication(Application[UUID]):
     name = "Ledger"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Registration: SNAPSHOT_INTERVAL}
     snapshotting_projectors: ClassVar[dict[type[Any], Any]] = {Registration: project}
+
+    def construct_snapshot_store(self) -> EventStore[UUID]:
+        """The library's snapshot store, on our recorders: each snapshot is written with a
+        hash tying it to its chained event, and loads skip one that does not match
+        (`ledger.store.snapshots`)."""
+        factory = self.factory
+        recorder: LedgerSQLiteSnapshotRecorder | LedgerPostgresSnapshotRecorder
+        if isinstance(factory, SQLiteFactory):
+            recorder = LedgerSQLiteSnapshotRecorder(factory.datastore, "stored_snapshots")
+        elif isinstance(factory, PostgresFactory):
+            recorder = LedgerPostgresSnapshotRecorder(
+                factory.datastore, events_table_name=f"{self.name.lower()}_snapshots")
+        else:
+            return super().construct_snapshot_store()
+        if factory.env_create_table():
+            recorder.create_table()
+        return self.factory.event_store(mapper=self.mapper, recorder=recorder)
 
     def get(self, aggregate_id: UUID, version: int | None = None) -> Any:
         """Load an aggregate (at a version); AggregateNotFoundError when there is none."""

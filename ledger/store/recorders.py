@@ -39,7 +39,7 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL
 
 from ledger.audit import chain
-from ledger.store import tokens
+from ledger.store import snapshots, tokens
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,11 @@ class LedgerRows:
             "UNIQUE (campaign_id, account_id))",
             *chain.create_statements(self.t, self.id_type, self.blob_type, self.big_type,
                                      self.time_type, self.serial_key),
+            snapshots.create_statement(self.t, self.id_type, self.blob_type, self.big_type),
+            # A seal's HMAC (`ledger audit seal` with LEDGER_SEAL_KEY): a table of its own,
+            # so that stores sealed before signatures existed need no migration.
+            f"CREATE TABLE IF NOT EXISTS {self.t}ledger_seal_signatures ("
+            f"seal_id {self.big_type} PRIMARY KEY, signature {self.blob_type} NOT NULL)",
             *tokens.create_statements(self.t, self.time_type),
         ]
 
@@ -196,6 +201,10 @@ class LedgerRows:
     @property
     def seal_heads_table(self) -> str:
         return f"{self.t}ledger_seal_heads"
+
+    @property
+    def seal_signatures_table(self) -> str:
+        return f"{self.t}ledger_seal_signatures"
 
     def db_id(self, originator_id: UUID) -> Any:
         return originator_id.hex

@@ -1,0 +1,95 @@
+"""`verify` for snapshots: every stored snapshot re-derived from the chained events.
+
+A load trusts a snapshot whose hash row matches (`ledger.store.snapshots`), but anyone
+who can write the database can recompute that row. So `verify` replays each snapshotted
+aggregate from version 1, once, and compares the snapshot the library would take at each
+snapshot's version with the stored one. Any difference, or a missing or wrong hash row,
+is a `snapshot_altered` finding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Snapshot
+from eventsourcing.persistence import StoredEvent
+
+from ledger.audit.chain import Finding
+from ledger.store.application import LedgerApplication, project
+from ledger.store.snapshots import CheckedSnapshots, mismatch
+
+KIND = "snapshot_altered"
+
+
+def check_snapshots(app: LedgerApplication) -> tuple[int, list[Finding]]:
+    """(snapshots checked, findings), one snapshotted aggregate in memory at a time."""
+    recorder = _recorder(app)
+    if recorder is None:
+        return 0, []
+    checked, findings = 0, list[Finding]()
+    for originator_id in recorder.snapshotted():
+        rows = recorder.rows_of(originator_id)
+        checked += len(rows)
+        findings.extend(_check_aggregate(app, originator_id, rows))
+    return checked, findings
+
+
+def _recorder(app: LedgerApplication) -> CheckedSnapshots | None:
+    recorder = app.snapshots.recorder if app.snapshots is not None else None
+    return recorder if isinstance(recorder, CheckedSnapshots) else None
+
+
+def _check_aggregate(app: LedgerApplication, originator_id: UUID, rows: list[Any]
+                     ) -> Iterator[Finding]:
+    wanted = {row["originator_version"]: row for row in rows}
+    aggregate: Any = None
+    for event in app.events.get(originator_id):
+        aggregate = project(aggregate, [event])
+        row = wanted.pop(event.originator_version, None)
+        if row is not None:
+            detail = _compare(app, row, aggregate)
+            if detail is not None:
+                yield Finding(KIND, originator_id, event.originator_version, detail)
+    for version in sorted(wanted):
+        yield Finding(KIND, originator_id, version, f"a snapshot at version {version}, but no "
+                      "event of that version is stored: it was inserted or its events deleted")
+
+
+def _compare(app: LedgerApplication, row: Any, aggregate: Any) -> str | None:
+    """Why the stored snapshot is not the one the events give, or None."""
+    reason = mismatch(row)
+    try:
+        stored = app.mapper.to_domain_event(StoredEvent(
+            originator_id=aggregate.id, originator_version=row["originator_version"],
+            topic=row["topic"], state=_bytes(row["state"])))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        return f"the stored snapshot cannot be decoded ({type(e).__name__}): it was changed"
+    replayed = type(aggregate).Snapshot.take(aggregate) if hasattr(
+        type(aggregate), "Snapshot") else Snapshot.take(aggregate)
+    fields = _differing(getattr(stored, "state", None), replayed.state)
+    if getattr(stored, "topic", None) != replayed.topic:
+        fields = ["topic", *fields]
+    if fields:
+        listed = ", ".join(fields[:5]) + (", ..." if len(fields) > 5 else "")
+        use = ("its hash row was rewritten to match, so loads still use it: delete the "
+               "snapshot and loads replay the events" if reason is None
+               else "loads do not use it (they replay the events)")
+        return (f"the stored snapshot differs from the events replayed to version "
+                f"{row['originator_version']} (fields: {listed}); {use}")
+    if reason is not None:
+        return (f"the snapshot matches its events, but {reason}: loads replay the events "
+                "instead of using it")
+    return None
+
+
+def _differing(stored: Any, replayed: dict[str, Any]) -> list[str]:
+    if not isinstance(stored, dict):
+        return ["state"]
+    keys = sorted(set(stored) | set(replayed))
+    return [key.lstrip("_") for key in keys if stored.get(key) != replayed.get(key)]
+
+
+def _bytes(value: Any) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
