@@ -108,5 +108,7 @@ def summary(verdicts: list[Verdict], head: int) -> str:
                "not in it yet, so not verified (catch up first to include them)")
     differing = sum(1 for v in verdicts if v.differences)
     if differing:
-        return f"{differing} of {len(verdicts)} read models differ ({at})"
+        names = " ".join(v.name for v in verdicts if v.differences)
+        return (f"{differing} of {len(verdicts)} read models differ ({at}); "
+                f"`ledger projections rebuild {names}` rebuilds them from the events")
     return f"all {len(verdicts)} read models match ({at})"
