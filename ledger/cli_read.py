@@ -339,3 +339,6 @@ def export(settings: Settings, name: str, fmt: str, out: TextIO) -> None:
     for row in rows:
         writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v
                          for k, v in row.items()})
+
+
+from ledger import cli_verify  # noqa: E402, F401  (projections verify)

@@ -1,12 +1,15 @@
 """The view: a TrackingRecorder of the library that also writes read-model tables.
 
 Every read model shares one recorder per database. A read model's tracking key is
-`Ledger/<name>` (its shadow, while rebuilding: `Ledger/<name>/rebuild`), so several read
-models can follow the same store, each at its own position.
+`Ledger/<name>` (its shadow, while rebuilding: `Ledger/<name>/rebuild`; while verifying:
+`Ledger/<name>/verify`), so several read models can follow the same store, each at its
+own position.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,18 +26,31 @@ STATUS = Table("projection_status", ("name",), {
     "skipped": "json", "rebuilt_at": "time"})
 
 
-def physical(table: Table, shadow: bool) -> str:
-    return f"rm_{table.name}__new" if shadow else f"rm_{table.name}"
+REBUILD, VERIFY = "rebuild", "verify"  # what a view's shadow tables are for
+SUFFIX = {REBUILD: "new", VERIFY: "verify"}
+ONLY_ONE_KEY = 0x1ED6E6  # advisory lock class of `ViewMixin.only_one` (see DDL_LOCK_KEY)
 
 
-def tracking_key(name: str, shadow: bool) -> str:
-    return f"Ledger/{name}/rebuild" if shadow else f"Ledger/{name}"
+def physical(table: Table, shadow: bool, aside: str = REBUILD) -> str:
+    return f"rm_{table.name}__{SUFFIX[aside]}" if shadow else f"rm_{table.name}"
+
+
+def tracking_key(name: str, shadow: bool, aside: str = REBUILD) -> str:
+    return f"Ledger/{name}/{aside}" if shadow else f"Ledger/{name}"
 
 
 class ViewMixin:
     """Read-model writes that are the same on both backends; `dialect` says the rest."""
 
     dialect: Dialect
+    # A rebuild's shadow tables are swapped in; a verify's are compared, then dropped.
+    aside: str = REBUILD
+
+    def physical(self, table: Table, shadow: bool) -> str:
+        return physical(table, shadow and table is not STATUS, self.aside)
+
+    def tracking_key(self, name: str, shadow: bool) -> str:
+        return tracking_key(name, shadow, self.aside)
 
     @contextmanager
     def _txn(self) -> Iterator[Any]:
@@ -49,23 +65,40 @@ class ViewMixin:
     def create_tables(self, tables: Sequence[Table], *, shadow: bool = False) -> None:
         with self._txn() as c:
             for table in [*tables, STATUS]:
-                c.execute(self.dialect.create(table, physical(table, shadow and table
-                                                              is not STATUS)))
+                c.execute(self.dialect.create(table, self.physical(table, shadow)))
 
     def drop_tables(self, tables: Sequence[Table], *, shadow: bool) -> None:
         with self._txn() as c:
             for table in tables:
-                c.execute(f"DROP TABLE IF EXISTS {self.dialect.q(physical(table, shadow))}")
+                c.execute(f"DROP TABLE IF EXISTS {self.dialect.q(self.physical(table, shadow))}")
 
     def position(self, name: str, *, shadow: bool = False) -> int:
         with self._txn() as c:
-            c.execute(f"SELECT notification_id FROM {self._tracking_table()} "
-                      f"WHERE application_name = {self.dialect.p}", (tracking_key(name, shadow),))
-            row = c.fetchone()
+            return self.position_in(c, name, shadow=shadow)
+
+    def position_in(self, c: Any, name: str, *, shadow: bool = False) -> int:
+        """The tracked position, read in the caller's transaction."""
+        c.execute(f"SELECT notification_id FROM {self._tracking_table()} "
+                  f"WHERE application_name = {self.dialect.p}", (self.tracking_key(name, shadow),))
+        row = c.fetchone()
         return int(row[0] if not isinstance(row, dict) else row["notification_id"]) if row else 0
 
     def _tracking_table(self) -> str:
         raise NotImplementedError
+
+    @contextmanager
+    def snapshot(self, tables: Sequence[str]) -> Iterator[Any]:
+        """A read-only transaction that sees one committed state of these tables and the
+        tracking positions, and keeps a rebuild from swapping them meanwhile."""
+        raise NotImplementedError
+        yield
+
+    @contextmanager
+    def only_one(self, purpose: str) -> Iterator[bool]:
+        """Whether this process is the only one doing `purpose` on this store, held until
+        the block ends (and released by the system if the process dies)."""
+        raise NotImplementedError
+        yield
 
     # Reading and writing a page ------------------------------------------------------------
 
@@ -82,7 +115,7 @@ class ViewMixin:
             for table, missing in wanted:
                 found: list[dict[str, Any]] = []
                 for part in chunks(missing):
-                    c.execute(d.select_keys(table, physical(table, shadow), len(part)),
+                    c.execute(d.select_keys(table, self.physical(table, shadow), len(part)),
                               d.params(part))
                     found.extend(d.decode(table, row) for row in c.fetchall())
                 batch.fetched(table, missing, found)
@@ -100,9 +133,9 @@ class ViewMixin:
         d = self.dialect
         summed: dict[str, dict[Key, list[Any]]] = {}
         with self._txn() as c:
-            self._claim(c, tracking_key(name, shadow), after)
+            self._claim(c, self.tracking_key(name, shadow), after)
             for table in tables:
-                target = physical(table, shadow)
+                target = self.physical(table, shadow)
                 if batch.deltas[table.name]:
                     summed[table.name] = self._add_sums(c, table, batch.deltas[table.name],
                                                         target)
@@ -121,8 +154,9 @@ class ViewMixin:
                 if appended:
                     self.write_rows(c, table, target,
                                     [d.row_values(table, row) for row in appended])
-            self._record_status(c, name, position, applied, skipped, shadow)
-            self._insert_tracking(c, Tracking(tracking_key(name, shadow), position))
+            if self.aside == REBUILD:  # a verify leaves the status table alone
+                self._record_status(c, name, position, applied, skipped, shadow)
+            self._insert_tracking(c, Tracking(self.tracking_key(name, shadow), position))
         batch.written(summed)
 
     def _claim(self, c: Any, key: str, after: int) -> None:
@@ -216,9 +250,10 @@ class ViewMixin:
         d = self.dialect
         with self._txn() as c:
             c.execute(f"DELETE FROM {self._tracking_table()} WHERE application_name = {d.p}",
-                      (tracking_key(name, True),))
-            c.execute(f"DELETE FROM {d.q(physical(STATUS, False))} WHERE name = {d.p}",
-                      (f"{name}/rebuild",))
+                      (self.tracking_key(name, True),))
+            if self.aside == REBUILD:
+                c.execute(f"DELETE FROM {d.q(physical(STATUS, False))} WHERE name = {d.p}",
+                          (f"{name}/rebuild",))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._txn() as c:
@@ -237,6 +272,31 @@ class SQLiteView(ViewMixin, SQLiteTrackingRecorder):
     def _tracking_table(self) -> str:
         return "tracking"
 
+    @contextmanager
+    def snapshot(self, tables: Sequence[str]) -> Iterator[Any]:
+        # In WAL mode a read transaction sees the database as of its first read.
+        with self.datastore.transaction(commit=False) as c:
+            yield c
+
+    @contextmanager
+    def only_one(self, purpose: str) -> Iterator[bool]:
+        # A lock file beside the database: flock, not fcntl locks, which SQLite uses on the
+        # database itself (closing another descriptor of it would drop SQLite's own locks).
+        name = self.datastore.pool.db_name
+        if self.datastore.pool.is_sqlite_memory_mode:
+            yield True
+            return
+        fd = os.open(f"{name}-{purpose}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
 
 class PostgresView(ViewMixin, PostgresTrackingRecorder):
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
@@ -250,3 +310,27 @@ class PostgresView(ViewMixin, PostgresTrackingRecorder):
 
     def _tracking_table(self) -> str:
         return f'"{self.datastore.schema}"."{self.tracking_table_name}"'
+
+    @contextmanager
+    def snapshot(self, tables: Sequence[str]) -> Iterator[Any]:
+        # LOCK before the first query, so the snapshot is taken after it: a rebuild's
+        # swap (DROP, RENAME) then waits for us instead of changing tables under us.
+        # ACCESS SHARE does not hold up a follower's writes.
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            c.execute(f"LOCK TABLE {', '.join(self.dialect.q(t) for t in tables)} "
+                      "IN ACCESS SHARE MODE")
+            yield c
+
+    @contextmanager
+    def only_one(self, purpose: str) -> Iterator[bool]:
+        # A session lock, per schema: it goes with the connection if the process dies.
+        with self.datastore.get_connection() as conn:
+            args = (ONLY_ONE_KEY, f"{self.datastore.schema}/{purpose}")
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS got",
+                               args).fetchone()
+            try:
+                yield bool(row and row["got"])
+            finally:
+                if row and row["got"]:
+                    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", args)
