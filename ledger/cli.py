@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TextIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import click
 
+from ledger.cli_input import Document, documents
+from ledger.cli_output import OutputFailed, checked_stdout, discard_stdout, reader_gone
 from ledger.clock import Clock, FixedClock, SystemClock, parse_instant
-from ledger.errors import LedgerError, StoreUnavailable, first_line
-from ledger.ledger import Ledger
+from ledger.errors import InvalidJson, LedgerError, StoreUnavailable, first_line
+from ledger.ledger import Ledger, refused
 from ledger.store.faults import classify
 from ledger.store.urls import DEFAULT_URL
 from ledger.views import campaign_state, dumps, event_record, registration_state
@@ -43,12 +46,21 @@ class Settings:
 
 
 def friendly_errors(func: F) -> F:
-    """Turn our errors into one `Error: ...` line and an exit code, never a traceback."""
+    """Turn our errors into one `Error: ...` line and an exit code, never a traceback.
+
+    Standard output is checked while the command runs (`checked_stdout`): a failed write
+    is `cannot write ...`, never mistaken for the store's fault, and exits 2.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with checked_stdout():
+                return func(*args, **kwargs)
+        except OutputFailed as e:
+            discard_stdout()
+            _say(f"Error: {e.message()}")
+            sys.exit(2)
         except LedgerError as e:
             raise click.ClickException(f"{e.code}: {e.message}") from None
         except StoreUnavailable as e:
@@ -56,9 +68,6 @@ def friendly_errors(func: F) -> F:
             sys.exit(2)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
-        except BrokenPipeError:  # the reader went away (`| head`): stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(1)
         except Exception as e:
             fault = classify(e)
             if fault is not None:  # a read that met a store fault: say which, exit 2
@@ -71,6 +80,12 @@ def friendly_errors(func: F) -> F:
             sys.exit(3)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _say(message: str) -> None:
+    """One line on stderr, if stderr can still take it (it may be gone too)."""
+    with contextlib.suppress(OSError):
+        click.echo(message, err=True)
 
 
 def parse_time_option(_: click.Context, __: click.Parameter, value: str | None) -> datetime | None:
@@ -109,39 +124,20 @@ def main(ctx: click.Context, db: str, now: datetime | None) -> None:
     ctx.call_on_close(settings.close)
 
 
-def _documents(stream: TextIO) -> Iterator[tuple[int, str]]:
-    """One JSON document (possibly pretty-printed) or JSON Lines, as (line number, text)."""
-    text = stream.read()
-    stripped = text.strip()
-    if not stripped:
-        return
-    if "\n" in stripped and stripped.startswith("{") and stripped.endswith("}"):
-        import json
-
-        try:
-            json.loads(stripped)
-        except ValueError:
-            pass
-        else:
-            yield 1, stripped
-            return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield number, line
-
-
 @main.command()
-@click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
+@click.argument("source", type=click.File("rb"), default="-")
 @click.pass_obj
 @friendly_errors
-def send(settings: Settings, source: TextIO) -> None:
-    """Execute commands: one JSON command, or JSON Lines (one per line).
+def send(settings: Settings, source: BinaryIO) -> None:
+    """Execute commands: JSON Lines (one per line), or pretty-printed JSON commands.
 
-    Reads SOURCE (a file, or - for standard input) and prints one JSON result per
-    command; a refusal also names its input `line`. Exit status: 0 all accepted, 1 any
-    refused, 2 unusable input (a line that is not JSON or not a valid command) or the
-    store unavailable (one `Error:` line names the line it stopped at; the results
-    printed before it are stored, and sending the same commands again is safe).
+    Reads SOURCE (a file, or - for standard input) a line at a time and prints one JSON
+    result per command as soon as it is known, so a program can write a command, read
+    its result, then write the next. A refusal also names its input `line`. Exit status:
+    0 all accepted, 1 any refused, 2 unusable input (a line that is not JSON, not UTF-8
+    or not a valid command), the store unavailable, or the results cannot be written
+    (one `Error:` line names the input line it stopped at; sending the same input again
+    is safe: what was stored comes back as replays).
 
     \b
     Example:
@@ -154,24 +150,50 @@ def send(settings: Settings, source: TextIO) -> None:
     except StoreUnavailable as e:
         raise StoreUnavailable(f"{e}; no command was run, sending them again is safe") from None
     worst = 0
-    for done, (line, document) in enumerate(_documents(source)):
+    for done, document in enumerate(documents(source)):
+        if reader_gone(sys.stdout):  # `| head` has read enough: run nothing more
+            raise OutputFailed("its reader closed the pipe", "the results",
+                               _not_run(document.line, done))
+        result = _run(ledger, document, done)
         try:
-            result = ledger.send(document)
-        except StoreUnavailable as e:
-            # Say where the input stopped: the results printed so far are stored; this
-            # line and those after it may not be (resending them all is safe).
-            if not done:
-                raise
-            raise StoreUnavailable(f"{e} (stopped at line {line}: the {done} result"
-                                   f"{'s' if done > 1 else ''} printed before it stand; "
-                                   f"send from line {line} again)") from None
-        if not result["ok"]:
-            result = {**result, "line": line}
-        click.echo(dumps(result))
+            click.echo(dumps(result))
+        except OutputFailed as e:
+            raise e.stopped("the results", _not_printed(document.line)) from None
         if not result["ok"]:
             unusable = result["error"]["code"] in ("invalid_json", "validation_error")
             worst = max(worst, 2 if unusable else 1)
     sys.exit(worst)
+
+
+def _run(ledger: Ledger, document: Document, done: int) -> dict[str, Any]:
+    """The command's result, its input line named if it was refused."""
+    try:
+        if document.unreadable is not None:
+            result = refused(None, InvalidJson(document.unreadable))
+        else:
+            result = ledger.send(document.text)
+    except StoreUnavailable as e:
+        # Say where the input stopped: the results printed so far are stored; this
+        # line and those after it may not be (resending them all is safe).
+        if not done:
+            raise
+        line = document.line
+        raise StoreUnavailable(f"{e} (stopped at line {line}: the {done} result"
+                               f"{'s' if done > 1 else ''} printed before it stand; "
+                               f"send from line {line} again)") from None
+    return result if result["ok"] else {**result, "line": document.line}
+
+
+def _not_printed(line: int) -> str:
+    return (f"stopped at input line {line}: it and the lines before it were run and what "
+            f"they wrote is stored, but its result was not printed; no later line was run "
+            "(sending the same input again is safe: stored commands come back as replays)")
+
+
+def _not_run(line: int, done: int) -> str:
+    return (f"stopped before input line {line}: {done} command"
+            f"{'s were' if done != 1 else ' was'} run and the results written; nothing from "
+            f"line {line} on was run")
 
 
 @main.group()

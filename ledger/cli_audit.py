@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import click
 
 from ledger.cli import Settings, friendly_errors, main, parse_time_option
+from ledger.cli_csv import write_csv
 from ledger.views import cell, dumps, jsonable, table
 
 
@@ -114,22 +113,13 @@ def _filters(func: Any) -> Any:
     return func
 
 
-def _write_csv(rows: Iterable[dict[str, Any]]) -> None:
-    writer: csv.DictWriter[str] | None = None
-    for row in rows:
-        flat = {k: json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict) else v
-                for k, v in jsonable(row).items()}
-        if writer is None:
-            writer = csv.DictWriter(sys.stdout, fieldnames=list(flat))
-            writer.writeheader()
-        writer.writerow(flat)
-
-
 @audit.command("decisions")
 @_filters
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per decision.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table",
-              show_default=True, help="csv: one row per decision, nested values as JSON.")
+              show_default=True,
+              help="csv: one row per decision, nested values as JSON, a ' in front of a "
+                   "cell that a spreadsheet would run as a formula.")
 @click.pass_obj
 @friendly_errors
 def audit_decisions(settings: Settings, reviewer: str | None, campaign: str | None,
@@ -153,7 +143,7 @@ def audit_decisions(settings: Settings, reviewer: str | None, campaign: str | No
         for row in rows:
             click.echo(dumps(row))
     elif fmt == "csv":
-        _write_csv(rows)
+        write_csv(sys.stdout, rows)
     else:
         click.echo(table([jsonable(row) for row in rows], DECISION_COLUMNS))
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +10,8 @@ from typing import Any, TextIO
 import click
 
 from ledger.cli import Settings, friendly_errors, main
+from ledger.cli_csv import write_csv
+from ledger.cli_output import output_file
 from ledger.projections.manage import REGISTRATION_STATUSES, campaign_list, manage_page
 from ledger.projections.registry import READ_MODELS, default_jobs, projector
 from ledger.projections.runner import Projector
@@ -309,14 +309,16 @@ def _export_tables() -> dict[str, Any]:
 @click.argument("name")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
               show_default=True)
-@click.option("--out", type=click.File("w", encoding="utf-8"), default="-",
+@click.option("--out", default="-", metavar="FILE",
               help="File to write (default: standard output).")
 @click.pass_obj
 @friendly_errors
-def export(settings: Settings, name: str, fmt: str, out: TextIO) -> None:
+def export(settings: Settings, name: str, fmt: str, out: str) -> None:
     """Export a read-model table (e.g. manage_registrations) as CSV or JSON Lines.
 
     Money stays exact (decimal strings); times are ISO-8601; nested values are JSON.
+    In CSV a cell that begins with =, +, -, @, a tab or a carriage return gets a ' in
+    front, so a spreadsheet shows it as text instead of running it; JSON Lines are verbatim.
 
     Example: ledger export ytd_months --format csv --out ytd.csv
     """
@@ -330,15 +332,12 @@ def export(settings: Settings, name: str, fmt: str, out: TextIO) -> None:
     rows = (jsonable(view.decode_row(spec, row)) for row in view.query(
         f"SELECT * FROM {view.dialect.q('rm_' + key)} ORDER BY "
         + ", ".join(f'"{k}"' for k in spec.keys)))
-    if fmt == "jsonl":
-        for row in rows:
-            out.write(dumps(row) + "\n")
-        return
-    writer = csv.DictWriter(out, fieldnames=spec.all_columns)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v
-                         for k, v in row.items()})
+    with output_file(out) as stream:
+        if fmt == "jsonl":
+            for row in rows:
+                stream.write(dumps(row) + "\n")
+        else:
+            write_csv(stream, rows, spec.all_columns)
 
 
 from ledger import cli_verify  # noqa: E402, F401  (projections verify)
