@@ -13,10 +13,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ledger import FixedClock, Ledger
+from ledger.aggregates.base import Cause
 from ledger.aggregates.registration_events import Approved
 from ledger.audit.decisions import Filters, findings
 from ledger.audit.history import as_of, history
 from ledger.cli import main
+from ledger.errors import ClockBehind
 from tests.helpers import (
     ENDS,
     NOW,
@@ -146,6 +148,18 @@ def test_a_session_is_not_withdrawable_when_the_last_event_shows_it_started(
     world.accept(approve(registration, ["s1"]))
     world.at(STARTS - THREE_SECONDS)  # by this clock s1 has not started yet
     world.refuse(withdraw(registration, ["s1"]), "invalid_transition")
+
+
+def test_an_aggregate_never_records_an_event_earlier_than_its_last_one(
+    world: World, touched_later: str
+) -> None:
+    """Whatever a handler does, the aggregate itself refuses to go back in time."""
+    reg = world.ledger.registration(touched_later)
+    cause = Cause(actor={"id": "rev-bao", "role": "reviewer"}, command_id="c",
+                  at=LATER - timedelta(microseconds=1))
+    with pytest.raises(ClockBehind):
+        reg.approve(None, None, None, cause)
+    assert reg.pending_events == []
 
 
 # Races: every re-run re-reads the clock and the aggregates ----------------------------------
