@@ -156,11 +156,14 @@ def audit_decisions(settings: Settings, reviewer: str | None, campaign: str | No
 def audit_findings(settings: Settings, reviewer: str | None, campaign: str | None,
                    since: datetime | None, until: datetime | None, overrides: bool,
                    auto: bool, as_json: bool) -> None:
-    """Decisions an auditor should look at, each with its evidence.
+    """Decisions (and events) an auditor should look at, each with its evidence.
 
     Approvals that overrode failed criteria; decisions on sessions that had already
     started; decisions made after the campaign ended; rejections with no reason code
-    other than `other`; reviewers deciding their own registrations.
+    other than `other`; reviewers deciding their own registrations. Then events recorded
+    earlier than the version before them (`time_went_backwards`, in stores written before
+    the ledger refused a clock that is behind): `audit as-of --at` is wrong about those
+    aggregates. --reviewer, --overrides and --auto select decisions only.
 
     \b
     Examples:

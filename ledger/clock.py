@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+# How far the clock may read before an aggregate's last event (clock skew between hosts)
+# and the command still be accepted: it is then decided and recorded at that event's time.
+SKEW = timedelta(seconds=5)
 
 
 class Clock(Protocol):

@@ -7,6 +7,8 @@ LedgerError (code)                     refusals: a result with ok=false, nothing
 ├── NotFound               not_found
 ├── Forbidden              forbidden
 ├── Conflict               conflict
+├── ClockBehind            clock_behind       details: aggregate, aggregate_id, last_recorded_at,
+│                                             clock, behind_seconds
 └── RuleBroken             a DOMAIN.md rule, its code given per instance:
                            already_exists, registration_closed, already_registered,
                            category_not_allowed, level_not_offered, invalid_transition,
@@ -20,6 +22,7 @@ StoreUnavailable                       not a refusal: the store cannot be reache
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 RuleCode = Literal[
@@ -76,6 +79,26 @@ class Forbidden(LedgerError):
 
 class Conflict(LedgerError):
     code = "conflict"
+
+
+class ClockBehind(LedgerError):
+    """The clock reads earlier than the last event of an aggregate the command writes
+    (by more than the skew the ledger absorbs): recording now would make time go back."""
+
+    code = "clock_behind"
+
+    def __init__(self, aggregate: str, aggregate_id: str, last: datetime,
+                 clock: datetime) -> None:
+        behind = (last - clock).total_seconds()
+        super().__init__(
+            f"the clock reads {clock.isoformat()}, {behind:g} s before the last event of "
+            f"{aggregate} {aggregate_id} (recorded at {last.isoformat()}): recorded times "
+            "never go backwards; fix the clock (or --now) and send it again",
+            {"aggregate": aggregate, "aggregate_id": aggregate_id,
+             "last_recorded_at": last.isoformat(), "clock": clock.isoformat(),
+             "behind_seconds": behind})
+        self.last = last
+        self.clock = clock
 
 
 class RuleBroken(LedgerError):

@@ -9,6 +9,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, AggregateCreated, AggregateEvent
 
+from ledger.errors import ClockBehind
+
 # Namespace for the ids we derive from public keys (campaign slug, campaign + account).
 LEDGER_NS = uuid5(NAMESPACE_URL, "https://ledger.example/ids")
 
@@ -64,7 +66,21 @@ class LedgerEvent(AggregateEvent):
 class LedgerAggregate(Aggregate):
     """Base of Campaign and Registration: triggers events stamped with their cause."""
 
+    @property
+    def aggregate_name(self) -> str:
+        return type(self).__name__.lower()
+
+    @property
+    def public_id(self) -> str:
+        """The id users know it by (a campaign's slug; a registration's UUID)."""
+        return str(self.id)
+
     def record(self, event_class: type[LedgerEvent], by: Cause, **fields: Any) -> None:
+        if by.at < self.modified_on:
+            # Recorded times never go backwards along an aggregate's versions, or `audit
+            # as-of --at` would lie. A command first raises its time to the last event of
+            # what it writes (Context.writes): this stops any write that did not.
+            raise ClockBehind(self.aggregate_name, self.public_id, self.modified_on, by.at)
         self.trigger_event(event_class, **by.stamp(), **fields)
 
 

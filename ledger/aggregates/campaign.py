@@ -62,6 +62,10 @@ class Campaign(LedgerAggregate):
 
     # Derived state ------------------------------------------------------------------
 
+    @property
+    def public_id(self) -> str:
+        return self.campaign_id
+
     def status(self, now: datetime) -> str:
         if self.expired_at is not None:
             return "expired"
@@ -96,10 +100,13 @@ class Campaign(LedgerAggregate):
 
     # Decisions ----------------------------------------------------------------------
 
-    def expire(self, by: Cause) -> None:
+    def check_not_expired(self) -> None:
         if self.expired_at is not None:
             raise RuleBroken("invalid_transition",
                              f"campaign {self.campaign_id} is already expired")
+
+    def expire(self, by: Cause) -> None:
+        self.check_not_expired()
         if by.at < self.ends_at:
             raise RuleBroken(
                 "campaign_not_ended",

@@ -196,6 +196,11 @@ def _pages(store: ChainStore, curs: Any, table: str, columns: str,
                      (*params, last["originator_id"], last["originator_version"]))
 
 
+def events_in_key_order(store: ChainStore, curs: Any, columns: str) -> Iterator[Any]:
+    """Every stored event's `columns`, by aggregate then version (keyset pages, flat memory)."""
+    return _pages(store, curs, store.events_table, columns)
+
+
 def _keyed(rows: Iterator[Any]) -> Iterator[tuple[tuple[UUID, int], Any]]:
     for row in rows:
         yield (_uuid(row["originator_id"]), row["originator_version"]), row

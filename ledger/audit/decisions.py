@@ -11,6 +11,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from ledger.aggregates import registration_events as r
+from ledger.audit.times import backwards
 from ledger.ledger import Ledger
 from ledger.projections.decisions import decision_row, registration_row, with_session
 
@@ -42,12 +43,19 @@ class Filters:
     auto: bool = False
 
     def keep(self, row: dict[str, Any]) -> bool:
-        decided_at: datetime = row["decided_at"]
         return ((self.reviewer is None or row["reviewer_id"] == self.reviewer)
-                and (self.since is None or decided_at >= self.since)
-                and (self.until is None or decided_at < self.until)
+                and self.in_period(row["decided_at"])
                 and (not self.overrides or row["override_reason"] is not None)
                 and (not self.auto or row["reviewer_role"] == "system"))
+
+    def in_period(self, moment: datetime) -> bool:
+        return ((self.since is None or moment >= self.since)
+                and (self.until is None or moment < self.until))
+
+    @property
+    def decisions_only(self) -> bool:
+        """Filters that only a decision can match."""
+        return self.reviewer is not None or self.overrides or self.auto
 
 
 def decisions(ledger: Ledger, filters: Filters = Filters(), *,
@@ -153,13 +161,20 @@ FINDINGS: dict[str, tuple[str, Check]] = {
 
 def findings(ledger: Ledger, filters: Filters = Filters(), *,
              page: int = PAGE) -> Iterator[dict[str, Any]]:
-    """One row per finding: which decision, what is wrong with it, and the evidence."""
+    """One row per finding: which decision (or event), what is wrong with it, and the
+    evidence. Decisions first, in store order; then events recorded earlier than the
+    version before them (`time_went_backwards`), which --since/--until select by their
+    recorded time and the decision-only filters leave out."""
     for row in decisions(ledger, filters, page=page):
         for code, (summary, check) in FINDINGS.items():
             evidence = check(row)
             if evidence is not None:
                 yield {"finding": code, "summary": summary,
                        **{k: row[k] for k in DECISION_KEYS}, "evidence": evidence}
+    if not filters.decisions_only:
+        for row in backwards(ledger, filters.campaign):
+            if filters.in_period(row["evidence"]["recorded_at"]):
+                yield row
 
 
 DECISION_KEYS = ("decided_at", "registration_id", "version", "campaign_id", "seller_id",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -11,8 +12,9 @@ from eventsourcing.application import AggregateNotFoundError
 from ledger.aggregates.base import Cause, LedgerAggregate, campaign_uuid
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
+from ledger.clock import SKEW
 from ledger.commands.parse import Command
-from ledger.errors import Conflict, NotFound
+from ledger.errors import ClockBehind, Conflict, NotFound
 from ledger.store.application import LedgerApplication
 from ledger.store.recorders import RegistrationRow
 
@@ -53,20 +55,39 @@ class Outcome:
         return kwargs
 
 
-@dataclass(frozen=True)
+@dataclass
 class Context:
+    """`cause.at` starts at the clock's reading and is raised (by `writes`) to the last
+    event of each aggregate the command writes, so that rules and new events use it."""
+
     app: LedgerApplication
     command: Command
     cause: Cause
+    clock: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = self.cause.at
+
+    def writes(self, aggregate: LedgerAggregate) -> None:
+        """The command will write `aggregate`: decide and record no earlier than its last
+        event when the clock is at most SKEW behind it; refuse (`clock_behind`) beyond."""
+        last = aggregate.modified_on
+        if last <= self.cause.at:
+            return
+        if last - self.clock > SKEW:
+            raise ClockBehind(aggregate.aggregate_name, aggregate.public_id, last, self.clock)
+        self.cause = replace(self.cause, at=last)
 
     def campaign(self, campaign_id: str) -> Campaign:
         return load(self.app, campaign_uuid(campaign_id), Campaign, f"campaign {campaign_id!r}")
 
     def registration(self, registration_id: str) -> Registration:
-        """Load it; a seller may act only on their own registrations; check expected_version."""
+        """Load it to write it: a seller may act only on their own registrations; check
+        expected_version; the command's time is no earlier than its last event."""
         reg = load(self.app, UUID(registration_id), Registration,
                    f"registration {registration_id!r}")
         self.expect_version(visible_to(reg, registration_id, self.command.actor))
+        self.writes(reg)
         return reg
 
     def expect_version(self, aggregate: LedgerAggregate) -> None:

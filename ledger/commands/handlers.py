@@ -94,20 +94,24 @@ def expire_campaign(p: s.ExpireCampaign, ctx: Context) -> Outcome:
     """Campaign `Expired` and every open registration's `Expired`, in one transaction."""
     campaign = ctx.campaign(p.campaign_id)
     ctx.expect_version(campaign)
-    campaign.expire(ctx.cause)
+    campaign.check_not_expired()
+    ctx.writes(campaign)
     ids = ctx.app.store.registrations_of(p.campaign_id)
-    system = ctx.cause.as_system()
-    expired: list[Registration] = []
+    expiring: list[Registration] = []
     skipped: dict[UUID, int] = {}
     for reg_id in ids:
         reg = load(ctx.app, UUID(reg_id), Registration, "registration")
         if reg.is_open():
-            reg.expire(system)
-            expired.append(reg)
+            ctx.writes(reg)
+            expiring.append(reg)
         else:
             skipped[reg.id] = reg.version
-    return Outcome(p.campaign_id, campaign, others=list(expired), guard=(p.campaign_id, len(ids)),
-                   unchanged=skipped)
+    # Decided only now, at the time of the latest of all it writes (see Context.writes).
+    campaign.expire(ctx.cause)
+    for reg in expiring:
+        reg.expire(ctx.cause.as_system())
+    return Outcome(p.campaign_id, campaign, others=list(expiring),
+                   guard=(p.campaign_id, len(ids)), unchanged=skipped)
 
 
 def record_performance(p: s.RecordPerformance, ctx: Context) -> Outcome:

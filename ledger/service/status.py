@@ -1,7 +1,8 @@
 """HTTP statuses for results and errors, and the error body every refusal carries.
 
 A refusal's status follows its DOMAIN.md code: `invalid_json` 400, `validation_error` 422,
-`forbidden` 403, `not_found` 404, `conflict` 409. The other rule codes are 409 when the
+`forbidden` 403, `not_found` 404, `conflict` 409, `clock_behind` 409 (the store
+holds a later event than the clock's time). The other rule codes are 409 when the
 store's current state refuses the command (it may pass later, or never will because
 something already happened) and 400 when the command itself does not fit the campaign's
 terms (sending it again unchanged can never pass).
@@ -31,6 +32,7 @@ STATUS: dict[str, int] = {
     "session_overlap": 409,
     "too_many_sessions": 409,
     "session_in_past": 409,
+    "clock_behind": 409,
     # the command does not fit the campaign's terms
     "category_not_allowed": 400,
     "level_not_offered": 400,

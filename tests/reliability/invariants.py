@@ -5,6 +5,7 @@ application's mapper), the `ledger_commands` rows and the `ledger_registrations`
 returns one line per broken invariant (empty: all hold):
 
 - versions: each aggregate's events are versions 1..n, in store order;
+- time: recorded times never go backwards along an aggregate's versions (DOMAIN.md, Clock);
 - campaigns: created once, windows ordered, expired at most once, last, not before `ends_at`;
 - registrations: one per (campaign, account) (the id is derived from them, the index holds one
   row each), registered while registration was open and never after the campaign expired;
@@ -220,8 +221,15 @@ class Checker:
 
     def check_versions(self) -> None:
         versions: dict[UUID, list[int]] = defaultdict(list)
+        last: dict[UUID, datetime] = {}
         for stored in self.events:
             versions[stored.aggregate_id].append(stored.version)
+            at, before = stored.event.timestamp, last.get(stored.aggregate_id)
+            if before is not None and at < before:
+                self.problem(f"time: {stored.aggregate_id} version {stored.version} was "
+                             f"recorded at {at.isoformat()}, before its previous version "
+                             f"({before.isoformat()})")
+            last[stored.aggregate_id] = at
         for aggregate_id, found in versions.items():
             if found != list(range(1, len(found) + 1)):
                 self.problem(f"versions: {aggregate_id} has versions {found} in store order")

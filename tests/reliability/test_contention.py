@@ -13,7 +13,9 @@ races three phases through `Racers(8)`:
   again (an approved session that has started can no longer be withdrawn), overlaps and
   capacity again, performance reports sharing a `report_id`;
 - the campaign's end, on clocks that disagree (LATE, a bit before the end; ENDS; NOW):
-  `expire_campaign` (several times) vs `register`, `add_session`, `approve`, `withdraw`.
+  `expire_campaign` (several times) vs `register`, `add_session`, `approve`, `withdraw`
+  (a writer whose clock is hours behind an expiry already stored on its registration is
+  refused with `clock_behind`: recorded times never go backwards).
 
 Every result must be accepted, replayed or refused with one of the codes its command may
 get in its situation (`Planned.allowed`); where the rules decide the winners (one of N
@@ -133,15 +135,16 @@ class Group:
 
 
 # Every code a command may end with in this suite; each plan names the ones its situation
-# allows (a subset). `conflict` comes only from an `expected_version` or a reused command_id.
+# allows (a subset). `conflict` comes only from an `expected_version` or a reused command_id;
+# `clock_behind` only from a clock hours behind an expiry already recorded on the aggregate.
 ALLOWED: dict[str, frozenset[str]] = {
     "register": frozenset({"ok", "already_registered", "registration_closed"}),
     "add_session": frozenset({"ok", "session_overlap", "too_many_sessions", "campaign_ended",
-                              "conflict"}),
+                              "conflict", "clock_behind"}),
     "duplicate": frozenset({"ok", "session_overlap", "too_many_sessions", "campaign_ended"}),
     "approve": frozenset({"ok", "invalid_transition", "override_required", "conflict"}),
     "reject": frozenset({"ok", "invalid_transition"}),
-    "withdraw": frozenset({"ok", "invalid_transition"}),
+    "withdraw": frozenset({"ok", "invalid_transition", "clock_behind"}),
     "expire_campaign": frozenset({"ok", "invalid_transition"}),
     "record_performance": frozenset({"ok", "invalid_transition"}),
 }
@@ -458,13 +461,16 @@ def end_of_campaign(s: Scene) -> Group:
                   "ok", "invalid_transition", at=ENDS) for _ in range(s.rng.randint(2, 3))]
     expiries = len(plans)
     for reg in [*open_regs, closed]:
-        plans.append(plan(add_session(reg.id, late, seller_id=reg.seller),
-                          "ok", "campaign_ended", at=LATE))
+        # Once the expiry (at ENDS) is stored on an open registration, a writer whose clock
+        # is 2 h behind is refused (clock_behind); a closed one is never expired.
+        plans.append(plan(add_session(reg.id, late, seller_id=reg.seller), "ok",
+                          "campaign_ended", *(["clock_behind"] if reg is not closed else []),
+                          at=LATE))
     for reg in open_regs:
         verb = s.rng.choice(["approve", "withdraw", "reject"])
         if verb == "withdraw":
             plans.append(plan(withdraw(reg.id, ["s2"], seller_id=reg.seller),
-                              "ok", "invalid_transition", at=LATE))
+                              "ok", "invalid_transition", "clock_behind", at=LATE))
         else:
             cmd = approve(reg.id, ["s2"]) if verb == "approve" else reject(reg.id, ["s2"])
             plans.append(plan(cmd, "ok", "invalid_transition", at=ENDS))
@@ -493,7 +499,7 @@ def end_of_auto_campaign(s: Scene) -> Group:
     plans = [plan(expire_campaign(campaign), "ok", "invalid_transition", at=ENDS)
              for _ in range(2)]
     plans.append(plan(withdraw(regs[0].id, seller_id=regs[0].seller, reason=None),
-                      "ok", "invalid_transition", at=NOW))
+                      "ok", "invalid_transition", "clock_behind", at=NOW))
     plans.append(plan(withdraw(regs[2].id, seller_id=regs[2].seller, reason=None),
                       "invalid_transition", at=NOW))  # rejected: nothing to withdraw
     seller_id = s.fresh("seller")
@@ -769,6 +775,14 @@ def forge_events_without_command(store: Store, reg: str, campaign: str) -> None:
     store.ledger.app.save(aggregate)
 
 
+def forge_time_going_back(store: Store, reg: str, campaign: str) -> None:
+    # trigger_event, not record: the aggregate itself refuses an earlier time.
+    aggregate = store.ledger.registration(reg)
+    aggregate.trigger_event(Withdrawn, actor=_seller(store, reg), command_id="never-sent",
+                            timestamp=NOW - hours(1), session_ids=["s2"], reason=None)
+    store.ledger.app.save(aggregate)
+
+
 def forge_a_deleted_hash(store: Store, reg: str, campaign: str) -> None:
     store.execute("DELETE FROM ledger_event_hashes WHERE originator_version = %s "
                   "AND originator_id = %s", (2, _db_id(store, reg)))
@@ -783,6 +797,8 @@ FORGERIES: dict[str, tuple[Callable[[Store, str, str], None], set[str]]] = {
     "an expiry that leaves a registration open": (
         forge_expiry_skipping_an_open_registration, {"expiry", "after expiry"}),
     "events without a stored command": (forge_events_without_command, {"command"}),
+    "an event recorded before its previous version": (forge_time_going_back,
+                                                      {"time", "command"}),
     "a hash row deleted": (forge_a_deleted_hash, {"chain"}),
 }
 
