@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
@@ -281,7 +282,20 @@ class Store:
         assert (response.status_code == 200) == (result.get("ok") is True), response.text
         if result.get("ok") is True:
             result.pop("position")  # the service's one key beyond Ledger.send's result
-        return self.check(result, doc, text=True)
+        checked = self.check(result, doc, text=True)
+        if checked["ok"]:  # the service's own list endpoints, on the caught-up read models
+            for path in ["/v1/campaigns", "/v1/decisions",
+                         *(f"/v1/sellers/{quote(s, safe='')}/registrations"
+                           for s in self.sellers())]:
+                listed = api.get("operator", path)
+                assert listed.status_code == 200, listed.text
+                assert not [row for row in listed.json() if "unreadable" in row], listed.text
+        return checked
+
+    def sellers(self) -> list[str]:
+        view = self.projector.view
+        return [row["seller_id"] for row in view.query(
+            f"SELECT DISTINCT seller_id FROM {view.dialect.q('rm_manage_registrations')}")]
 
     def check(self, result: Any, doc: Any, *, text: bool) -> dict[str, Any]:
         assert isinstance(result, dict), result
