@@ -94,7 +94,7 @@ def parse_time_option(_: click.Context, __: click.Parameter, value: str | None) 
     try:
         return parse_instant(value)
     except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+        raise click.BadParameter(f"validation_error: {e}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -14,6 +14,7 @@ from ledger.cli_csv import write_csv
 from ledger.cli_output import output_file
 from ledger.projections.manage import REGISTRATION_STATUSES, campaign_list, manage_page
 from ledger.projections.registry import READ_MODELS, default_jobs, projector
+from ledger.projections.rows import UNREADABLE
 from ledger.projections.runner import Projector
 from ledger.views import cell, dumps, jsonable, table
 
@@ -170,6 +171,17 @@ def _fresh_projector(settings: Settings, name: str, fresh: bool) -> Projector:
     return p
 
 
+def _readable(rows: list[dict[str, Any]], what: str, key: str) -> list[dict[str, Any]]:
+    """The rows that could be read. Each one that could not is a warning on stderr (and
+    stays in --json output, as `"unreadable": why`); the others are still shown."""
+    for row in rows:
+        if UNREADABLE in row:
+            click.echo(f"warning: {what} {row.get(key)!r} cannot be read from the read model: "
+                       f"{row[UNREADABLE]} (`ledger show {what}` replays it from its events)",
+                       err=True)
+    return [row for row in rows if UNREADABLE not in row]
+
+
 @main.command()
 @click.option("--seller", required=True, help="The seller's id.")
 @click.option("--status", type=click.Choice(REGISTRATION_STATUSES), help="Only this status.")
@@ -186,12 +198,13 @@ def manage(settings: Settings, seller: str, status: str | None, campaign: str | 
     p = _fresh_projector(settings, "manage_campaign", fresh)
     rows = manage_page(p.view, seller, settings.ledger().clock.now(), status=status,
                        campaign_id=campaign)
+    readable = _readable(rows, "registration", "registration_id")
     if as_json:
         click.echo(dumps(rows, indent=2))
         return
-    for row in rows:
+    for row in readable:
         row["sessions"] = [f"{s['session_id']}:{s['status']}" for s in row["sessions"]]
-    click.echo(table(rows, ["campaign_name", "account_id", "status", "sessions",
+    click.echo(table(readable, ["campaign_name", "account_id", "status", "sessions",
                             "last_decision", "actions", "registration_id"]))
 
 
@@ -207,10 +220,11 @@ def campaigns(settings: Settings, open_only: bool, as_json: bool, fresh: bool) -
     """
     p = _fresh_projector(settings, "manage_campaign", fresh)
     rows = campaign_list(p.view, settings.ledger().clock.now(), open_only=open_only)
+    readable = _readable(rows, "campaign", "campaign_id")
     if as_json:
         click.echo(dumps(rows, indent=2))
         return
-    click.echo(table(rows, ["campaign_id", "name", "kind", "review_mode", "status",
+    click.echo(table(readable, ["campaign_id", "name", "kind", "review_mode", "status",
                             "registration_closes_at", "starts_at", "ends_at"]))
 
 

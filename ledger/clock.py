@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from ledger import values
+
 # How far the clock may read before an aggregate's last event (clock skew between hosts)
 # and the command still be accepted: it is then decided and recorded at that event's time.
 SKEW = timedelta(seconds=5)
@@ -39,8 +41,6 @@ class FixedClock:
 
 
 def parse_instant(text: str) -> datetime:
-    """Parse an ISO-8601 time that names its zone; refuse a naive one."""
-    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no timezone (add Z or +07:00)")
-    return value
+    """A time given on the command line (`--now`, `--at`, ...): an instant as DOMAIN.md's
+    Values define it (a zone, inside the ledger's range), around spaces; ValueError if not."""
+    return values.parse_instant(text.strip())

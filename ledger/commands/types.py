@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from decimal import Decimal
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import (
@@ -17,6 +16,8 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
 )
+
+from ledger.values import EXAMPLE, MONEY_SCHEMA_PATTERN, RANGE, parse_instant, parse_money
 
 Id = Annotated[
     str,
@@ -33,36 +34,6 @@ Level = Annotated[StrictInt, Field(ge=0, le=1000)]
 Flag = StrictBool
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
-_MONEY = re.compile(r"^-?\d{1,18}(\.\d{1,6})?$")
-
-
-def _instant(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(
-            "must be an ISO-8601 time string with a zone, e.g. 2026-11-11T20:00:00+07:00"
-        )
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{value[:60]!r} is not an ISO-8601 time") from None
-    if parsed.tzinfo is None:
-        raise ValueError("needs a timezone (add Z or an offset such as +07:00)")
-    return parsed
-
-
-def _money(value: Any) -> Decimal:
-    if not isinstance(value, str):
-        raise ValueError('must be a decimal string such as "1250.50" (never a JSON number)')
-    if not _MONEY.match(value):
-        raise ValueError(f"{value[:40]!r} is not a finite decimal amount")
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise ValueError(f"{value[:40]!r} is not a decimal amount") from None
-    if amount < 0:
-        raise ValueError("must not be negative")
-    return amount
-
 
 def _uuid_text(value: str) -> str:
     try:
@@ -71,8 +42,11 @@ def _uuid_text(value: str) -> str:
         raise ValueError("is not a registration id (a UUID)") from None
 
 
-Instant = Annotated[datetime, BeforeValidator(_instant)]
-# Declared, or the schema would say "number or string": a JSON number is refused.
-Money = Annotated[Decimal, BeforeValidator(_money), WithJsonSchema(
-    {"type": "string", "pattern": r"^\d{1,18}(\.\d{1,6})?$", "examples": ["1250.50"]})]
+Instant = Annotated[datetime, BeforeValidator(parse_instant), WithJsonSchema({
+    "type": "string", "format": "date-time", "examples": [EXAMPLE],
+    "description": f"ISO-8601 with a zone, {RANGE}."})]
+# Declared, or the schema would say "number or string": a JSON number is refused. The
+# pattern is the one the parser matches whole (test_values_schema.py holds them equal).
+Money = Annotated[Decimal, BeforeValidator(parse_money), WithJsonSchema(
+    {"type": "string", "pattern": MONEY_SCHEMA_PATTERN, "examples": ["1250.50"]})]
 RegistrationId = Annotated[str, StringConstraints(max_length=64), AfterValidator(_uuid_text)]

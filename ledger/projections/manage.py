@@ -9,6 +9,7 @@ from ledger.aggregates import campaign as c
 from ledger.aggregates import registration_events as r
 from ledger.aggregates.registration import derive_status
 from ledger.projections.base import ReadModel, handles
+from ledger.projections.rows import listed
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin
 from ledger.views import jsonable
@@ -141,6 +142,8 @@ def actions_open(row: dict[str, Any], now: datetime) -> list[str]:
 
 def manage_page(view: ViewMixin, seller_id: str, now: datetime, *, status: str | None = None,
                 campaign_id: str | None = None) -> list[dict[str, Any]]:
+    """The seller's rows; one that cannot be read is `{registration_id, campaign_id,
+    "unreadable": why}` in its place (see rows.py)."""
     d = view.dialect
     sql = f"SELECT * FROM {d.q('rm_manage_registrations')} WHERE seller_id = {d.p}"
     params: list[Any] = [seller_id]
@@ -150,9 +153,13 @@ def manage_page(view: ViewMixin, seller_id: str, now: datetime, *, status: str |
     if campaign_id is not None:
         sql += f" AND campaign_id = {d.p}"
         params.append(campaign_id)
-    rows = [view.decode_row(REGISTRATIONS, row) for row in view.query(
-        sql + " ORDER BY campaign_starts_at DESC, campaign_id, account_id", params)]
-    return [jsonable({
+    return listed(view, REGISTRATIONS,
+                  sql + " ORDER BY campaign_starts_at DESC, campaign_id, account_id", params,
+                  lambda row: _page_row(row, now), ("registration_id", "campaign_id"))
+
+
+def _page_row(row: dict[str, Any], now: datetime) -> dict[str, Any]:
+    page: dict[str, Any] = jsonable({
         "registration_id": row["registration_id"], "campaign_id": row["campaign_id"],
         "campaign_name": row["campaign_name"], "kind": row["kind"],
         "review_mode": row["review_mode"], "starts_at": row["campaign_starts_at"],
@@ -160,27 +167,33 @@ def manage_page(view: ViewMixin, seller_id: str, now: datetime, *, status: str |
         "status": row["status"], "sessions": row["sessions"],
         "submitted_at": row["submitted_at"], "decided_at": row["decided_at"],
         "last_decision": row["last_decision"], "last_reasons": row["last_reasons"] or [],
-        "actions": actions_open(row, now)}) for row in rows]
+        "actions": actions_open(row, now)})
+    return page
 
 
 def campaign_list(view: ViewMixin, now: datetime, *, open_only: bool = False
                   ) -> list[dict[str, Any]]:
-    rows = [view.decode_row(CAMPAIGNS, row) for row in view.query(
-        f"SELECT * FROM {view.dialect.q('rm_manage_campaigns')} ORDER BY starts_at, campaign_id")]
-    listed = []
-    for row in rows:
-        status = campaign_status(row, now)
-        if open_only and status != "registration_open":
-            continue
-        listed.append(jsonable({
-            "campaign_id": row["campaign_id"], "name": row["name"], "kind": row["kind"],
-            "review_mode": row["review_mode"], "status": status,
-            "registration_opens_at": row["registration_opens_at"],
-            "registration_closes_at": row["registration_closes_at"],
-            "starts_at": row["starts_at"], "ends_at": row["ends_at"],
-            "allow_duplicates": bool(row["allow_duplicates"]),
-            "requirements": row["requirements"], "levels": row["levels"]}))
-    return listed
+    """The campaigns; one that cannot be read is `{campaign_id, "unreadable": why}` in its
+    place, also with `open_only` (whether it is open cannot be told)."""
+    return listed(view, CAMPAIGNS, f"SELECT * FROM {view.dialect.q('rm_manage_campaigns')} "
+                  "ORDER BY starts_at, campaign_id", (),
+                  lambda row: _campaign_row(row, now, open_only), ("campaign_id",))
+
+
+def _campaign_row(row: dict[str, Any], now: datetime, open_only: bool
+                  ) -> dict[str, Any] | None:
+    status = campaign_status(row, now)
+    if open_only and status != "registration_open":
+        return None
+    listed_row: dict[str, Any] = jsonable({
+        "campaign_id": row["campaign_id"], "name": row["name"], "kind": row["kind"],
+        "review_mode": row["review_mode"], "status": status,
+        "registration_opens_at": row["registration_opens_at"],
+        "registration_closes_at": row["registration_closes_at"],
+        "starts_at": row["starts_at"], "ends_at": row["ends_at"],
+        "allow_duplicates": bool(row["allow_duplicates"]),
+        "requirements": row["requirements"], "levels": row["levels"]})
+    return listed_row
 
 
 def campaign_status(row: dict[str, Any], now: datetime) -> str:

@@ -15,9 +15,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
+from psycopg.abc import AdaptContext, Buffer
+from psycopg.adapt import Loader
+from psycopg.pq import Format
+from psycopg.types.datetime import TimestamptzLoader
 
 from ledger.projections.tables import Batch, Dialect, Key, Table, chunks
 
@@ -255,10 +260,19 @@ class ViewMixin:
                 c.execute(f"DELETE FROM {d.q(physical(STATUS, False))} WHERE name = {d.p}",
                           (f"{name}/rebuild",))
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: Sequence[Any] = (), *,
+              tolerant: bool = False) -> list[dict[str, Any]]:
+        """The rows `sql` selects. `tolerant`: a stored time the driver cannot turn into a
+        datetime comes back as its text, for the caller to report (see rows.py), instead of
+        failing the whole fetch."""
         with self._txn() as c:
+            if tolerant:
+                self._tolerate(c)
             c.execute(sql, tuple(params))
             return [dict(row) for row in c.fetchall()]
+
+    def _tolerate(self, c: Any) -> None:
+        """SQLite hands times over as text: nothing to do."""
 
 
 class SQLiteView(ViewMixin, SQLiteTrackingRecorder):
@@ -334,3 +348,24 @@ class PostgresView(ViewMixin, PostgresTrackingRecorder):
             finally:
                 if row and row["got"]:
                     conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", args)
+
+    def _tolerate(self, c: Any) -> None:
+        # Only this cursor: PostgreSQL holds years up to 294276, Python's datetime 9999.
+        c.adapters.register_loader("timestamptz", TolerantTimestamptz)
+
+
+class TolerantTimestamptz(Loader):
+    """psycopg's own loader (the C one cannot be subclassed), but a value it refuses, such
+    as '10000-01-01 04:59:59+00', is returned as its text."""
+
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        # From the global map: the cursor's own now names this class.
+        inner = psycopg.adapters.get_loader(oid, Format.TEXT) or TimestamptzLoader
+        self._inner = inner(oid, context)
+
+    def load(self, data: Buffer) -> Any:
+        try:
+            return self._inner.load(data)
+        except psycopg.DataError:
+            return bytes(data).decode()
