@@ -35,6 +35,8 @@ class Settings:
     def ledger(self) -> Ledger:
         if self._ledger is None:
             self._ledger = Ledger.open(self.db, clock=self.clock(), pool_size=2)
+            for notice in self._ledger.notices:
+                click.echo(notice, err=True)
         return self._ledger
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from eventsourcing.persistence import (
     PersistenceError,
     Transcoding,
 )
+from psycopg import sql
 
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
@@ -82,8 +83,10 @@ class LedgerApplication(Application[UUID]):
 SQLITE_OPEN_ATTEMPTS = 20
 
 
-def open_application(store: StoreUrl, *, pool_size: int = 5) -> LedgerApplication:
-    """Construct the application; its tables are created on first use.
+def open_application(store: StoreUrl, *, pool_size: int = 5,
+                     notices: list[str] | None = None) -> LedgerApplication:
+    """Construct the application; its tables (and its PostgreSQL schema) are created on
+    first use. What it did that a user should hear of is appended to `notices`.
 
     On PostgreSQL, `CREATE TABLE IF NOT EXISTS` run by two processes at once can fail
     (a unique violation in the catalog), so construction holds an advisory lock. On SQLite,
@@ -106,6 +109,9 @@ def open_application(store: StoreUrl, *, pool_size: int = 5) -> LedgerApplicatio
     with psycopg.connect(store.conninfo(), autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
         try:
+            if store.schema and create_schema(conn, store.schema) and notices is not None:
+                notices.append(f"created schema {store.schema!r} in database "
+                               f"{store.dbname!r} (it did not exist)")
             return LedgerApplication(env=env)
         except PersistenceError as e:
             # A read-only database (a standby, `default_transaction_read_only`) refuses
@@ -117,6 +123,15 @@ def open_application(store: StoreUrl, *, pool_size: int = 5) -> LedgerApplicatio
             return LedgerApplication(env={**env, "CREATE_TABLE": "no"})
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
+
+
+def create_schema(conn: psycopg.Connection[Any], schema: str) -> bool:
+    """Create the URL's schema if it is missing (the library assumes it exists); created?"""
+    found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+    if found:
+        return False
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    return True
 
 
 def library_env(store: StoreUrl, *, pool_size: int = 5) -> dict[str, str]:
@@ -133,7 +148,8 @@ def library_env(store: StoreUrl, *, pool_size: int = 5) -> dict[str, str]:
         "PERSISTENCE_MODULE": "ledger.store.faults:LedgerPostgresFactory",
         "POSTGRES_DBNAME": store.dbname,
         "POSTGRES_HOST": store.host,
-        "POSTGRES_PORT": str(store.port),
+        "POSTGRES_PORT": store.port,
+        "POSTGRES_CONNINFO": store.dsn,  # what the pool really connects with (faults.py)
         "POSTGRES_USER": store.user,
         "POSTGRES_PASSWORD": store.password,
         "POSTGRES_CONNECT_TIMEOUT": "5",

@@ -26,7 +26,8 @@ from typing import Any, Literal
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 from eventsourcing.postgres import PostgresDatastore, PostgresFactory
-from psycopg.rows import DictRow
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import PoolTimeout
 
 from ledger.errors import StoreUnavailable, first_line
@@ -171,6 +172,7 @@ def read_only_folder(path: str) -> bool:
 
 # PostgreSQL: fail fast while the database refuses connections -----------------------------
 
+CONNINFO = "POSTGRES_CONNINFO"  # the library's settings key for the whole URL (ours)
 PROBE_EVERY = 0.5  # seconds between attempts to connect while the database is down
 
 
@@ -236,7 +238,7 @@ class LedgerPostgresDatastore(PostgresDatastore):
         """None if a new connection can be made now, else the server's reason."""
         kwargs = {k: v for k, v in self._kwargs().items() if k != "row_factory"}
         try:
-            with psycopg.connect(**kwargs, connect_timeout=2):
+            with psycopg.connect(self._conninfo(), **kwargs, connect_timeout=2):
                 return None
         except psycopg.Error as e:
             # "connection failed: connection to server at ..., port ... failed: FATAL:  why"
@@ -246,8 +248,12 @@ class LedgerPostgresDatastore(PostgresDatastore):
         kwargs = self.pool.kwargs
         return dict(kwargs() if callable(kwargs) else kwargs or {})
 
+    def _conninfo(self) -> str:
+        conninfo = self.pool.conninfo
+        return conninfo if isinstance(conninfo, str) else ""
+
     def _unreachable(self, reason: str) -> StoreUnreachable:
-        kwargs = self._kwargs()
+        kwargs = {**conninfo_to_dict(self._conninfo()), **self._kwargs()}
         return StoreUnreachable(
             f"PostgreSQL at {kwargs.get('host')}:{kwargs.get('port')}: {reason}",
             self._down_since)
@@ -258,7 +264,7 @@ class LedgerPostgresDatastore(PostgresDatastore):
         old = self.pool
         try:
             self.pool = type(old)(
-                connection_class=old.connection_class, kwargs=old.kwargs,
+                conninfo=old.conninfo, connection_class=old.connection_class, kwargs=old.kwargs,
                 min_size=old.min_size, max_size=old.max_size, open=False,
                 configure=old._configure, timeout=old.timeout, max_waiting=old.max_waiting,
                 max_lifetime=old.max_lifetime, check=old._check,
@@ -269,7 +275,9 @@ class LedgerPostgresDatastore(PostgresDatastore):
 
 
 class LedgerPostgresFactory(PostgresFactory):
-    """The library's PostgreSQL factory, with `LedgerPostgresDatastore`."""
+    """The library's PostgreSQL factory, with `LedgerPostgresDatastore`, whose pool
+    connects with the whole URL (`POSTGRES_CONNINFO`): the library itself passes only
+    dbname, host, port, user and password, and `sslmode=require` (say) would be lost."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -279,3 +287,9 @@ class LedgerPostgresFactory(PostgresFactory):
         datastore.__class__ = LedgerPostgresDatastore
         assert isinstance(datastore, LedgerPostgresDatastore)
         datastore.setup_circuit()
+        conninfo = self.env.get(CONNINFO)
+        if conninfo:
+            # The pool connects with `connect(conninfo, **kwargs)`, kwargs winning: keep
+            # only the row factory there, so that every parameter comes from the URL.
+            datastore.pool.conninfo = conninfo
+            datastore.pool.kwargs = {"row_factory": dict_row}
