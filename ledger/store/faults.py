@@ -236,13 +236,17 @@ class LedgerPostgresDatastore(PostgresDatastore):
 
     def _probe(self) -> str | None:
         """None if a new connection can be made now, else the server's reason."""
-        kwargs = {k: v for k, v in self._kwargs().items() if k != "row_factory"}
         try:
-            with psycopg.connect(self._conninfo(), **kwargs, connect_timeout=2):
+            with self.connect(connect_timeout=2):
                 return None
         except psycopg.Error as e:
             # "connection failed: connection to server at ..., port ... failed: FATAL:  why"
             return first_line(e).rsplit("FATAL:", 1)[-1].strip()
+
+    def connect(self, **extra: Any) -> psycopg.Connection[Any]:
+        """A connection of its own (not the pool's), with the pool's parameters."""
+        kwargs = {k: v for k, v in self._kwargs().items() if k != "row_factory"}
+        return psycopg.connect(self._conninfo(), **{**kwargs, **extra})
 
     def _kwargs(self) -> dict[str, Any]:
         kwargs = self.pool.kwargs
