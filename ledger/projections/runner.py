@@ -128,8 +128,10 @@ class Projector:
         self.app = app
         with ddl_lock(app):
             self.view = make_view(app)
-            for cls in model_classes:
-                self.view.create_tables(cls.tables)
+            # A store opened read-only (a forensic copy, a standby) is read as it is.
+            if getattr(app.factory, "env_create_table", lambda: True)():
+                for cls in model_classes:
+                    self.view.create_tables(cls.tables)
         self.models = [cls(self.view) for cls in model_classes]
         self.page = page
         self.rebuild_page = rebuild_page or page

@@ -24,7 +24,7 @@ from psycopg import sql
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
 from ledger.aggregates.sessions import Session
-from ledger.store.faults import classify
+from ledger.store.faults import classify, read_only_sqlite_uri
 from ledger.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
 from ledger.store.urls import StoreUrl
 
@@ -137,13 +137,17 @@ def create_schema(conn: psycopg.Connection[Any], schema: str) -> bool:
 def library_env(store: StoreUrl, *, pool_size: int = 5) -> dict[str, str]:
     """The library's settings for a database URL (they override os.environ)."""
     if store.backend == "sqlite":
-        return {
+        env = {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": store.path,
             # Seconds a writer waits for another's write lock ("busy timeout").
             "SQLITE_LOCK_TIMEOUT": os.environ.get("LEDGER_SQLITE_BUSY_TIMEOUT") or "30",
             "APPLICATION_RECORDER_TOPIC": "ledger.store.recorders:LedgerSQLiteRecorder",
         }
+        reading = read_only_sqlite_uri(store.path)
+        if reading is not None:  # read it as it is; a write says the store is read-only
+            env.update(SQLITE_DBNAME=reading, CREATE_TABLE="no")
+        return env
     env = {
         "PERSISTENCE_MODULE": "ledger.store.faults:LedgerPostgresFactory",
         "POSTGRES_DBNAME": store.dbname,

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
@@ -168,6 +169,27 @@ def read_only_folder(path: str) -> bool:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY) or not os.access(folder, os.W_OK)
     except OSError:
         return False
+
+
+def read_only_sqlite_uri(path: str) -> str | None:
+    """A URI that reads this SQLite file without writing anything beside it, when it may
+    not be written (a forensic copy: its folder, file system or the file read-only); None
+    when it may be (or does not exist yet).
+
+    `immutable=1` (no locks, no -shm) is right only if nothing writes the file, which a
+    read-only copy promises; but it ignores a -wal file, so a copy that has one is read
+    with `mode=ro`, which needs the -shm beside it (or a folder where it can make one)."""
+    if not os.path.exists(path) or not (read_only_folder(path) or not os.access(path, os.W_OK)):
+        return None
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    wal = f"{path}-wal"
+    if not os.path.exists(wal) or os.path.getsize(wal) == 0:
+        return f"{uri}&immutable=1"
+    if os.path.exists(f"{path}-shm") or not read_only_folder(path):
+        return uri
+    raise Fault("read-only", f"{path} is read-only and its {os.path.basename(wal)} holds "
+                "writes that SQLite reads only with the -shm file beside it: copy "
+                f"{os.path.basename(path)}-shm too").unavailable()
 
 
 # PostgreSQL: fail fast while the database refuses connections -----------------------------
