@@ -27,8 +27,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Settings:
     """Global options, resolved lazily so `--help` never touches the store."""
 
-    def __init__(self, db: str, now: datetime | None) -> None:
+    def __init__(self, db: str, now: datetime | None, db_given: bool = True) -> None:
         self.db = db
+        self.db_given = db_given  # --db or LEDGER_DATABASE_URL, not the default
         self.now = now
         self._ledger: Ledger | None = None
 
@@ -38,6 +39,8 @@ class Settings:
     def ledger(self) -> Ledger:
         if self._ledger is None:
             self._ledger = Ledger.open(self.db, clock=self.clock(), pool_size=2)
+            for notice in self._ledger.notices:
+                click.echo(notice, err=True)
         return self._ledger
 
     def close(self) -> None:
@@ -114,12 +117,13 @@ def main(ctx: click.Context, db: str, now: datetime | None) -> None:
 
     \b
     Examples:
-      ledger demo                              # a scripted season into ./ledger.db
+      ledger demo                              # a scripted season into ./ledger-demo.db
       echo '{"command": ...}' | ledger send -  # execute commands (JSON Lines)
       ledger show campaign 1111-mega-live
       ledger --db postgresql://postgres@127.0.0.1:5432/ledger events 1111-mega-live
     """
-    settings = Settings(db, now)
+    source = ctx.get_parameter_source("db")
+    settings = Settings(db, now, db_given=source is not click.core.ParameterSource.DEFAULT)
     ctx.obj = settings
     ctx.call_on_close(settings.close)
 
@@ -252,22 +256,31 @@ def events(settings: Settings, aggregate_id: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--fresh/--keep", default=True, show_default=True,
-              help="Start from an empty store (a SQLite file is replaced).")
+@click.option("--reset", is_flag=True,
+              help="If the store (--db) holds events, delete them first: its SQLite file, "
+                   "or the ledger's own tables in the PostgreSQL schema.")
 @click.pass_obj
 @friendly_errors
-def demo(settings: Settings, fresh: bool) -> None:
+def demo(settings: Settings, reset: bool) -> None:
     """Run a scripted season of campaigns through the command API and summarise it.
 
     Several campaigns (manual and auto review, LIVE and short video), dozens of sellers,
     reviews with approvals, rejections and an override, withdrawals, duplicates, expiry
     at campaign end, and performance reports across a calendar year.
 
-    Example: ledger demo    (then: ledger show campaign 1111-mega-live)
-    """
-    from ledger.demo import run_demo
+    Without --db it writes into its own file, ./ledger-demo.db (replaced on each run);
+    never into ./ledger.db. A store given with --db (or LEDGER_DATABASE_URL) that holds
+    events is refused unless --reset.
 
-    run_demo(settings.db, fresh=fresh, echo=click.echo)
+    \b
+    Example:
+      ledger demo
+      ledger --db sqlite:///ledger-demo.db show campaign 1111-mega-live
+    """
+    from ledger.demo import DEMO_URL, run_demo
+
+    url = settings.db if settings.db_given else DEMO_URL
+    run_demo(url, reset=reset, own=not settings.db_given, echo=click.echo)
 
 
 # The read-model commands register themselves on `main`.

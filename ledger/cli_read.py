@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,31 +33,38 @@ def _names(names: Sequence[str]) -> list[str] | None:
 
 
 class ProgressBar:
-    """Events done, events/s and ETA on a terminal (stderr); silent otherwise."""
+    """Events done, then events/s and ETA once a rate is known, on a terminal (stderr);
+    silent otherwise."""
 
     def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.enabled = stream.isatty()
-        self.started = time.monotonic()
-        self.first: int | None = None
+        self.first: tuple[int, float] | None = None  # the first report: position, time
 
     def __call__(self, position: int, target: int) -> None:
         if not self.enabled:
             return
-        if self.first is None:
-            self.first = position
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = (position - self.first) / elapsed
-        eta = (target - position) / rate if rate > 0 else 0.0
+        now = time.monotonic()
+        first = self.first = self.first or (position, now)
         width = 30
         filled = int(width * position / target) if target else width
         self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {position:,}/{target:,} "
-                          f"events  {rate:,.0f}/s  ETA {eta:,.0f}s ")
+                          f"events{speed(first, position, target, now)} ")
         self.stream.flush()
 
     def close(self) -> None:
         if self.enabled:
             self.stream.write("\n")
+
+
+def speed(first: tuple[int, float], position: int, target: int, now: float) -> str:
+    """The rate since the first report, and the time left at it; nothing until then (a
+    rate over no time, or over no events, is no rate)."""
+    done, elapsed = position - first[0], now - first[1]
+    if done <= 0 or elapsed <= 0:
+        return ""
+    rate = done / elapsed
+    return f"  {rate:,.0f}/s  ETA {(target - position) / rate:,.0f}s"
 
 
 # ledger projections ... -----------------------------------------------------------------------
@@ -109,21 +117,34 @@ def projections_catch_up(settings: Settings, names: tuple[str, ...]) -> None:
 @click.pass_obj
 @friendly_errors
 def projections_run(settings: Settings, names: tuple[str, ...], interval: float) -> None:
-    """Keep the read models current until interrupted (Ctrl-C stops cleanly).
+    """Keep the read models current until interrupted (Ctrl-C or SIGTERM stops cleanly).
 
     Each page is written with its position in one transaction, so stopping at any moment
-    loses nothing; the next run carries on where this one stopped.
+    loses nothing; the next run carries on where this one stopped. Stopped, it prints
+    the position reached and exits 0.
 
     Example: ledger projections run
     """
     chosen = _names(names)
     p = _projector(settings)
     click.echo(f"following {settings.ledger().url} (Ctrl-C to stop)", err=True)
+    # SIGTERM (a service manager's stop) interrupts exactly as Ctrl-C does: the page being
+    # written is one transaction, so it is either whole or rolled back.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         p.run(chosen, interval=interval,
               on_advance=lambda at: click.echo(f"advanced to position {at:,}", err=True))
     except KeyboardInterrupt:
-        click.echo("stopped", err=True)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one: no traceback
+        reached = min(row["position"] for row in p.status()
+                      if chosen is None or row["name"] in chosen)
+        click.echo(f"stopped at position {reached:,}", err=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @projections.command("rebuild")
@@ -133,15 +154,20 @@ def projections_run(settings: Settings, names: tuple[str, ...], interval: float)
 @click.option("--jobs", type=click.IntRange(1, 8), default=None,
               help="Processes to rebuild with, each taking a group of read models "
                    "[default: 2 on a machine with 2 CPUs or more, else 1].")
+@click.option("--wait", is_flag=True,
+              help="If another rebuild of this store is running, wait for it to end "
+                   "(default: stop at once, naming it).")
 @click.pass_obj
 @friendly_errors
 def projections_rebuild(settings: Settings, names: tuple[str, ...], restart: bool,
-                        jobs: int | None) -> None:
+                        jobs: int | None, wait: bool) -> None:
     """Rebuild read models from the first event, then swap them in atomically.
 
     Readers keep seeing the old tables until the new ones are complete. An interrupted
     rebuild leaves the old tables in place; running it again resumes it. With two CPUs
-    the read models are rebuilt by two processes, each reading the store once.
+    the read models are rebuilt by two processes, each reading the store once. One
+    rebuild at a time per store: another one running is named in one line (or waited
+    for, with --wait).
 
     Example: ledger projections rebuild ytd_performance
     """
@@ -149,7 +175,8 @@ def projections_rebuild(settings: Settings, names: tuple[str, ...], restart: boo
     p = _projector(settings)
     bar = ProgressBar()
     started = time.monotonic()
-    done = p.rebuild(chosen, restart=restart, progress=bar, jobs=jobs or default_jobs())
+    done = p.rebuild(chosen, restart=restart, progress=bar, jobs=jobs or default_jobs(),
+                     wait=wait)
     bar.close()
     took = time.monotonic() - started
     click.echo(f"rebuilt {', '.join(chosen or READ_MODELS)}: {done:,} events in {took:.1f}s "

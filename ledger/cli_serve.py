@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import sys
 
 import click
 
@@ -67,6 +69,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
                                "records real time (unset LEDGER_NOW)")
     import uvicorn
 
+    check_port_free(host, port)
     url = settings.ledger().url  # fail fast, in one line, if unreachable; creates tables
     settings.close()
     os.environ["LEDGER_DATABASE_URL"] = settings.db  # read by each worker's from_env()
@@ -76,6 +79,24 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
                f"with {workers} worker{'s' if workers > 1 else ''} (Ctrl-C to stop)", err=True)
     uvicorn.run("ledger.service.app:from_env", factory=True, host=host, port=port,
                 workers=workers, access_log=False, log_level="warning", http=LimitedProtocol)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind the address once, as uvicorn will, so a busy port is one line (exit 2) before
+    "serving on ...", not uvicorn's log after it."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind((host, port))
+    except OSError as e:
+        reason = "is in use (another server?)" if e.errno == errno.EADDRINUSE else (
+            f"cannot be listened on: {e.strerror or e}")
+        click.echo(f"Error: {host}:{port} {reason}; choose another with --host/--port",
+                   err=True)
+        sys.exit(2)
 
 
 @main.group("tokens")

@@ -8,19 +8,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from ledger.clock import FixedClock
-from ledger.errors import StoreUnavailable
+from ledger.errors import Conflict
 from ledger.ledger import Ledger
 from ledger.projections.campaign_performance import campaign_performance_report
 from ledger.projections.manage import manage_page
 from ledger.projections.registry import projector
 from ledger.projections.ytd import ytd_report
-from ledger.store.urls import parse_url
+from ledger.store.reset import clear, stored_events
+from ledger.store.urls import check_reachable, parse_url
 from ledger.views import table
 
+DEMO_URL = "sqlite:///ledger-demo.db"  # the demo's own store, never ./ledger.db
 BKK = timezone(timedelta(hours=7))
 CATEGORIES = ["fashion", "beauty", "electronics", "home", "food"]
 OPS = {"id": "ops-mai", "role": "operator"}
@@ -263,11 +264,12 @@ def summarise(season: Season, echo: Callable[[str], None]) -> None:
     echo("")
     echo("commands: " + ", ".join(f"{k} {v}" for k, v in sorted(season.outcomes.items())))
     head = ledger.app.recorder.max_notification_id() or 0
-    echo(f"events stored: {head}   store: {ledger.url}")
+    echo(f"events stored: {head}")
     show_read_models(ledger, echo)
     echo("")
-    echo("next: ledger manage --seller seller-07   |   ledger decisions --overrides   |   "
-         "ledger events 1111-mega-live")
+    db = f"ledger --db {ledger.url}"
+    echo(f"next: {db} manage --seller seller-07   |   {db} decisions --overrides   |   "
+         f"{db} events 1111-mega-live")
 
 
 def show_read_models(ledger: Ledger, echo: Callable[[str], None]) -> None:
@@ -291,19 +293,27 @@ def show_read_models(ledger: Ledger, echo: Callable[[str], None]) -> None:
     echo(table(report["days"], ["day", *money]))
 
 
-def run_demo(url: str, *, fresh: bool, echo: Callable[[str], None]) -> None:
+def run_demo(url: str, *, reset: bool, own: bool, echo: Callable[[str], None]) -> None:
+    """Run the season into `url`. A store that holds events is refused unless `reset`;
+    the demo's `own` default file is the demo's to replace, and it says so."""
     store = parse_url(url)
-    if fresh and store.backend == "sqlite":
-        for suffix in ("", "-wal", "-shm"):
-            Path(store.path + suffix).unlink(missing_ok=True)
+    check_reachable(store)
+    held = stored_events(store)
+    if held and not (reset or own):
+        raise Conflict(f"{store.display} already holds {held:,} events: the demo writes only "
+                       "into an empty store; add --reset to delete them first, or choose "
+                       "another --db", {"store": store.display, "events": held})
+    if held:
+        clear(store)
+        why = "from an earlier demo" if own else "--reset"
+        echo(f"cleared {store.display}: {held:,} events deleted ({why})")
+    echo(f"store: {store.display}")
     clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
     with Ledger.open(url, clock=clock) as ledger:
-        if ledger.app.recorder.max_notification_id():
-            raise StoreUnavailable(f"{ledger.url} already holds events: the demo needs an "
-                                   "empty store (use a new database, or a SQLite file)")
         rng = random.Random(1111)
         season = Season(ledger, clock, rng, make_sellers(rng))
         for plan in SEASON:
             echo(f"{plan.day:%d %b %Y}  {plan.name} ({plan.kind}, {plan.review_mode} review)")
             run_campaign(season, plan)
         summarise(season, echo)
+    echo(f"look at it: ledger --db {store.display} campaigns")

@@ -37,6 +37,7 @@ class Ledger:
         self.app = app
         self.clock = clock
         self.url = url
+        self.notices: list[str] = []  # what opening did that a user should hear of
 
     @classmethod
     def open(cls, url: str | None = None, *, clock: Clock | None = None,
@@ -44,8 +45,9 @@ class Ledger:
         """Open (and on first use create) the store at `url` (default sqlite:///ledger.db)."""
         store = parse_url(url or DEFAULT_URL)
         check_reachable(store)
+        notices: list[str] = []
         try:
-            app = open_application(store, pool_size=pool_size)
+            app = open_application(store, pool_size=pool_size, notices=notices)
         except StoreErrors as e:
             fault = classify(e)
             if fault is None:
@@ -54,7 +56,9 @@ class Ledger:
                 # In WAL mode SQLite cannot open a file it may not write its -shm beside.
                 fault = Fault("read-only", f"{fault.detail}: its file system is read-only")
             raise fault.unavailable() from None
-        return cls(app, clock or SystemClock(), store.display)
+        opened = cls(app, clock or SystemClock(), store.display)
+        opened.notices = notices
+        return opened
 
     def close(self) -> None:
         self.app.close()

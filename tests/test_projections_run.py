@@ -1,4 +1,4 @@
-"""`ledger projections run` follows new events and stops cleanly on Ctrl-C (SIGINT)."""
+"""`ledger projections run` follows new events and stops cleanly on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from ledger.cli import main
@@ -29,8 +29,10 @@ def wait_for(condition: object, timeout: float = 20.0) -> bool:
     return False
 
 
-def test_run_follows_new_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    opts = ["--db", f"sqlite:///{tmp_path / 'run.db'}", "--now", NOW]
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_run_follows_new_events_and_stops_cleanly_on_ctrl_c_or_sigterm(
+        backend: str, stop: signal.Signals) -> None:
+    opts = ["--db", backend, "--now", NOW]
     CliRunner().invoke(main, [*opts, "send", "-"], input=json.dumps(CAMPAIGN))
     follower = subprocess.Popen([sys.executable, "-m", "ledger", *opts, "projections",
                                  "run", "--interval", "0.05"],
@@ -40,13 +42,13 @@ def test_run_follows_new_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> N
         CliRunner().invoke(main, [*opts, "send", "-"], input=json.dumps(REGISTER))
         assert wait_for(lambda: lag(opts) == {0}), "the follower did not follow a new event"
     finally:
-        follower.send_signal(signal.SIGINT)
+        follower.send_signal(stop)
         _, err = follower.communicate(timeout=20)
     assert follower.returncode == 0, err
-    assert err.strip().endswith("stopped")
     assert "Traceback" not in err
     # It says how far the read models got (the position, not merely the store's head).
     status = CliRunner().invoke(main, [*opts, "projections", "status", "--json"]).output
     [head] = {json.loads(line)["head"] for line in status.splitlines()}
+    assert err.strip().splitlines()[-1] == f"stopped at position {head}"
     advanced = [line for line in err.splitlines() if line.startswith("advanced to position")]
     assert advanced[-1] == f"advanced to position {head}"

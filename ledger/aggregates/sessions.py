@@ -75,11 +75,14 @@ def check_new_sessions(
         if clash is not None:
             raise RuleBroken(
                 "session_overlap",
-                f"session overlaps session {clash.session_id or '(new)'} "
+                f"session overlaps {clash.session_id}"
+                f"{' of this command' if clash in accepted else ''} "
                 f"({clash.starts_at.isoformat()}..{clash.ends_at.isoformat()})",
-                {"overlaps": clash.session_id or None},
+                {"overlaps": clash.session_id},
             )
-        accepted.append(Session(session_id="", starts_at=starts_at, ends_at=ends_at))
+        # A session of this same command has no id yet: name it by its place in it.
+        accepted.append(Session(session_id=f"sessions[{index}]", starts_at=starts_at,
+                                ends_at=ends_at))
     if len(open_sessions) + len(accepted) > max_sessions:
         raise RuleBroken(
             "too_many_sessions",

@@ -108,9 +108,22 @@ def _nul_characters(value: Any, path: str = "") -> list[dict[str, str]]:
     return found
 
 
+JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number",
+              bool: "a boolean", type(None): "null"}
+
+
+def not_an_object(data: Any) -> ValidationFailed:
+    """The whole document is not an object: say what it is (an array most often: several
+    commands go one per line, JSON Lines)."""
+    what = JSON_TYPES.get(type(data), type(data).__name__)
+    hint = "; send one command per line (JSON Lines)" if isinstance(data, list) else ""
+    message = f"a command is a JSON object, not {what}{hint}"
+    return ValidationFailed(message, [{"field": "", "message": message}])
+
+
 def parse_command(data: Any) -> Command:
     if not isinstance(data, dict):
-        raise ValidationFailed.field("", "a command is a JSON object")
+        raise not_an_object(data)
     details: list[dict[str, str]] = []
     envelope: Envelope | None = None
     try:

@@ -27,6 +27,7 @@ from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.utils import get_topic, resolve_topic
 
 from ledger.projections.base import Handler, ReadModel
+from ledger.projections.lock import rebuild_lock
 from ledger.projections.tables import Batch
 from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
 from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
@@ -127,8 +128,10 @@ class Projector:
         self.app = app
         with ddl_lock(app):
             self.view = make_view(app)
-            for cls in model_classes:
-                self.view.create_tables(cls.tables)
+            # A store opened read-only (a forensic copy, a standby) is read as it is.
+            if getattr(app.factory, "env_create_table", lambda: True)():
+                for cls in model_classes:
+                    self.view.create_tables(cls.tables)
         self.models = [cls(self.view) for cls in model_classes]
         self.page = page
         self.rebuild_page = rebuild_page or page
@@ -294,18 +297,23 @@ class Projector:
                 time.sleep(interval)
 
     def rebuild(self, names: Sequence[str] | None = None, *, restart: bool = False,
-                progress: Progress | None = None, jobs: int | None = None) -> int:
+                progress: Progress | None = None, jobs: int | None = None,
+                wait: bool = False) -> int:
         """Build into shadow tables from the first event (or where an interrupted rebuild
         stopped), then swap them in atomically; readers see the old tables until then.
 
         With `jobs` > 1 the read models are split into that many groups of about equal
         work (`ReadModel.weight`), each rebuilt by its own process reading the store;
-        this process runs the first group. Returns the events read (by one group)."""
+        this process runs the first group. Returns the events read (by one group).
+
+        One rebuild at a time per store (`rebuild_lock`): another one running is
+        `RebuildRunning`, naming it, before anything is touched; or, `wait`, waited for."""
         models = [m for m in self.models if names is None or m.name in names]
         groups = split(models, jobs or self.jobs)
-        if len(groups) <= 1:
-            return self._rebuild(models, restart=restart, progress=progress)
-        return Helpers(self, groups, restart).run(progress)
+        with rebuild_lock(self.app, wait=wait):
+            if len(groups) <= 1:
+                return self._rebuild(models, restart=restart, progress=progress)
+            return Helpers(self, groups, restart).run(progress)
 
     def _rebuild(self, models: Sequence[ReadModel], *, restart: bool,
                  progress: Progress | None) -> int:
@@ -321,8 +329,11 @@ class Projector:
                                       progress=progress)
             if all(self.view.position(m.name, shadow=True) >= target for m in models):
                 break
-        for model in models:
-            self.view.swap(model.name, model.tables)
+        # Under the DDL lock: a projector starting now creates the live tables (if not
+        # there) and must not meet them half-renamed.
+        with ddl_lock(self.app):
+            for model in models:
+                self.view.swap(model.name, model.tables)
         return done
 
     def options(self) -> dict[str, int]:

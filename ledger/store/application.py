@@ -22,11 +22,12 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.sqlite import SQLiteFactory
+from psycopg import sql
 
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
 from ledger.aggregates.sessions import Session
-from ledger.store.faults import classify
+from ledger.store.faults import classify, read_only_sqlite_uri
 from ledger.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
 from ledger.store.snapshots import LedgerPostgresSnapshotRecorder, LedgerSQLiteSnapshotRecorder
 from ledger.store.urls import StoreUrl
@@ -103,8 +104,10 @@ class LedgerApplication(Application[UUID]):
 SQLITE_OPEN_ATTEMPTS = 20
 
 
-def open_application(store: StoreUrl, *, pool_size: int = 5) -> LedgerApplication:
-    """Construct the application; its tables are created on first use.
+def open_application(store: StoreUrl, *, pool_size: int = 5,
+                     notices: list[str] | None = None) -> LedgerApplication:
+    """Construct the application; its tables (and its PostgreSQL schema) are created on
+    first use. What it did that a user should hear of is appended to `notices`.
 
     On PostgreSQL, `CREATE TABLE IF NOT EXISTS` run by two processes at once can fail
     (a unique violation in the catalog), so construction holds an advisory lock. On SQLite,
@@ -127,6 +130,9 @@ def open_application(store: StoreUrl, *, pool_size: int = 5) -> LedgerApplicatio
     with psycopg.connect(store.conninfo(), autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
         try:
+            if store.schema and create_schema(conn, store.schema) and notices is not None:
+                notices.append(f"created schema {store.schema!r} in database "
+                               f"{store.dbname!r} (it did not exist)")
             return LedgerApplication(env=env)
         except PersistenceError as e:
             # A read-only database (a standby, `default_transaction_read_only`) refuses
@@ -140,21 +146,35 @@ def open_application(store: StoreUrl, *, pool_size: int = 5) -> LedgerApplicatio
             conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
 
 
+def create_schema(conn: psycopg.Connection[Any], schema: str) -> bool:
+    """Create the URL's schema if it is missing (the library assumes it exists); created?"""
+    found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+    if found:
+        return False
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    return True
+
+
 def library_env(store: StoreUrl, *, pool_size: int = 5) -> dict[str, str]:
     """The library's settings for a database URL (they override os.environ)."""
     if store.backend == "sqlite":
-        return {
+        env = {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": store.path,
             # Seconds a writer waits for another's write lock ("busy timeout").
             "SQLITE_LOCK_TIMEOUT": os.environ.get("LEDGER_SQLITE_BUSY_TIMEOUT") or "30",
             "APPLICATION_RECORDER_TOPIC": "ledger.store.recorders:LedgerSQLiteRecorder",
         }
+        reading = read_only_sqlite_uri(store.path)
+        if reading is not None:  # read it as it is; a write says the store is read-only
+            env.update(SQLITE_DBNAME=reading, CREATE_TABLE="no")
+        return env
     env = {
         "PERSISTENCE_MODULE": "ledger.store.faults:LedgerPostgresFactory",
         "POSTGRES_DBNAME": store.dbname,
         "POSTGRES_HOST": store.host,
-        "POSTGRES_PORT": str(store.port),
+        "POSTGRES_PORT": store.port,
+        "POSTGRES_CONNINFO": store.dsn,  # what the pool really connects with (faults.py)
         "POSTGRES_USER": store.user,
         "POSTGRES_PASSWORD": store.password,
         "POSTGRES_CONNECT_TIMEOUT": "5",

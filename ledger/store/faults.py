@@ -22,11 +22,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 from eventsourcing.postgres import PostgresDatastore, PostgresFactory
-from psycopg.rows import DictRow
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import PoolTimeout
 
 from ledger.errors import StoreUnavailable, first_line
@@ -169,8 +171,30 @@ def read_only_folder(path: str) -> bool:
         return False
 
 
+def read_only_sqlite_uri(path: str) -> str | None:
+    """A URI that reads this SQLite file without writing anything beside it, when it may
+    not be written (a forensic copy: its folder, file system or the file read-only); None
+    when it may be (or does not exist yet).
+
+    `immutable=1` (no locks, no -shm) is right only if nothing writes the file, which a
+    read-only copy promises; but it ignores a -wal file, so a copy that has one is read
+    with `mode=ro`, which needs the -shm beside it (or a folder where it can make one)."""
+    if not os.path.exists(path) or not (read_only_folder(path) or not os.access(path, os.W_OK)):
+        return None
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    wal = f"{path}-wal"
+    if not os.path.exists(wal) or os.path.getsize(wal) == 0:
+        return f"{uri}&immutable=1"
+    if os.path.exists(f"{path}-shm") or not read_only_folder(path):
+        return uri
+    raise Fault("read-only", f"{path} is read-only and its {os.path.basename(wal)} holds "
+                "writes that SQLite reads only with the -shm file beside it: copy "
+                f"{os.path.basename(path)}-shm too").unavailable()
+
+
 # PostgreSQL: fail fast while the database refuses connections -----------------------------
 
+CONNINFO = "POSTGRES_CONNINFO"  # the library's settings key for the whole URL (ours)
 PROBE_EVERY = 0.5  # seconds between attempts to connect while the database is down
 
 
@@ -234,20 +258,28 @@ class LedgerPostgresDatastore(PostgresDatastore):
 
     def _probe(self) -> str | None:
         """None if a new connection can be made now, else the server's reason."""
-        kwargs = {k: v for k, v in self._kwargs().items() if k != "row_factory"}
         try:
-            with psycopg.connect(**kwargs, connect_timeout=2):
+            with self.connect(connect_timeout=2):
                 return None
         except psycopg.Error as e:
             # "connection failed: connection to server at ..., port ... failed: FATAL:  why"
             return first_line(e).rsplit("FATAL:", 1)[-1].strip()
 
+    def connect(self, **extra: Any) -> psycopg.Connection[Any]:
+        """A connection of its own (not the pool's), with the pool's parameters."""
+        kwargs = {k: v for k, v in self._kwargs().items() if k != "row_factory"}
+        return psycopg.connect(self._conninfo(), **{**kwargs, **extra})
+
     def _kwargs(self) -> dict[str, Any]:
         kwargs = self.pool.kwargs
         return dict(kwargs() if callable(kwargs) else kwargs or {})
 
+    def _conninfo(self) -> str:
+        conninfo = self.pool.conninfo
+        return conninfo if isinstance(conninfo, str) else ""
+
     def _unreachable(self, reason: str) -> StoreUnreachable:
-        kwargs = self._kwargs()
+        kwargs = {**conninfo_to_dict(self._conninfo()), **self._kwargs()}
         return StoreUnreachable(
             f"PostgreSQL at {kwargs.get('host')}:{kwargs.get('port')}: {reason}",
             self._down_since)
@@ -258,7 +290,7 @@ class LedgerPostgresDatastore(PostgresDatastore):
         old = self.pool
         try:
             self.pool = type(old)(
-                connection_class=old.connection_class, kwargs=old.kwargs,
+                conninfo=old.conninfo, connection_class=old.connection_class, kwargs=old.kwargs,
                 min_size=old.min_size, max_size=old.max_size, open=False,
                 configure=old._configure, timeout=old.timeout, max_waiting=old.max_waiting,
                 max_lifetime=old.max_lifetime, check=old._check,
@@ -269,7 +301,9 @@ class LedgerPostgresDatastore(PostgresDatastore):
 
 
 class LedgerPostgresFactory(PostgresFactory):
-    """The library's PostgreSQL factory, with `LedgerPostgresDatastore`."""
+    """The library's PostgreSQL factory, with `LedgerPostgresDatastore`, whose pool
+    connects with the whole URL (`POSTGRES_CONNINFO`): the library itself passes only
+    dbname, host, port, user and password, and `sslmode=require` (say) would be lost."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -279,3 +313,9 @@ class LedgerPostgresFactory(PostgresFactory):
         datastore.__class__ = LedgerPostgresDatastore
         assert isinstance(datastore, LedgerPostgresDatastore)
         datastore.setup_circuit()
+        conninfo = self.env.get(CONNINFO)
+        if conninfo:
+            # The pool connects with `connect(conninfo, **kwargs)`, kwargs winning: keep
+            # only the row factory there, so that every parameter comes from the URL.
+            datastore.pool.conninfo = conninfo
+            datastore.pool.kwargs = {"row_factory": dict_row}

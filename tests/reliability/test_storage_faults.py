@@ -204,11 +204,9 @@ def test_sqlite_read_only_file_system(tmp_path: Path) -> None:
                     ledger.send(cmd)
 
             assert_read_only(url, cmd, send)
-            # Reads too: in WAL mode SQLite cannot open a file without writing its -shm
-            # beside it. They say why, in one line.
+            # Reads work: the file is opened read-only, without a -shm beside it.
             shown = cli(url, "show", "campaign", CAMPAIGN)
-            assert shown.returncode == 2, shown.stderr
-            one_line(shown.stderr, "read-only")
+            assert shown.returncode == 0, shown.stderr
         finally:
             remount(folder, "rw")
         assert dump_store(url) == before
