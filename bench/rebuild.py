@@ -73,7 +73,7 @@ from ledger.aggregates.registration import Registration
 from ledger.audit import chain
 from ledger.projections.registry import READ_MODELS, default_jobs, projector
 from ledger.store.application import SNAPSHOT_INTERVAL, LedgerApplication
-from ledger.store.recorders import RegistrationRow
+from ledger.store.plan import RegistrationRow, WritePlan
 
 PAGE = 1000
 BATCH = 5000  # stored events per generation transaction
@@ -472,7 +472,8 @@ class SQLiteSink(Sink):
         self.app = self.ledger.app
 
     def write(self, batch: GenBatch) -> None:
-        self.app.recorder.insert_events(batch.events, registrations=batch.registrations)
+        self.app.recorder.insert_events(
+            batch.events, plan=WritePlan(registrations=tuple(batch.registrations)))
         if batch.snapshots:
             assert self.app.snapshots is not None
             self.app.snapshots.recorder.insert_events(batch.snapshots)

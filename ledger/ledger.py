@@ -21,7 +21,7 @@ from ledger.commands.schemas import ROLES
 from ledger.errors import Conflict, Forbidden, LedgerError, NotFound
 from ledger.store.application import LedgerApplication, open_application
 from ledger.store.faults import Fault, StoreErrors, classify, read_only_folder
-from ledger.store.recorders import CommandRow
+from ledger.store.plan import CommandRow
 from ledger.store.urls import DEFAULT_URL, check_reachable, parse_url
 
 MAX_ATTEMPTS = 100
@@ -163,7 +163,7 @@ class Ledger:
         row = CommandRow(command_id=command.command_id, fingerprint=fingerprint,
                          aggregate_id=str(outcome.main.id), version=outcome.main.version,
                          result=result, recorded_at=self.clock.now())
-        recordings = self.app.save(*outcome.aggregates, command=row, **outcome.save_kwargs())
+        recordings = self.app.save(*outcome.aggregates, plan=outcome.plan.with_command(row))
         position = recordings[-1].notification.id if recordings else None
         return {**result, "position": position}
 

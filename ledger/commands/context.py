@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -16,22 +16,20 @@ from ledger.clock import SKEW
 from ledger.commands.parse import Command
 from ledger.errors import ClockBehind, Conflict, NotFound
 from ledger.store.application import LedgerApplication
-from ledger.store.recorders import RegistrationRow
+from ledger.store.plan import WritePlan
 
 A = TypeVar("A", bound=LedgerAggregate)
 
 
 @dataclass
 class Outcome:
-    """The aggregates to save (with pending events) and what the result reports."""
+    """The aggregates to save (with pending events), what else the save writes and checks
+    (`plan`), and what the result reports."""
 
     aggregate_id: str
     main: LedgerAggregate
     others: list[LedgerAggregate] = field(default_factory=list)
-    registrations: list[RegistrationRow] = field(default_factory=list)
-    guard: tuple[str, int] | None = None
-    campaign_not_expired: tuple[UUID, str] | None = None
-    unchanged: dict[UUID, int] | None = None
+    plan: WritePlan = field(default_factory=WritePlan)
 
     @property
     def aggregates(self) -> list[LedgerAggregate]:
@@ -41,18 +39,6 @@ class Outcome:
 
     def event_names(self) -> list[str]:
         return [type(e).__name__ for agg in self.aggregates for e in agg.pending_events]
-
-    def save_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        if self.registrations:
-            kwargs["registrations"] = self.registrations
-        if self.guard is not None:
-            kwargs["guard"] = self.guard
-        if self.campaign_not_expired is not None:
-            kwargs["campaign_not_expired"] = self.campaign_not_expired
-        if self.unchanged is not None:
-            kwargs["unchanged"] = self.unchanged
-        return kwargs
 
 
 @dataclass

@@ -15,9 +15,20 @@ from ledger.aggregates.registration import Registration
 from ledger.commands import schemas as s
 from ledger.commands.context import Context, Outcome, load
 from ledger.errors import Forbidden, RuleBroken
-from ledger.store.recorders import RegistrationRow
+from ledger.store.plan import (
+    CampaignNotExpired,
+    RegistrationCount,
+    RegistrationRow,
+    Unchanged,
+    WritePlan,
+)
 
 EXPIRED_TOPIC = get_topic(campaign_events.Expired)
+
+
+def not_expired(campaign_id: UUID) -> CampaignNotExpired:
+    """Checked under the write lock: the campaign did not expire since the command read it."""
+    return CampaignNotExpired(campaign_id, EXPIRED_TOPIC)
 
 
 def create_campaign(p: s.CreateCampaign, ctx: Context) -> Outcome:
@@ -45,8 +56,8 @@ def register(p: s.Register, ctx: Context) -> Outcome:
         sessions=[(w.starts_at, w.ends_at) for w in p.sessions], by=ctx.cause,
     )
     row = RegistrationRow(reg.registration_id, p.campaign_id, p.account_id, p.seller_id)
-    return Outcome(reg.registration_id, reg, registrations=[row],
-                   campaign_not_expired=(campaign_uuid(p.campaign_id), EXPIRED_TOPIC))
+    return Outcome(reg.registration_id, reg, plan=WritePlan(
+        registrations=(row,), guards=(not_expired(campaign_uuid(p.campaign_id)),)))
 
 
 def add_session(p: s.AddSession, ctx: Context) -> Outcome:
@@ -54,7 +65,7 @@ def add_session(p: s.AddSession, ctx: Context) -> Outcome:
     _check_campaign_not_expired(reg, ctx)
     reg.add_sessions([(p.starts_at, p.ends_at)], ctx.cause)
     return Outcome(p.registration_id, reg,
-                   campaign_not_expired=(campaign_uuid(reg.campaign_id), EXPIRED_TOPIC))
+                   plan=WritePlan(guards=(not_expired(campaign_uuid(reg.campaign_id)),)))
 
 
 def duplicate(p: s.Duplicate, ctx: Context) -> Outcome:
@@ -62,7 +73,7 @@ def duplicate(p: s.Duplicate, ctx: Context) -> Outcome:
     _check_campaign_not_expired(reg, ctx)
     reg.duplicate(p.session_id, p.starts_at, p.ends_at, ctx.cause)
     return Outcome(p.registration_id, reg,
-                   campaign_not_expired=(campaign_uuid(reg.campaign_id), EXPIRED_TOPIC))
+                   plan=WritePlan(guards=(not_expired(campaign_uuid(reg.campaign_id)),)))
 
 
 def _check_campaign_not_expired(reg: Registration, ctx: Context) -> None:
@@ -110,8 +121,8 @@ def expire_campaign(p: s.ExpireCampaign, ctx: Context) -> Outcome:
     campaign.expire(ctx.cause)
     for reg in expiring:
         reg.expire(ctx.cause.as_system())
-    return Outcome(p.campaign_id, campaign, others=list(expiring),
-                   guard=(p.campaign_id, len(ids)), unchanged=skipped)
+    return Outcome(p.campaign_id, campaign, others=list(expiring), plan=WritePlan(
+        guards=(RegistrationCount(p.campaign_id, len(ids)), Unchanged(skipped))))
 
 
 def record_performance(p: s.RecordPerformance, ctx: Context) -> Outcome:

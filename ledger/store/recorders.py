@@ -1,13 +1,13 @@
 """Our recorders: the library's, plus rows written in the same transaction as the events.
 
-`Application.save(*aggregates, command=..., registrations=..., guard=...)` passes those
-keyword arguments down to `insert_events`, and the library calls `_insert_events` inside
-its insert transaction. We write there:
+`Application.save(*aggregates, plan=WritePlan(...))` passes the command's write plan
+(`ledger/store/plan.py`) down to `insert_events`, and the library calls `_insert_events`
+inside its insert transaction. We write there:
 
 - `ledger_commands`: the command's id, body fingerprint and result (idempotency);
 - `ledger_registrations`: (campaign, account) → registration, the write-side index that
   `expire_campaign` reads;
-- and check a `guard` (the campaign still has the registrations the command read).
+- and check the plan's guards (what the command read still holds), under the write lock.
 
 After the events, in the same transaction, every event's link in its aggregate's hash
 chain goes to `ledger_event_hashes` (`ledger.audit.chain`): one read of the previous
@@ -22,13 +22,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import (
-    IntegrityError,
     InterfaceError,
     OperationalError,
     StoredEvent,
@@ -40,30 +38,14 @@ from psycopg.sql import SQL
 
 from ledger.audit import chain
 from ledger.store import snapshots, tokens
-
-
-@dataclass(frozen=True)
-class CommandRow:
-    command_id: str
-    fingerprint: str
-    aggregate_id: str  # the aggregate's UUID, as text
-    version: int | None
-    result: dict[str, Any]
-    recorded_at: datetime
-
-
-@dataclass(frozen=True)
-class RegistrationRow:
-    registration_id: str
-    campaign_id: str
-    account_id: str
-    seller_id: str
-
-
-class GuardFailed(IntegrityError):
-    """What a command read changed before it could write (a campaign's registrations, an
-    expiry): run it again."""
-
+from ledger.store.plan import (
+    CampaignNotExpired,
+    CommandRow,
+    Guard,
+    GuardFailed,
+    Unchanged,
+    WritePlan,
+)
 
 GUARD_CHUNK = 500  # registration ids per look-up (SQLite allows 32,766 parameters)
 
@@ -108,9 +90,10 @@ class LedgerRows:
             *tokens.create_statements(self.t, self.time_type),
         ]
 
-    def write_ledger_rows(self, curs: _Cursor, **kwargs: Any) -> None:
+    def write_plan(self, curs: _Cursor, plan: WritePlan) -> None:
+        """The plan's rows, then its guards, all in the events' transaction."""
         p = self.p
-        command: CommandRow | None = kwargs.get("command")
+        command = plan.command
         if command is not None:
             curs.execute(
                 f"INSERT INTO {self.t}ledger_commands VALUES ({p},{p},{p},{p},{p},{p})",
@@ -118,46 +101,50 @@ class LedgerRows:
                  json.dumps(command.result, separators=(",", ":")),
                  command.recorded_at.isoformat()),
             )
-        rows: list[RegistrationRow] = kwargs.get("registrations") or []
-        if rows:
+        if plan.registrations:
             curs.executemany(
                 f"INSERT INTO {self.t}ledger_registrations VALUES ({p},{p},{p},{p})",
-                [(r.registration_id, r.campaign_id, r.account_id, r.seller_id) for r in rows],
+                [(r.registration_id, r.campaign_id, r.account_id, r.seller_id)
+                 for r in plan.registrations],
             )
-        # Expiry against the writers that race it (both checks run under the write lock):
-        # a registration or session written once the campaign's `Expired` is stored, and
-        # a registration that `expire_campaign` read as closed but that was reopened
-        # before it committed. Either way the command runs again on fresh state.
-        open_campaign: tuple[UUID, str] | None = kwargs.get("campaign_not_expired")
-        if open_campaign is not None:
-            campaign_id, expired_topic = open_campaign
+        for guard in plan.guards:
+            self._check(curs, guard)
+
+    def _check(self, curs: _Cursor, guard: Guard) -> None:
+        """Expiry against the writers that race it, under the write lock: a registration or
+        session written once the campaign's `Expired` is stored; a registration that
+        `expire_campaign` read as closed but that was reopened before it committed; a
+        `register` committed between an expiry's read and its write."""
+        p = self.p
+        if isinstance(guard, CampaignNotExpired):
             curs.execute(
                 f"SELECT topic FROM {self.events_table} WHERE originator_id={p} "
-                "ORDER BY originator_version DESC LIMIT 1", (self.db_id(campaign_id),))
+                "ORDER BY originator_version DESC LIMIT 1", (self.db_id(guard.campaign_id),))
             row = curs.fetchone()
-            if row is not None and row["topic"] == expired_topic:
+            if row is not None and row["topic"] == guard.expired_topic:
                 raise GuardFailed("the campaign expired meanwhile")
-        unchanged: dict[UUID, int] = kwargs.get("unchanged") or {}
-        expected = {self.db_id(reg_id): version for reg_id, version in unchanged.items()}
-        keys = list(expected)
-        for start in range(0, len(keys), GUARD_CHUNK):
-            chunk = keys[start:start + GUARD_CHUNK]
-            curs.execute(
-                f"SELECT originator_id AS id, MAX(originator_version) AS v "
-                f"FROM {self.events_table} WHERE originator_id IN ({','.join([p] * len(chunk))}) "
-                "GROUP BY originator_id", chunk)
-            for row in curs.fetchall():
-                if row["v"] != expected[row["id"]]:
-                    raise GuardFailed(f"registration {row['id']} changed meanwhile")
-        guard: tuple[str, int] | None = kwargs.get("guard")
-        if guard is not None:
+        elif isinstance(guard, Unchanged):
+            expected = {self.db_id(reg_id): v for reg_id, v in guard.versions.items()}
+            keys = list(expected)
+            for start in range(0, len(keys), GUARD_CHUNK):
+                chunk = keys[start:start + GUARD_CHUNK]
+                curs.execute(
+                    f"SELECT originator_id AS id, MAX(originator_version) AS v "
+                    f"FROM {self.events_table} "
+                    f"WHERE originator_id IN ({','.join([p] * len(chunk))}) "
+                    "GROUP BY originator_id", chunk)
+                for row in curs.fetchall():
+                    if row["v"] != expected[row["id"]]:
+                        raise GuardFailed(f"registration {row['id']} changed meanwhile")
+        else:
             curs.execute(
                 f"SELECT COUNT(*) AS n FROM {self.t}ledger_registrations WHERE campaign_id={p}",
-                (guard[0],),
+                (guard.campaign_id,),
             )
             found = curs.fetchone()["n"]
-            if found != guard[1]:
-                raise GuardFailed(f"campaign {guard[0]} has {found} registrations, not {guard[1]}")
+            if found != guard.count:
+                raise GuardFailed(f"campaign {guard.campaign_id} has {found} registrations, "
+                                  f"not {guard.count}")
 
     # The hash chains (ledger.audit.chain) ------------------------------------------------
 
@@ -239,6 +226,17 @@ class LedgerRows:
         return [str(row["registration_id"]) for row in rows]
 
 
+def write_plan_of(kwargs: dict[str, Any]) -> WritePlan | None:
+    """The plan `Application.save(..., plan=...)` passed down; nothing else is accepted."""
+    plan = kwargs.get("plan")
+    if plan is not None and not isinstance(plan, WritePlan):
+        raise TypeError(f"plan must be a WritePlan, not {type(plan).__name__}")
+    unknown = set(kwargs) - {"plan", "tracking"}  # `tracking`: the library's own
+    if unknown:
+        raise TypeError(f"unexpected save arguments: {sorted(unknown)}")
+    return plan
+
+
 def _as_datetime(value: datetime | str) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
@@ -253,9 +251,11 @@ class LedgerSQLiteRecorder(LedgerRows, SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Any, **kwargs: Any
     ) -> Any:
-        # Our rows first: the first write takes SQLite's write lock, so the guard's count
-        # below is read under it.
-        self.write_ledger_rows(c, **kwargs)
+        # Our rows first: the first write takes SQLite's write lock, so the guards are
+        # checked under it.
+        plan = write_plan_of(kwargs)
+        if plan is not None:
+            self.write_plan(c, plan)
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
         self.write_hashes(c, stored_events)
         return notification_ids
@@ -304,9 +304,10 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        if kwargs.get("command") or kwargs.get("registrations") or kwargs.get("guard"):
+        plan = write_plan_of(kwargs)
+        if plan is not None and not plan.empty:
             self._lock_table(curs)
-            self.write_ledger_rows(curs, **kwargs)
+            self.write_plan(curs, plan)
 
     def _fetch_ids_after_insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
