@@ -10,7 +10,7 @@ its insert transaction. We write there:
 - and check a `guard` (the campaign still has the registrations the command read).
 
 After the events, in the same transaction, every event's link in its aggregate's hash
-chain goes to `ledger_event_hashes` (`ledger.audit.chain`): one read of the previous
+chain goes to `ledger_event_hashes` (`ledger.store.hashing`): one read of the previous
 hashes, one insert.
 
 On PostgreSQL we take the library's table lock first, so that our rows and its events are
@@ -38,8 +38,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLite
 from eventsourcing.utils import retry
 from psycopg.sql import SQL
 
-from ledger.audit import chain
-from ledger.store import snapshots, tokens
+from ledger.store import hashing, tokens
 
 
 @dataclass(frozen=True)
@@ -98,25 +97,22 @@ class LedgerRows:
             f"registration_id {self.id_type} PRIMARY KEY, campaign_id TEXT NOT NULL, "
             "account_id TEXT NOT NULL, seller_id TEXT NOT NULL, "
             "UNIQUE (campaign_id, account_id))",
-            *chain.create_statements(self.t, self.id_type, self.blob_type, self.big_type,
-                                     self.time_type, self.serial_key),
-            snapshots.create_statement(self.t, self.id_type, self.blob_type, self.big_type),
-            # A seal's HMAC (`ledger audit seal` with LEDGER_SEAL_KEY): a table of its own,
-            # so that stores sealed before signatures existed need no migration.
-            f"CREATE TABLE IF NOT EXISTS {self.t}ledger_seal_signatures ("
-            f"seal_id {self.big_type} PRIMARY KEY, signature {self.blob_type} NOT NULL)",
+            *hashing.create_statements(self.t, self.id_type, self.blob_type, self.big_type,
+                                       self.time_type, self.serial_key),
             *tokens.create_statements(self.t, self.time_type),
         ]
 
     def write_ledger_rows(self, curs: _Cursor, **kwargs: Any) -> None:
         p = self.p
-        command: CommandRow | None = kwargs.get("command")
-        if command is not None:
-            curs.execute(
+        # `command`: a save's one command; `commands`: many (bench/rebuild.py's bulk writer).
+        commands: list[CommandRow] = [*filter(None, [kwargs.get("command")]),
+                                      *(kwargs.get("commands") or [])]
+        if commands:
+            curs.executemany(
                 f"INSERT INTO {self.t}ledger_commands VALUES ({p},{p},{p},{p},{p},{p})",
-                (command.command_id, command.fingerprint, command.aggregate_id, command.version,
-                 json.dumps(command.result, separators=(",", ":")),
-                 command.recorded_at.isoformat()),
+                [(c.command_id, c.fingerprint, c.aggregate_id, c.version,
+                  json.dumps(c.result, separators=(",", ":")), c.recorded_at.isoformat())
+                 for c in commands],
             )
         rows: list[RegistrationRow] = kwargs.get("registrations") or []
         if rows:
@@ -159,13 +155,13 @@ class LedgerRows:
             if found != guard[1]:
                 raise GuardFailed(f"campaign {guard[0]} has {found} registrations, not {guard[1]}")
 
-    # The hash chains (ledger.audit.chain) ------------------------------------------------
+    # The hash chains (ledger.store.hashing) ----------------------------------------------
 
     def write_hashes(self, curs: _Cursor, stored_events: Sequence[StoredEvent]) -> None:
         """Chain the batch's events to their aggregates' stored heads: one read, one insert."""
-        wanted = chain.previous_links(stored_events)
+        wanted = hashing.previous_links(stored_events)
         previous = self._previous_hashes(curs, wanted) if wanted else {}
-        self._insert_hashes(curs, chain.link(stored_events, previous))
+        self._insert_hashes(curs, hashing.link(stored_events, previous))
 
     def _previous_hashes(self, curs: _Cursor, wanted: list[tuple[UUID, int]]
                          ) -> dict[UUID, bytes]:
@@ -182,7 +178,7 @@ class LedgerRows:
             found.update((UUID(row["originator_id"]), row["hash"]) for row in curs.fetchall())
         return found
 
-    def _insert_hashes(self, curs: _Cursor, rows: list[chain.Link]) -> None:
+    def _insert_hashes(self, curs: _Cursor, rows: list[hashing.Link]) -> None:
         curs.executemany("INSERT INTO ledger_event_hashes VALUES (?,?,?)",
                          [(oid.hex, version, digest) for oid, version, digest in rows])
 
@@ -304,7 +300,7 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        if kwargs.get("command") or kwargs.get("registrations") or kwargs.get("guard"):
+        if any(kwargs.get(k) for k in ("command", "commands", "registrations", "guard")):
             self._lock_table(curs)
             self.write_ledger_rows(curs, **kwargs)
 
@@ -326,7 +322,7 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
         )
         return {row["originator_id"]: row["hash"] for row in curs.fetchall()}
 
-    def _insert_hashes(self, curs: _Cursor, rows: list[chain.Link]) -> None:
+    def _insert_hashes(self, curs: _Cursor, rows: list[hashing.Link]) -> None:
         curs.execute(
             f"INSERT INTO {self.hashes_table} "
             "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bytea[])",
