@@ -92,8 +92,9 @@ def check_signatures(seals: list[SealRow], key: bytes) -> Signatures:
     first = next((s.seal.seal_id for s in seals if s.signature is not None), None)
     if first is None:
         done.predating = len(seals)
-        done.note = (f"LEDGER_SEAL_KEY is set but none of the {len(seals)} seal(s) is signed: "
-                     "run `ledger audit seal` with the key to start signing")
+        which = f"none of the {len(seals)} seal(s) is signed" if seals else "no seal exists"
+        done.note = (f"LEDGER_SEAL_KEY is set but {which}: run `ledger audit seal` with the "
+                     "key to start signing")
     for row in seals:
         seal_id = row.seal.seal_id
         if row.signature is None:

@@ -50,6 +50,11 @@ class CommandRow:
     result: dict[str, Any]
     recorded_at: datetime
 
+    def values(self) -> tuple[Any, ...]:
+        """The row as `ledger_commands` stores it (its columns, in order)."""
+        return (self.command_id, self.fingerprint, self.aggregate_id, self.version,
+                json.dumps(self.result, separators=(",", ":")), self.recorded_at.isoformat())
+
 
 @dataclass(frozen=True)
 class RegistrationRow:
@@ -89,7 +94,7 @@ class LedgerRows:
 
     def ledger_create_statements(self) -> list[str]:
         return [
-            f"CREATE TABLE IF NOT EXISTS {self.t}ledger_commands ("
+            f"CREATE TABLE IF NOT EXISTS {self.t}ledger_commands ("  # CommandRow.values()
             "command_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
             f"aggregate_id {self.id_type} NOT NULL, version INTEGER, result TEXT NOT NULL, "
             f"recorded_at {self.time_type} NOT NULL)",
@@ -110,9 +115,7 @@ class LedgerRows:
         if commands:
             curs.executemany(
                 f"INSERT INTO {self.t}ledger_commands VALUES ({p},{p},{p},{p},{p},{p})",
-                [(c.command_id, c.fingerprint, c.aggregate_id, c.version,
-                  json.dumps(c.result, separators=(",", ":")), c.recorded_at.isoformat())
-                 for c in commands],
+                [c.values() for c in commands],
             )
         rows: list[RegistrationRow] = kwargs.get("registrations") or []
         if rows:
