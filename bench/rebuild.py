@@ -32,6 +32,9 @@ command's commit to the moment its position is projected): p50 / p99 / max.
                                                  # while rebuilds run at 1-2k events/s)
     python bench/rebuild.py --quick              # 100k only, both backends (~3 min)
     python bench/rebuild.py --backends sqlite --events 300000 --json
+    python bench/rebuild.py --generate-only --quick --small 3000 --sqlite-dir /tmp/s
+                                                 # a small store of each backend, kept;
+                                                 # `ledger audit verify` passes on each
 """
 
 from __future__ import annotations
@@ -67,13 +70,13 @@ from eventsourcing.persistence import Mapper, StoredEvent
 from psycopg import sql
 
 from ledger import FixedClock, Ledger
-from ledger.aggregates.base import Cause, registration_uuid
+from ledger.aggregates.base import Cause, LedgerCreated, LedgerEvent, registration_uuid
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
-from ledger.audit import chain
 from ledger.projections.registry import READ_MODELS, default_jobs, projector
+from ledger.store import hashing
 from ledger.store.application import SNAPSHOT_INTERVAL, LedgerApplication
-from ledger.store.plan import RegistrationRow, WritePlan
+from ledger.store.plan import CommandRow, RegistrationRow, WritePlan
 
 PAGE = 1000
 BATCH = 5000  # stored events per generation transaction
@@ -83,6 +86,9 @@ CATEGORIES = ("fashion", "beauty", "home")
 OPERATOR = {"id": "ops-1", "role": "operator"}
 REVIEWER = {"id": "reviewer-1", "role": "reviewer"}
 FEED = {"id": "perf-feed", "role": "system"}
+HASH_TYPES = ("uuid", "int8", "bytea")
+COMMAND_COLUMNS = ("command_id", "fingerprint", "aggregate_id", "version", "result",
+                   "recorded_at")
 SIZES_MB = 1024.0  # ru_maxrss is in KiB on Linux
 
 
@@ -169,6 +175,11 @@ class RegScript:
     @property
     def seller_id(self) -> str:
         return f"seller-{self.index:05d}"  # the same sellers come back campaign after campaign
+
+    def by(self, action: str, at: datetime) -> Cause:
+        """The seller's command `action` (an id unique in the season: a command row each)."""
+        return cause({"id": self.seller_id, "role": "seller"},
+                     f"{action}-{self.campaign.campaign_id}-{self.index}", at)
 
     @property
     def add_session(self) -> bool:
@@ -268,6 +279,23 @@ class GenBatch:
     events: list[StoredEvent] = field(default_factory=list)
     registrations: list[RegistrationRow] = field(default_factory=list)
     snapshots: list[StoredEvent] = field(default_factory=list)
+    commands: list[CommandRow] = field(default_factory=list)
+
+
+def command_row(aggregates: Sequence[Campaign | Registration]) -> CommandRow:
+    """The row `Ledger.send` stores for the command whose pending events these are (the
+    last aggregate is the command's own, its events stored last): a resend replays it,
+    and `ledger audit verify` checks it against the events."""
+    main = aggregates[-1]
+    events = [e for agg in aggregates for e in agg.pending_events
+              if isinstance(e, LedgerCreated | LedgerEvent)]
+    public = main.campaign_id if isinstance(main, Campaign) else main.registration_id
+    result = {"ok": True, "command_id": events[0].command_id, "aggregate_id": public,
+              "version": main.version, "events": [type(e).__name__ for e in events],
+              "replayed": False}
+    return CommandRow(command_id=events[0].command_id, fingerprint="bench",
+                      aggregate_id=str(main.id), version=main.version, result=result,
+                      recorded_at=events[0].timestamp)
 
 
 class Generator:
@@ -364,15 +392,13 @@ class Generator:
 
     def add_session(self, s: RegScript, at: datetime) -> Written:
         reg = self._reg(s)
-        reg.add_sessions([s.campaign.slot(2)], cause({"id": s.seller_id, "role": "seller"},
-                                                     f"add-{s.index}", at))
+        reg.add_sessions([s.campaign.slot(2)], s.by("add", at))
         return Written([reg])
 
     def duplicate(self, s: RegScript, at: datetime) -> Written:
         reg = self._reg(s)
         starts_at, ends_at = s.campaign.slot(4)
-        reg.duplicate("s1", starts_at, ends_at, cause({"id": s.seller_id, "role": "seller"},
-                                                      f"dup-{s.index}", at))
+        reg.duplicate("s1", starts_at, ends_at, s.by("dup", at))
         return Written([reg])
 
     def decide(self, s: RegScript, at: datetime) -> Written:
@@ -391,8 +417,7 @@ class Generator:
 
     def withdraw(self, s: RegScript, at: datetime) -> Written:
         reg = self._reg(s)
-        reg.withdraw(["s2"] if s.campaign.manual else None, "schedule clash",
-                     cause({"id": s.seller_id, "role": "seller"}, f"wd-{s.index}", at))
+        reg.withdraw(["s2"] if s.campaign.manual else None, "schedule clash", s.by("wd", at))
         return Written([reg])
 
     def report(self, plan: CampaignPlan, index: int, number: int, at: datetime) -> Written:
@@ -415,12 +440,12 @@ class Generator:
         campaign = self.campaigns.pop(plan.campaign_id)
         by = cause(OPERATOR, f"expire-{plan.campaign_id}", at)
         campaign.expire(by)
-        touched: list[Campaign | Registration] = [campaign]
+        touched: list[Campaign | Registration] = []
         for reg in self.regs.pop(plan.campaign_id).values():
             if reg.is_open():
                 reg.expire(by.as_system())
                 touched.append(reg)
-        return Written(touched)
+        return Written([*touched, campaign])  # the campaign last, as the handler saves it
 
     # Batches ------------------------------------------------------------------------------
 
@@ -429,6 +454,7 @@ class Generator:
         batch = GenBatch()
         for _at, _seq, action in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
             written = action()
+            batch.commands.append(command_row(written.aggregates))
             for agg in written.aggregates:
                 snapshot = False
                 for event in agg.collect_events():
@@ -472,8 +498,8 @@ class SQLiteSink(Sink):
         self.app = self.ledger.app
 
     def write(self, batch: GenBatch) -> None:
-        self.app.recorder.insert_events(
-            batch.events, plan=WritePlan(registrations=tuple(batch.registrations)))
+        self.app.recorder.insert_events(batch.events, plan=WritePlan(
+            commands=tuple(batch.commands), registrations=tuple(batch.registrations)))
         if batch.snapshots:
             assert self.app.snapshots is not None
             self.app.snapshots.recorder.insert_events(batch.snapshots)
@@ -485,9 +511,11 @@ class SQLiteSink(Sink):
 class PostgresSink(Sink):
     """COPY under the library's table lock (notification ids follow the batch order).
 
-    COPY bypasses our recorder, so the sink writes the hash rows itself (COPY into
-    `ledger_event_hashes`, same transaction), chained by `ledger.audit.chain.link` to the
-    heads it keeps per aggregate (one 32-byte hash each), as a save would chain them."""
+    COPY bypasses our recorder, so the sink writes, in the same transaction, what a save
+    writes beside the events: the hash rows (`ledger.store.hashing.link`, chained to the
+    heads it keeps per aggregate, one 32-byte hash each), the command rows
+    (`CommandRow.values`), the index rows, and each snapshot's hash row
+    (`hashing.snapshot_hash`, keyed when LEDGER_SEAL_KEY is set, as the recorder does)."""
 
     def __init__(self, url: str, conninfo: str, schema: str) -> None:
         self.url = url
@@ -499,6 +527,7 @@ class PostgresSink(Sink):
         self.events_table = self.app.recorder.events_table_name  # type: ignore[attr-defined]
         self.snapshots_table = self.app.snapshots.recorder.events_table_name  # type: ignore[attr-defined]
         self.heads: dict[UUID, bytes] = {}  # each aggregate's last hash, for `link`
+        self.key = hashing.key_from_env()
 
     def _copy(self, cur: psycopg.Cursor[Any], table: str, columns: Sequence[str],
               rows: Iterable[tuple[Any, ...]], types: Sequence[str] = ()) -> None:
@@ -521,9 +550,10 @@ class PostgresSink(Sink):
             self._copy(cur, self.events_table, columns,
                        ((e.originator_id, e.originator_version, e.topic, e.state)
                         for e in batch.events))
-            self._copy(cur, "ledger_event_hashes",
-                       ("originator_id", "originator_version", "hash"), self._links(batch),
-                       ("uuid", "int8", "bytea"))
+            links = self._links(batch)
+            self._copy(cur, hashing.EVENT_HASHES, hashing.HASH_COLUMNS, links, HASH_TYPES)
+            self._copy(cur, "ledger_commands", COMMAND_COLUMNS,
+                       (c.values() for c in batch.commands))
             if batch.registrations:
                 self._copy(cur, "ledger_registrations",
                            ("registration_id", "campaign_id", "account_id", "seller_id"),
@@ -533,8 +563,22 @@ class PostgresSink(Sink):
                 self._copy(cur, self.snapshots_table, columns,
                            ((e.originator_id, e.originator_version, e.topic, e.state)
                             for e in batch.snapshots))
+                self._copy(cur, hashing.SNAPSHOT_HASHES, hashing.HASH_COLUMNS,
+                           self._snapshot_hashes(batch.snapshots, links), HASH_TYPES)
 
-    def _links(self, batch: GenBatch) -> list[chain.Link]:
+    def _snapshot_hashes(self, snapshots: list[StoredEvent], links: list[hashing.Link]
+                         ) -> Iterator[hashing.Link]:
+        """Each snapshot's hash row, tied to its event's hash (in the same batch: the
+        generator snapshots a registration as the event of that version is made)."""
+        digests = {(oid, version): digest for oid, version, digest in links}
+        for snapshot in snapshots:
+            oid = hashing.as_uuid(snapshot.originator_id)
+            version = snapshot.originator_version
+            yield oid, version, hashing.snapshot_hash(
+                digests[oid, version], oid, version, snapshot.topic, snapshot.state,
+                key=self.key)
+
+    def _links(self, batch: GenBatch) -> list[hashing.Link]:
         heads = self.heads
         previous: dict[UUID, bytes] = {}
         for event in batch.events:
@@ -542,7 +586,7 @@ class PostgresSink(Sink):
             key = oid if isinstance(oid, UUID) else UUID(oid)
             if event.originator_version > 1 and key in heads:
                 previous[key] = heads[key]
-        rows = chain.link(batch.events, previous)
+        rows = hashing.link(batch.events, previous)
         for oid, _version, digest in rows:
             heads[oid] = digest
         return rows
@@ -1041,6 +1085,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Projector.run poll interval when idle (its default 0.2)")
     parser.add_argument("--no-lag", action="store_true", help="skip the catch-up lag run")
     parser.add_argument("--aim", type=float, default=0.5)
+    parser.add_argument("--generate-only", action="store_true",
+                        help="make the stores, print their URLs, keep them, measure nothing "
+                             "(e.g. --generate-only --quick --small 3000 --sqlite-dir DIR)")
     parser.add_argument("--jobs", type=int, default=default_jobs(),
                         help="processes for (b), as `ledger projections rebuild --jobs` "
                              f"(default here: {default_jobs()}); (b1) always uses one")
@@ -1057,6 +1104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for stores_of_size in stores:
             for store in stores_of_size:
                 report["stores"].append(asdict(store))
+        if args.generate_only:
+            for store in report["stores"]:
+                print(f"{store['backend']} {store['label']}: {store['events']:,} events at "
+                      f"{store['url']}")
+            return 0
         for backend in backends:
             for stores_of_size in stores:
                 store = next(s for s in stores_of_size if s.backend == backend)
@@ -1098,7 +1150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(args, f"{backend} lag: {lag['rate_reached']:.0f} cmd/s reached, time lag "
                     f"p50 {lag['time_lag_s']['p50']:.2f} s p99 {lag['time_lag_s']['p99']:.2f} s")
     finally:
-        if not args.sqlite_dir:
+        if not args.sqlite_dir and not args.generate_only:
             shutil.rmtree(tmp, ignore_errors=True)
     emit(args, report, print_report)
     return 0

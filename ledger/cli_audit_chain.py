@@ -16,8 +16,13 @@ from ledger.views import dumps, table
 
 def _summary(report: chain.Report, checked: integrity.Checked | None = None
              ) -> dict[str, Any]:
-    extra = {} if checked is None else {"snapshots": checked.snapshots,
-                                        "commands": checked.commands}
+    extra: dict[str, Any] = {} if checked is None else {
+        "snapshots": checked.snapshots, "commands": checked.commands}
+    if checked is not None and checked.signatures is not None:
+        extra |= {"signed_seals": checked.signatures.signed,
+                  "seals_before_signing": checked.signatures.predating}
+    if checked is not None:
+        extra["notes"] = checked.notes
     return {"ok": report.clean, "events": report.events, "aggregates": report.aggregates,
             "seals": report.seals, **extra, "position": report.position,
             "findings": [f.as_dict() for f in report.findings]}
@@ -26,14 +31,22 @@ def _summary(report: chain.Report, checked: integrity.Checked | None = None
 def _checked(report: chain.Report, checked: integrity.Checked | None = None) -> str:
     extra = "" if checked is None else (f", {checked.snapshots:,} snapshot(s) and "
                                         f"{checked.commands:,} command row(s)")
+    signed = "" if checked is None or checked.signatures is None else (
+        f" ({checked.signatures.signed:,} checked by signature, "
+        f"{checked.signatures.predating:,} made before signing began)")
     return (f"{report.events:,} events of {report.aggregates:,} aggregates up to position "
-            f"{report.position:,}{extra}, against {report.seals:,} seal(s)")
+            f"{report.position:,}{extra}, against {report.seals:,} seal(s){signed}")
 
 
 def _print_findings(report: chain.Report, checked: integrity.Checked | None = None) -> None:
     for finding in report.findings:
         click.echo(finding.line())
     click.echo(f"{len(report.findings):,} finding(s) in {_checked(report, checked)}", err=True)
+
+
+def _print_notes(checked: integrity.Checked) -> None:
+    for note in checked.notes:
+        click.echo(f"note: {note}", err=True)
 
 
 def _root(_: click.Context, __: click.Parameter, value: str | None) -> bytes | None:
@@ -67,8 +80,10 @@ def audit_verify(settings: Settings, root: bytes | None, as_json: bool) -> None:
     are found too. It also re-derives every snapshot from the events, and checks that
     every command row (what a resent command is answered with) and the registrations
     index agree with the events. With LEDGER_SEAL_KEY set, every seal's signature is
-    checked. Prints one line per finding and exits 1; on a clean store prints what was
-    checked and exits 0.
+    checked; unsigned seals older than the first signed one were made before signing
+    began and are counted, not reported. Prints one line per finding and exits 1; on a
+    clean store prints what was checked and exits 0. Notes (stderr) say what is clean
+    but worth knowing: e.g. the key is set but no seal is signed yet.
 
     Kinds: altered, swapped, gap (version missing), unhashed (inserted outside the
     ledger), deleted_event (its hash row remains), deleted / truncated / rewritten
@@ -92,6 +107,8 @@ def audit_verify(settings: Settings, root: bytes | None, as_json: bool) -> None:
         click.echo(f"verified {_checked(report, checked)}: nothing altered")
     else:
         _print_findings(report, checked)
+    if not as_json:
+        _print_notes(checked)
     sys.exit(0 if report.clean else 1)
 
 
@@ -111,7 +128,8 @@ def audit_seal(settings: Settings, as_json: bool) -> None:
     with `ledger audit verify --root HEX`. With LEDGER_SEAL_KEY set (a secret kept outside
     the database) the seal is signed (HMAC-SHA256), and `verify` with the key then finds a
     seal forged or changed by anyone without it. A store where `verify` finds anything is
-    not sealed (exit 1).
+    not sealed (exit 1): `seal` runs every check `verify` runs (chains, seals,
+    snapshots, command rows, the registrations index, signatures with the key).
 
     \b
     Example:
@@ -122,14 +140,13 @@ def audit_seal(settings: Settings, as_json: bool) -> None:
     ledger = settings.ledger()
     key = seals.key_from_env()
     bar = ProgressBar()
-    report, sealed = chain.seal(ledger.app.store, ledger.clock.now(), progress=bar,
-                                sign=None if key is None else seals.signer(key))
+    checked, sealed = integrity.seal(ledger.app, ledger.clock.now(), key=key, progress=bar)
     bar.close()
     if sealed is None:
         if as_json:
-            click.echo(dumps({**_summary(report), "seal_id": None}))
+            click.echo(dumps({**_summary(checked.report, checked), "seal_id": None}))
         else:
-            _print_findings(report)
+            _print_findings(checked.report, checked)
             click.echo("not sealed: fix or explain the findings above first", err=True)
         sys.exit(1)
     if as_json:

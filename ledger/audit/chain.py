@@ -7,7 +7,8 @@ Every stored event is chained to the previous event of its aggregate::
 
 with 32 zero bytes before version 1. Our recorders write `(originator_id,
 originator_version, hash)` rows to `ledger_event_hashes` in the library's insert
-transaction, after the events (`link`). `verify` walks events and hash rows in key order
+transaction, after the events (`ledger.store.hashing`: the store hashes, the audit
+only reads and re-derives). `verify` walks events and hash rows in key order
 (keyset pages, one read snapshot, flat memory) and names the first broken link of each
 aggregate. `seal` records every aggregate's head `(id, version, hash)` and a Merkle root
 over them (RFC 6962 tree shape), so that deleting or truncating whole aggregates — which
@@ -18,65 +19,21 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+# Re-exported: the write-time hashing (ledger.store.hashing) that verify re-derives.
+from ledger.store.hashing import GENESIS as GENESIS
+from ledger.store.hashing import Link as Link
+from ledger.store.hashing import as_bytes, as_uuid
+from ledger.store.hashing import event_hash as event_hash
 
-GENESIS = bytes(32)
 PAGE = 5_000
 Progress = Callable[[int, int], None]
-Link = tuple[UUID, int, bytes]  # originator id, version, hash
-
-
-def event_hash(previous: bytes, originator_id: UUID, version: int, topic: str,
-               state: bytes) -> bytes:
-    encoded = topic.encode()
-    return hashlib.sha256(b"".join((
-        previous, originator_id.bytes, struct.pack(">QI", version, len(encoded)), encoded, state,
-    ))).digest()
-
-
-def _bytes(value: Any) -> bytes:
-    """A stored value as bytes; text (an edit that turned a BLOB into TEXT) as UTF-8, so
-    that it is found as a changed event instead of stopping the check."""
-    return value.encode() if isinstance(value, str) else bytes(value)
-
-
-def _uuid(value: UUID | str) -> UUID:
-    return value if isinstance(value, UUID) else UUID(value)
-
-
-# Write time ------------------------------------------------------------------------------
-
-def previous_links(stored_events: Sequence[StoredEvent]) -> list[tuple[UUID, int]]:
-    """(id, version - 1) of each aggregate's first event in the batch, when it has one."""
-    firsts: dict[UUID, int] = {}
-    for event in stored_events:
-        firsts.setdefault(_uuid(event.originator_id), event.originator_version)
-    return [(oid, v - 1) for oid, v in firsts.items() if v > 1]
-
-
-def link(stored_events: Sequence[StoredEvent], previous: Mapping[UUID, bytes]) -> list[Link]:
-    """The hash rows of a batch, chained to `previous` (each aggregate's stored head).
-
-    An aggregate whose previous hash is missing (written before chaining existed) is
-    chained from zeros; `verify` reports its older events as unhashed.
-    """
-    heads = dict(previous)
-    rows: list[Link] = []
-    for event in stored_events:
-        oid = _uuid(event.originator_id)
-        version = event.originator_version
-        before = heads.get(oid, GENESIS) if version > 1 else GENESIS
-        digest = event_hash(before, oid, version, event.topic, event.state)
-        heads[oid] = digest
-        rows.append((oid, version, digest))
-    return rows
 
 
 # The store, as verify and seal see it ------------------------------------------------------
@@ -203,7 +160,7 @@ def events_in_key_order(store: ChainStore, curs: Any, columns: str) -> Iterator[
 
 def _keyed(rows: Iterator[Any]) -> Iterator[tuple[tuple[UUID, int], Any]]:
     for row in rows:
-        yield (_uuid(row["originator_id"]), row["originator_version"]), row
+        yield (as_uuid(row["originator_id"]), row["originator_version"]), row
 
 
 def _merged(events: Iterator[Any], hashes: Iterator[Any]
@@ -217,10 +174,10 @@ def _merged(events: Iterator[Any], hashes: Iterator[Any]
             yield *e[0], e[1], None
             e = next(e_it, None)
         elif e is None or h[0] < e[0]:
-            yield *h[0], None, _bytes(h[1]["hash"])
+            yield *h[0], None, as_bytes(h[1]["hash"])
             h = next(h_it, None)
         else:
-            yield *e[0], e[1], _bytes(h[1]["hash"])
+            yield *e[0], e[1], as_bytes(h[1]["hash"])
             e, h = next(e_it, None), next(h_it, None)
 
 
@@ -254,7 +211,7 @@ class _Walk:
                         "the ledger (or written by a ledger older than hash chains)")
         else:
             before = self.head[1] if self.head else GENESIS
-            digest = event_hash(before, self.id, version, event["topic"], _bytes(event["state"]))
+            digest = event_hash(before, self.id, version, event["topic"], as_bytes(event["state"]))
             if digest != stored:
                 self.altered = (version, before, stored)
                 self._found("altered", version, "hash differs: the stored topic or state "
@@ -266,7 +223,7 @@ class _Walk:
     def _look_for_swap(self, version: int, event: Any) -> None:
         assert self.altered is not None
         at, before, stored = self.altered
-        if event_hash(before, self.id, at, event["topic"], _bytes(event["state"])) == stored:
+        if event_hash(before, self.id, at, event["topic"], as_bytes(event["state"])) == stored:
             self.altered = None
             self._found("swapped", at, f"version {at} holds another event; the event "
                         f"recorded as version {at} is now stored as version {version}")
@@ -328,8 +285,9 @@ def _check_seals(store: ChainStore, curs: Any, report: Report, broken: set[UUID]
         for row in _pages(store, curs, store.seal_heads_table,
                           "originator_id, originator_version, hash", f"seal_id={store.p}",
                           (seal_id,)):
-            merkle.add(_uuid(row["originator_id"]), row["originator_version"], _bytes(row["hash"]))
-        if merkle.root() != _bytes(seal["root"]) or merkle.leaves != seal["aggregates"]:
+            merkle.add(as_uuid(row["originator_id"]), row["originator_version"],
+                       as_bytes(row["hash"]))
+        if merkle.root() != as_bytes(seal["root"]) or merkle.leaves != seal["aggregates"]:
             report.findings.append(Finding(
                 "seal_altered", None, None, f"seal #{seal_id}: its stored heads no longer give "
                 "its root (a head was changed, added or removed)"))
@@ -347,7 +305,7 @@ def _check_sealed_heads(store: ChainStore, curs: Any, seal_id: int, report: Repo
         f"WHERE s.seal_id = {p} AND (h.hash IS NULL OR h.hash <> s.hash) "
         "ORDER BY s.originator_id", (seal_id,))
     for row in list(curs.fetchall()):
-        oid, sealed = _uuid(row["originator_id"]), row["originator_version"]
+        oid, sealed = as_uuid(row["originator_id"]), row["originator_version"]
         if oid in broken:
             continue
         broken.add(oid)
@@ -384,10 +342,12 @@ def _verify(store: ChainStore, curs: Any, report: Report, progress: Progress | N
 
 
 def seal(store: ChainStore, now: datetime, progress: Progress | None = None,
-         sign: Callable[[Seal, datetime], bytes] | None = None) -> tuple[Report, Seal | None]:
+         sign: Callable[[Seal, datetime], bytes] | None = None,
+         beside: Callable[[Report], None] | None = None) -> tuple[Report, Seal | None]:
     """Verify, then record every aggregate's head and their Merkle root (not if anything
     was found: a seal must not vouch for a store already altered); with `sign`, the
-    seal's signature too (`ledger.audit.seals`), in the same transaction."""
+    seal's signature too (`ledger.audit.seals`), in the same transaction. `beside` adds
+    the findings of the checks beyond the chains (`ledger.audit.integrity.seal`)."""
     report = Report()
     merkle = MerkleRoot()
     heads = bytearray()  # 56 bytes an aggregate, written after the snapshot is closed
@@ -398,6 +358,8 @@ def seal(store: ChainStore, now: datetime, progress: Progress | None = None,
 
     with store.snapshot() as curs:
         _verify(store, curs, report, progress, on_head)
+    if beside is not None:
+        beside(report)
     if not report.clean:
         return report, None
     root = merkle.root()
@@ -422,19 +384,3 @@ def seal(store: ChainStore, now: datetime, progress: Progress | None = None,
 
 
 HEAD = struct.Struct(">16sQ32s")
-
-
-def create_statements(t: str, id_type: str, blob: str, big: str, time_type: str,
-                      serial_key: str) -> list[str]:
-    """The audit tables, in the dialect of a recorder (`t` is its table prefix)."""
-    return [
-        f"CREATE TABLE IF NOT EXISTS {t}ledger_event_hashes ("
-        f"originator_id {id_type} NOT NULL, originator_version {big} NOT NULL, "
-        f"hash {blob} NOT NULL, PRIMARY KEY (originator_id, originator_version))",
-        f"CREATE TABLE IF NOT EXISTS {t}ledger_seals (seal_id {serial_key}, "
-        f"sealed_at {time_type} NOT NULL, position {big} NOT NULL, "
-        f"aggregates {big} NOT NULL, events {big} NOT NULL, root {blob} NOT NULL)",
-        f"CREATE TABLE IF NOT EXISTS {t}ledger_seal_heads (seal_id {big} NOT NULL, "
-        f"originator_id {id_type} NOT NULL, originator_version {big} NOT NULL, "
-        f"hash {blob} NOT NULL, PRIMARY KEY (seal_id, originator_id))",
-    ]

@@ -8,29 +8,23 @@ chain *and* the seal rows consistently, or delete the seals. Two anchors outside
   `chain.verify` checks them against the store);
 - `LEDGER_SEAL_KEY`: `seal` stores HMAC-SHA256(key, the seal's content) in
   `ledger_seal_signatures`; `verify` with the key checks every signature, and reports an
-  unsigned seal while another one is signed. Without the key nobody can make a valid one.
+  unsigned seal made after a signed one (unsigned seals before the first signed one were
+  made before the key was set: counted, not reported). Without the key nobody can make a
+  valid signature.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from ledger.audit.chain import ChainStore, Finding, MerkleRoot, Seal
-
-KEY_VARIABLE = "LEDGER_SEAL_KEY"
-
-
-def key_from_env() -> bytes | None:
-    """The signing key (its UTF-8 bytes), or None when LEDGER_SEAL_KEY is unset or empty."""
-    key = os.environ.get(KEY_VARIABLE)
-    return key.encode() if key else None
+from ledger.store.hashing import key_from_env as key_from_env
 
 
 def _utc(value: datetime | str) -> str:
@@ -80,21 +74,45 @@ def list_seals(store: ChainStore) -> list[SealRow]:
         None if r["signature"] is None else bytes(r["signature"])) for r in rows]
 
 
-def check_signatures(seals: list[SealRow], key: bytes) -> Iterator[Finding]:
-    """A wrong signature anywhere; no signature on a seal while another one is signed."""
+@dataclass
+class Signatures:
+    """What `check_signatures` found: seals checked by signature, unsigned seals older
+    than the first signed one (made before the key was set: not findings), a note."""
+
+    signed: int = 0
+    predating: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    note: str | None = None
+
+
+def check_signatures(seals: list[SealRow], key: bytes) -> Signatures:
+    """A wrong signature anywhere; no signature on a seal made after a signed one."""
     sign = signer(key)
-    signed = [s.seal.seal_id for s in seals if s.signature is not None]
+    done = Signatures()
+    first = next((s.seal.seal_id for s in seals if s.signature is not None), None)
+    if first is None:
+        done.predating = len(seals)
+        which = f"none of the {len(seals)} seal(s) is signed" if seals else "no seal exists"
+        done.note = (f"LEDGER_SEAL_KEY is set but {which}: run `ledger audit seal` with the "
+                     "key to start signing")
     for row in seals:
         seal_id = row.seal.seal_id
         if row.signature is None:
-            if signed:
-                yield Finding("seal_unsigned", None, None, f"seal #{seal_id} has no signature, "
-                              f"but seal #{signed[0]} is signed: it was made without "
-                              "LEDGER_SEAL_KEY, or its signature was deleted")
-        elif not hmac.compare_digest(row.signature, sign(row.seal, row.sealed_at)):
-            yield Finding("seal_forged", None, None, f"seal #{seal_id}: its signature does not "
-                          "match its content under LEDGER_SEAL_KEY: the seal was changed, or "
-                          "signed with another key")
+            if first is not None and seal_id < first:
+                done.predating += 1
+            elif first is not None:
+                done.findings.append(Finding(
+                    "seal_unsigned", None, None, f"seal #{seal_id} has no signature, but the "
+                    f"earlier seal #{first} is signed: it was made without LEDGER_SEAL_KEY, "
+                    "or its signature was deleted"))
+            continue
+        done.signed += 1
+        if not hmac.compare_digest(row.signature, sign(row.seal, row.sealed_at)):
+            done.findings.append(Finding(
+                "seal_forged", None, None, f"seal #{seal_id}: its signature does not match "
+                "its content under LEDGER_SEAL_KEY: the seal was changed, or signed with "
+                "another key"))
+    return done
 
 
 def check_root(store: ChainStore, seals: list[SealRow], root: bytes) -> Iterator[Finding]:

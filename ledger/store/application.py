@@ -64,8 +64,8 @@ class LedgerApplication(Application[UUID]):
 
     def construct_snapshot_store(self) -> EventStore[UUID]:
         """The library's snapshot store, on our recorders: each snapshot is written with a
-        hash tying it to its chained event, and loads skip one that does not match
-        (`ledger.store.snapshots`)."""
+        hash tying it to its chained event, and loads skip one that does not match it or
+        the aggregate's version 1 event (`ledger.store.snapshots`)."""
         factory = self.factory
         recorder: LedgerSQLiteSnapshotRecorder | LedgerPostgresSnapshotRecorder
         if isinstance(factory, SQLiteFactory):
@@ -75,6 +75,7 @@ class LedgerApplication(Application[UUID]):
                 factory.datastore, events_table_name=f"{self.name.lower()}_snapshots")
         else:
             return super().construct_snapshot_store()
+        recorder.chained_events = self.store.events_table  # where loads read version 1
         if factory.env_create_table():
             recorder.create_table()
         return self.factory.event_store(mapper=self.mapper, recorder=recorder)

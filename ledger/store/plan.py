@@ -12,6 +12,7 @@ longer holds raises `GuardFailed` and the command runs again on fresh state.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,11 @@ class CommandRow:
     version: int | None
     result: dict[str, Any]
     recorded_at: datetime
+
+    def values(self) -> tuple[Any, ...]:
+        """The row as `ledger_commands` stores it (its columns, in order)."""
+        return (self.command_id, self.fingerprint, self.aggregate_id, self.version,
+                json.dumps(self.result, separators=(",", ":")), self.recorded_at.isoformat())
 
 
 @dataclass(frozen=True)
@@ -79,13 +85,13 @@ class GuardFailed(IntegrityError):
 class WritePlan:
     """Rows written and guards checked in the same transaction as the events."""
 
-    command: CommandRow | None = None
+    commands: tuple[CommandRow, ...] = ()  # one per command (many: bench's bulk writer)
     registrations: tuple[RegistrationRow, ...] = ()
     guards: tuple[Guard, ...] = field(default=())
 
     def with_command(self, command: CommandRow) -> WritePlan:
-        return WritePlan(command, self.registrations, self.guards)
+        return WritePlan((*self.commands, command), self.registrations, self.guards)
 
     @property
     def empty(self) -> bool:
-        return self.command is None and not self.registrations and not self.guards
+        return not self.commands and not self.registrations and not self.guards

@@ -10,7 +10,7 @@ inside its insert transaction. We write there:
 - and check the plan's guards (what the command read still holds), under the write lock.
 
 After the events, in the same transaction, every event's link in its aggregate's hash
-chain goes to `ledger_event_hashes` (`ledger.audit.chain`): one read of the previous
+chain goes to `ledger_event_hashes` (`ledger.store.hashing`): one read of the previous
 hashes, one insert.
 
 On PostgreSQL we take the library's table lock first, so that our rows and its events are
@@ -36,8 +36,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLite
 from eventsourcing.utils import retry
 from psycopg.sql import SQL
 
-from ledger.audit import chain
-from ledger.store import snapshots, tokens
+from ledger.store import hashing, tokens
 from ledger.store.plan import (
     CampaignNotExpired,
     CommandRow,
@@ -72,7 +71,7 @@ class LedgerRows:
 
     def ledger_create_statements(self) -> list[str]:
         return [
-            f"CREATE TABLE IF NOT EXISTS {self.t}ledger_commands ("
+            f"CREATE TABLE IF NOT EXISTS {self.t}ledger_commands ("  # CommandRow.values()
             "command_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
             f"aggregate_id {self.id_type} NOT NULL, version INTEGER, result TEXT NOT NULL, "
             f"recorded_at {self.time_type} NOT NULL)",
@@ -80,26 +79,18 @@ class LedgerRows:
             f"registration_id {self.id_type} PRIMARY KEY, campaign_id TEXT NOT NULL, "
             "account_id TEXT NOT NULL, seller_id TEXT NOT NULL, "
             "UNIQUE (campaign_id, account_id))",
-            *chain.create_statements(self.t, self.id_type, self.blob_type, self.big_type,
-                                     self.time_type, self.serial_key),
-            snapshots.create_statement(self.t, self.id_type, self.blob_type, self.big_type),
-            # A seal's HMAC (`ledger audit seal` with LEDGER_SEAL_KEY): a table of its own,
-            # so that stores sealed before signatures existed need no migration.
-            f"CREATE TABLE IF NOT EXISTS {self.t}ledger_seal_signatures ("
-            f"seal_id {self.big_type} PRIMARY KEY, signature {self.blob_type} NOT NULL)",
+            *hashing.create_statements(self.t, self.id_type, self.blob_type, self.big_type,
+                                       self.time_type, self.serial_key),
             *tokens.create_statements(self.t, self.time_type),
         ]
 
     def write_plan(self, curs: _Cursor, plan: WritePlan) -> None:
         """The plan's rows, then its guards, all in the events' transaction."""
         p = self.p
-        command = plan.command
-        if command is not None:
-            curs.execute(
+        if plan.commands:
+            curs.executemany(
                 f"INSERT INTO {self.t}ledger_commands VALUES ({p},{p},{p},{p},{p},{p})",
-                (command.command_id, command.fingerprint, command.aggregate_id, command.version,
-                 json.dumps(command.result, separators=(",", ":")),
-                 command.recorded_at.isoformat()),
+                [c.values() for c in plan.commands],
             )
         if plan.registrations:
             curs.executemany(
@@ -146,13 +137,13 @@ class LedgerRows:
                 raise GuardFailed(f"campaign {guard.campaign_id} has {found} registrations, "
                                   f"not {guard.count}")
 
-    # The hash chains (ledger.audit.chain) ------------------------------------------------
+    # The hash chains (ledger.store.hashing) ----------------------------------------------
 
     def write_hashes(self, curs: _Cursor, stored_events: Sequence[StoredEvent]) -> None:
         """Chain the batch's events to their aggregates' stored heads: one read, one insert."""
-        wanted = chain.previous_links(stored_events)
+        wanted = hashing.previous_links(stored_events)
         previous = self._previous_hashes(curs, wanted) if wanted else {}
-        self._insert_hashes(curs, chain.link(stored_events, previous))
+        self._insert_hashes(curs, hashing.link(stored_events, previous))
 
     def _previous_hashes(self, curs: _Cursor, wanted: list[tuple[UUID, int]]
                          ) -> dict[UUID, bytes]:
@@ -169,7 +160,7 @@ class LedgerRows:
             found.update((UUID(row["originator_id"]), row["hash"]) for row in curs.fetchall())
         return found
 
-    def _insert_hashes(self, curs: _Cursor, rows: list[chain.Link]) -> None:
+    def _insert_hashes(self, curs: _Cursor, rows: list[hashing.Link]) -> None:
         curs.executemany("INSERT INTO ledger_event_hashes VALUES (?,?,?)",
                          [(oid.hex, version, digest) for oid, version, digest in rows])
 
@@ -327,7 +318,7 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
         )
         return {row["originator_id"]: row["hash"] for row in curs.fetchall()}
 
-    def _insert_hashes(self, curs: _Cursor, rows: list[chain.Link]) -> None:
+    def _insert_hashes(self, curs: _Cursor, rows: list[hashing.Link]) -> None:
         curs.execute(
             f"INSERT INTO {self.hashes_table} "
             "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bytea[])",

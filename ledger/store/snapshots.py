@@ -1,4 +1,5 @@
-"""Snapshots a load may trust: each one written with a hash tying it to its chained event.
+"""Snapshots a load may trust: each one tied by a hash to its chained event, and its
+identity checked against the aggregate's first event.
 
 The library snapshots a Registration every 50 events (`Application.take_snapshot`, after
 the save) and, when loading, starts from the newest snapshot instead of version 1. A
@@ -6,21 +7,25 @@ snapshot edited in the database would then decide commands (who owns a registrat
 which sessions are open) without any event saying so. So our snapshot recorders:
 
 - write, in the snapshot's own insert transaction, a row to `ledger_snapshot_hashes`:
-  `snapshot_hash(hash of event v, id, v, topic, state)`, v being the snapshot's version;
-- at load, read the snapshot with that row and the event's hash (one query, joined) and
-  use it only if the row matches. Otherwise the snapshot is dropped with a warning on the
-  `ledger.store` logger (stderr in the CLI) and the aggregate is replayed from its events.
+  `hashing.snapshot_hash(hash of event v, id, v, topic, state)`, v being the snapshot's
+  version; HMAC-SHA256 under LEDGER_SEAL_KEY when it is set, else SHA-256;
+- at load, read the snapshot with that row, the event's hash and the aggregate's version 1
+  event (one query, joined) and use it only if the row matches (keyed, when the key is
+  set) *and* the state the first event set (owner, campaign, account, terms: what decides
+  who may do what) is the snapshot's. Otherwise the snapshot is dropped with a warning on
+  the `ledger.store` logger (stderr in the CLI) and the aggregate is replayed from its
+  events.
 
-A database writer who knows this function can recompute the row for an edited snapshot;
-`ledger audit verify` re-derives every snapshot from the events and reports any that
-differ (`ledger.audit.snapshots`). See docs/design-notes/audit.md for the threat model.
+Without the key, a database writer who knows SHA-256 can recompute the row for an edited
+snapshot: its identity still comes from the first event, and `ledger audit verify`
+re-derives every snapshot from the events (`ledger.audit.snapshots`). See
+docs/design-notes/auditfix.md.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
-import struct
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -30,39 +35,52 @@ from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from eventsourcing.utils import retry
 
+from ledger.store.hashing import SNAPSHOT_HASHES, as_bytes, as_uuid, key_from_env, snapshot_hash
+
 logger = logging.getLogger("ledger.store")
 WARNED_MAX = 10_000  # snapshots warned about once per process (a server would repeat it)
+# Fields of a first event that are the event's own, not state it sets on the aggregate.
+EVENT_ONLY = frozenset({"timestamp", "originator_topic", "actor", "command_id"})
 
 
-def snapshot_hash(event_hash: bytes, originator_id: UUID, version: int, topic: str,
-                  state: bytes) -> bytes:
-    """What `ledger_snapshot_hashes` holds for a snapshot taken at `version`."""
-    encoded = topic.encode()
-    return hashlib.sha256(b"".join((
-        b"snapshot", event_hash, originator_id.bytes, struct.pack(">QI", version, len(encoded)),
-        encoded, state,
-    ))).digest()
-
-
-def _bytes(value: Any) -> bytes:
-    return value.encode() if isinstance(value, str) else bytes(value)
-
-
-def _uuid(value: UUID | str) -> UUID:
-    return value if isinstance(value, UUID) else UUID(value)
-
-
-def mismatch(row: Any) -> str | None:
-    """Why a snapshot row (joined with its hash row and its event's hash) is not to be
-    trusted, or None when it matches."""
+def mismatch(row: Any, key: bytes | None) -> str | None:
+    """Why a snapshot row (joined with its hash row, its event's hash and the aggregate's
+    first event) is not to be trusted, or None when it matches."""
     if row["event_hash"] is None:
         return "no chained event at its version"
     if row["snapshot_hash"] is None:
         return "no hash row (deleted, or taken before snapshots were hashed)"
-    expected = snapshot_hash(_bytes(row["event_hash"]), _uuid(row["originator_id"]),
-                             row["originator_version"], row["topic"], _bytes(row["state"]))
-    if expected != _bytes(row["snapshot_hash"]):
+    args = (as_bytes(row["event_hash"]), as_uuid(row["originator_id"]),
+            row["originator_version"], row["topic"], as_bytes(row["state"]))
+    stored = as_bytes(row["snapshot_hash"])
+    if snapshot_hash(*args, key=key) != stored:
+        if key is not None and snapshot_hash(*args) == stored:
+            return UNKEYED
         return "its state or hash row was changed"
+    return identity_mismatch(row)
+
+
+UNKEYED = ("its hash row is not keyed with LEDGER_SEAL_KEY (taken before the key was set, "
+           "or rehashed by a database writer)")
+
+
+def identity_mismatch(row: Any) -> str | None:
+    """Why the snapshot's state disagrees with what the aggregate's version 1 event set
+    (its owner, campaign, account, terms...), or None when it agrees."""
+    if row["first_state"] is None:
+        return "no version 1 event"
+    try:
+        first = json.loads(as_bytes(row["first_state"]))
+        snapshot = json.loads(as_bytes(row["state"]))
+        state = snapshot["state"]
+        differing = sorted(k for k, v in first.items()
+                           if k not in EVENT_ONLY and (k not in state or state[k] != v))
+        if snapshot["topic"] != first["originator_topic"]:
+            differing.insert(0, "topic")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return "its state or its version 1 event cannot be read"
+    if differing:
+        return f"its {', '.join(differing)} differ from the version 1 event"
     return None
 
 
@@ -72,6 +90,8 @@ class CheckedSnapshots:
     p = "?"
     t = ""
     events_table_name: str
+    chained_events: str  # the application's events table (set by LedgerApplication)
+    key: bytes | None
     warned: set[tuple[UUID, int]]
 
     def _select(self, originator_id: UUID, lte: int | None, desc: bool,
@@ -79,12 +99,14 @@ class CheckedSnapshots:
         p = self.p
         return (
             "SELECT s.originator_id, s.originator_version, s.topic, s.state, "
-            "h.hash AS snapshot_hash, e.hash AS event_hash "
+            "h.hash AS snapshot_hash, e.hash AS event_hash, f.state AS first_state "
             f"FROM {self.snapshots_table} s "
-            f"LEFT JOIN {self.t}ledger_snapshot_hashes h ON h.originator_id = s.originator_id "
+            f"LEFT JOIN {self.t}{SNAPSHOT_HASHES} h ON h.originator_id = s.originator_id "
             "AND h.originator_version = s.originator_version "
             f"LEFT JOIN {self.t}ledger_event_hashes e ON e.originator_id = s.originator_id "
             "AND e.originator_version = s.originator_version "
+            f"LEFT JOIN {self.chained_events} f ON f.originator_id = s.originator_id "
+            "AND f.originator_version = 1 "
             f"WHERE s.originator_id = {p}"
             + (f" AND s.originator_version <= {p}" if lte is not None else "")
             + f" ORDER BY s.originator_version {'DESC' if desc else 'ASC'}"
@@ -101,7 +123,7 @@ class CheckedSnapshots:
                       lte: int | None = None, desc: bool = False,
                       limit: int | None = None) -> Sequence[StoredEvent]:
         """The library's read of snapshots, keeping only those that match their hash."""
-        oid = _uuid(originator_id)
+        oid = as_uuid(originator_id)
         params = [self.db_id(oid), *([lte] if lte is not None else []),
                   *([limit] if limit is not None else [])]
         rows = self._rows(self._select(oid, lte, desc, limit), params)
@@ -116,18 +138,18 @@ class CheckedSnapshots:
         """The aggregates that have snapshots (audit)."""
         rows = self._rows(f"SELECT DISTINCT originator_id FROM {self.snapshots_table} "
                           "ORDER BY originator_id", [])
-        return [_uuid(row["originator_id"]) for row in rows]
+        return [as_uuid(row["originator_id"]) for row in rows]
 
     def trusted(self, rows: Sequence[Any]) -> list[StoredEvent]:
         """The rows that match their hash; a warning for each one that does not."""
         kept: list[StoredEvent] = []
         for row in rows:
-            reason = mismatch(row)
-            oid = _uuid(row["originator_id"])
+            reason = mismatch(row, self.key)
+            oid = as_uuid(row["originator_id"])
             if reason is None:
                 kept.append(StoredEvent(originator_id=oid,
                                         originator_version=row["originator_version"],
-                                        topic=row["topic"], state=_bytes(row["state"])))
+                                        topic=row["topic"], state=as_bytes(row["state"])))
             else:
                 self._warn(oid, row["originator_version"], reason)
         return kept
@@ -146,10 +168,10 @@ class CheckedSnapshots:
     def hash_rows(self, curs: Any, stored_events: Sequence[StoredEvent]
                   ) -> list[tuple[UUID, int, bytes]]:
         """The hash row of each snapshot, tied to its event's stored hash (read here, in
-        the snapshot's transaction)."""
+        the snapshot's transaction), keyed when LEDGER_SEAL_KEY is set."""
         rows = []
         for snapshot in stored_events:
-            oid = _uuid(snapshot.originator_id)
+            oid = as_uuid(snapshot.originator_id)
             curs.execute(
                 f"SELECT hash FROM {self.t}ledger_event_hashes "
                 f"WHERE originator_id = {self.p} AND originator_version = {self.p}",
@@ -158,8 +180,8 @@ class CheckedSnapshots:
             if found is None:
                 continue  # no chained event: an unhashed snapshot, which loads never use
             rows.append((oid, snapshot.originator_version, snapshot_hash(
-                _bytes(found["hash"]), oid, snapshot.originator_version, snapshot.topic,
-                snapshot.state)))
+                as_bytes(found["hash"]), oid, snapshot.originator_version, snapshot.topic,
+                snapshot.state, key=self.key)))
         return rows
 
     def db_id(self, originator_id: UUID) -> Any:
@@ -170,11 +192,12 @@ class LedgerSQLiteSnapshotRecorder(CheckedSnapshots, SQLiteAggregateRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.warned = set()
+        self.key = key_from_env()
 
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
         super()._insert_events(c, stored_events, **kwargs)
-        c.executemany("INSERT OR REPLACE INTO ledger_snapshot_hashes VALUES (?, ?, ?)",
+        c.executemany(f"INSERT OR REPLACE INTO {SNAPSHOT_HASHES} VALUES (?, ?, ?)",
                       [(oid.hex, v, digest) for oid, v, digest in self.hash_rows(c, stored_events)])
         return None
 
@@ -191,6 +214,7 @@ class LedgerPostgresSnapshotRecorder(CheckedSnapshots, PostgresAggregateRecorder
         super().__init__(*args, **kwargs)
         self.t = f'"{self.datastore.schema}".'
         self.warned = set()
+        self.key = key_from_env()
 
     @property
     def snapshots_table(self) -> str:
@@ -209,7 +233,7 @@ class LedgerPostgresSnapshotRecorder(CheckedSnapshots, PostgresAggregateRecorder
                 rows = self.hash_rows(curs, stored_events)
                 if rows:
                     curs.executemany(
-                        f"INSERT INTO {self.t}ledger_snapshot_hashes VALUES (%s, %s, %s) "
+                        f"INSERT INTO {self.t}{SNAPSHOT_HASHES} VALUES (%s, %s, %s) "
                         "ON CONFLICT (originator_id, originator_version) "
                         "DO UPDATE SET hash = EXCLUDED.hash", rows)
         return None
@@ -219,9 +243,3 @@ class LedgerPostgresSnapshotRecorder(CheckedSnapshots, PostgresAggregateRecorder
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(sql, params, prepare=True)
             return list(curs.fetchall())
-
-
-def create_statement(t: str, id_type: str, blob: str, big: str) -> str:
-    return (f"CREATE TABLE IF NOT EXISTS {t}ledger_snapshot_hashes ("
-            f"originator_id {id_type} NOT NULL, originator_version {big} NOT NULL, "
-            f"hash {blob} NOT NULL, PRIMARY KEY (originator_id, originator_version))")

@@ -711,9 +711,9 @@ class Store:
             aggregate, "campaign_id", "")
         result = {"ok": True, "command_id": command_id, "aggregate_id": public_id,
                   "version": aggregate.version, "events": [event.__name__], "replayed": False}
-        self.ledger.app.save(aggregate, plan=WritePlan(command=CommandRow(
+        self.ledger.app.save(aggregate, plan=WritePlan(commands=(CommandRow(
             command_id=command_id, fingerprint="forged", aggregate_id=str(aggregate.id),
-            version=aggregate.version, result=result, recorded_at=at)))
+            version=aggregate.version, result=result, recorded_at=at),)))
 
     def execute(self, statement: str, params: tuple[Any, ...]) -> None:
         """Raw SQL on the store (`%s` placeholders)."""

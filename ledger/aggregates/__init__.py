@@ -1,0 +1,1 @@
+"""The domain: Campaign and Registration aggregates and their events (no persistence)."""
