@@ -192,9 +192,20 @@ def query_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _fresh_projector(settings: Settings, name: str, fresh: bool) -> Projector:
+    """The projector, `name` caught up first with --fresh; else a warning on stderr if it
+    is behind the store (stdout stays the answer alone, so --json stays parseable)."""
     p = _projector(settings)
     if fresh:
         p.catch_up([name])
+        return p
+    position = p.view.position(name)
+    head = p.head()  # after the position: never below it
+    if position < head:
+        behind = head - position
+        click.echo(f"warning: read model {name} is {behind:,} event{'s' if behind > 1 else ''}"
+                   f" behind the store (at position {position:,} of {head:,}): results may "
+                   "be missing or stale; add --fresh, or keep `ledger projections run` going",
+                   err=True)
     return p
 
 
@@ -352,9 +363,10 @@ def _export_tables() -> dict[str, Any]:
               show_default=True)
 @click.option("--out", default="-", metavar="FILE",
               help="File to write (default: standard output).")
+@click.option("--fresh", is_flag=True, help="Catch the table's read model up first.")
 @click.pass_obj
 @friendly_errors
-def export(settings: Settings, name: str, fmt: str, out: str) -> None:
+def export(settings: Settings, name: str, fmt: str, out: str, fresh: bool) -> None:
     """Export a read-model table (e.g. manage_registrations) as CSV or JSON Lines.
 
     Money stays exact (decimal strings); times are ISO-8601; nested values are JSON.
@@ -369,7 +381,8 @@ def export(settings: Settings, name: str, fmt: str, out: str) -> None:
         raise click.BadParameter(f"unknown table {name!r}; one of: {', '.join(tables)}",
                                  param_hint="NAME")
     spec = tables[key]
-    view = _projector(settings).view
+    owner = next(m.name for m in READ_MODELS.values() if spec in m.tables)
+    view = _fresh_projector(settings, owner, fresh).view
     rows = (jsonable(view.decode_row(spec, row)) for row in view.query(
         f"SELECT * FROM {view.dialect.q('rm_' + key)} ORDER BY "
         + ", ".join(f'"{k}"' for k in spec.keys)))

@@ -12,6 +12,7 @@ from ledger.cli import Settings, friendly_errors, main
 from ledger.clock import SystemClock
 from ledger.service.protocol import ENV as LIMITS_ENV
 from ledger.service.protocol import LimitedProtocol, Limits
+from ledger.service.worker_env import FOLLOW_ENV, READY_ENV, READY_MAX_LAG
 from ledger.store import tokens
 from ledger.store.tokens import TokenActor
 from ledger.views import dumps, table
@@ -39,10 +40,19 @@ ROLES = ("seller", "reviewer", "operator", "system")
               default=Limits.concurrency, show_default=True,
               help="Requests each worker handles at once; more are answered 503 "
                    "(code overloaded, Retry-After).")
+@click.option("--follow/--no-follow", default=True, show_default=True,
+              help="Keep the read models current from this server (one follower per store "
+                   "among all servers and workers). --no-follow: `ledger projections run` "
+                   "does it elsewhere.")
+@click.option("--ready-max-lag", type=click.IntRange(0, None), default=READY_MAX_LAG,
+              show_default=True,
+              help="/readyz answers 503 while a read model is more than this many events "
+                   "behind the store.")
 @click.pass_obj
 @friendly_errors
 def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_alive: int,
-          header_timeout: float, body_timeout: float, limit_concurrency: int) -> None:
+          header_timeout: float, body_timeout: float, limit_concurrency: int, follow: bool,
+          ready_max_lag: int) -> None:
     """Serve the command API over HTTP (FastAPI on uvicorn) until interrupted.
 
     POST /v1/commands (one command) and /v1/commands:batch (up to 500); GET reads
@@ -58,8 +68,16 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
     503.
 
     \b
+    Read models: the server keeps them current itself. Every worker of every server on the
+    store offers to follow it; one of them, elected by a lock the database (PostgreSQL) or
+    the kernel (SQLite) gives back when its holder dies, follows, and another takes over
+    within seconds if it dies. --no-follow leaves that to `ledger projections run`.
+    /readyz is 503 while a read model is more than --ready-max-lag events behind.
+
+    \b
     Example:
       ledger --db postgresql://postgres@127.0.0.1:5432/ledger serve --port 8080 --workers 4
+      ledger serve --no-follow --ready-max-lag 5000   # `ledger projections run` elsewhere
       ledger serve --timeout-keep-alive 5 --header-timeout 10 --body-timeout 30 \\
                    --limit-concurrency 200
       curl -H "Authorization: Bearer $TOKEN" -d @command.json localhost:8080/v1/commands
@@ -73,6 +91,8 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
     url = settings.ledger().url  # fail fast, in one line, if unreachable; creates tables
     settings.close()
     os.environ["LEDGER_DATABASE_URL"] = settings.db  # read by each worker's from_env()
+    os.environ[FOLLOW_ENV] = "1" if follow else "0"
+    os.environ[READY_ENV] = str(ready_max_lag)
     os.environ[LIMITS_ENV] = Limits(timeout_keep_alive, header_timeout, body_timeout,
                                     limit_concurrency).to_env()  # and by its protocol
     click.echo(f"serving {url} on http://{host}:{port} "

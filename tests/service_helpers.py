@@ -84,10 +84,12 @@ def free_port() -> int:
 
 @contextmanager
 def in_process(url: str, clock: Clock, tokens_from: Ledger | None = None, *,
-               pool_size: int = 2, read_timeout: float = 2.0) -> Iterator[Api]:
+               pool_size: int = 2, read_timeout: float = 2.0, **options: Any) -> Iterator[Api]:
     """`ledger serve`'s app in this process (FastAPI's TestClient runs its lifespan) on the
-    store at `url`; with a token per actor of ACTORS if `tokens_from` is given."""
-    app = create_app(url, clock=clock, pool_size=pool_size, read_timeout=read_timeout)
+    store at `url`; with a token per actor of ACTORS if `tokens_from` is given. `options`:
+    more of `create_app`'s (it does not follow the store unless `follow=True`)."""
+    app = create_app(url, clock=clock, pool_size=pool_size, read_timeout=read_timeout,
+                     **options)
     with TestClient(app) as client:
         yield Api(client, issue_tokens(tokens_from) if tokens_from is not None else {})
 

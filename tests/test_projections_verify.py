@@ -8,6 +8,8 @@ Every test runs on SQLite and PostgreSQL, over a season of every command kind.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +18,7 @@ from click.testing import CliRunner, Result
 
 from ledger import FixedClock, Ledger
 from ledger.cli import main
+from ledger.projections.lock import lease
 from ledger.projections.registry import READ_MODELS, projector
 from ledger.projections.runner import Projector
 from ledger.projections.tables import Table
@@ -256,12 +259,15 @@ def test_an_interrupted_verify_drops_its_tables_and_a_killed_one_s_leftovers_bre
     assert aside_leftovers(p) == set()
 
 
-def test_a_second_verify_at_the_same_time_is_refused_in_one_line(store: Store) -> None:
+def test_a_second_verify_at_the_same_time_is_refused_in_one_line_naming_the_first(
+        store: Store) -> None:
     url, ledger = store
-    with projector(ledger.app).view.only_one(VERIFY) as alone:
-        assert alone
+    with lease(ledger.app, VERIFY) as first:
+        assert first.held
         result = run_verify(url)
     assert result.exit_code == 2
-    assert result.stderr.strip() == ("Error: another `ledger projections verify` is running "
-                                     "on this store; try again when it has finished")
+    line = result.stderr.strip()
+    assert line.startswith("Error: another `ledger projections verify` is running on this "
+                           f"store (pid {os.getpid()} on {socket.gethostname()}")
+    assert line.endswith("); try again when it has finished")
     assert run_verify(url).exit_code == 0

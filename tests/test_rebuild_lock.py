@@ -22,8 +22,8 @@ from tests.test_projections_run import wait_for
 HOLDER = """
 import sys, time
 from ledger import Ledger
-from ledger.projections.lock import rebuild_lock
-with Ledger.open(sys.argv[1]) as ledger, rebuild_lock(ledger.app):
+from ledger.projections.lock import REBUILD, only_one
+with Ledger.open(sys.argv[1]) as ledger, only_one(ledger.app, REBUILD):
     print("locked", flush=True)
     time.sleep(120)
 """

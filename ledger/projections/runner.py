@@ -27,7 +27,7 @@ from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.utils import get_topic, resolve_topic
 
 from ledger.projections.base import Handler, ReadModel
-from ledger.projections.lock import rebuild_lock
+from ledger.projections.lock import REBUILD, only_one
 from ledger.projections.tables import Batch
 from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
 from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
@@ -271,10 +271,19 @@ class Projector:
         `on_advance(position)` gets the lowest position the followed read models reached."""
         followed = [m.name for m in self.models if names is None or m.name in names]
         outages = lost = 0
+
+        def between_pages(_position: int, _stop: int) -> None:
+            # A long catch-up stops between pages (each page is committed with its
+            # position), so a stop is never held up by a backlog.
+            if should_stop():
+                raise Stopped
+
         while not should_stop():
             try:
-                advanced = self.catch_up(names)
+                advanced = self.catch_up(names, progress=between_pages)
                 outages = lost = 0
+            except Stopped:
+                return
             except StoreErrors as e:
                 # The database went away (or is full, or read-only): nothing is
                 # half-written (pages are transactions); wait and carry on from the
@@ -306,11 +315,11 @@ class Projector:
         work (`ReadModel.weight`), each rebuilt by its own process reading the store;
         this process runs the first group. Returns the events read (by one group).
 
-        One rebuild at a time per store (`rebuild_lock`): another one running is
-        `RebuildRunning`, naming it, before anything is touched; or, `wait`, waited for."""
+        One rebuild at a time per store (`only_one(app, REBUILD)`): another one running is
+        `LockHeld`, naming it, before anything is touched; or, `wait`, waited for."""
         models = [m for m in self.models if names is None or m.name in names]
         groups = split(models, jobs or self.jobs)
-        with rebuild_lock(self.app, wait=wait):
+        with only_one(self.app, REBUILD, wait=wait):
             if len(groups) <= 1:
                 return self._rebuild(models, restart=restart, progress=progress)
             return Helpers(self, groups, restart).run(progress)
@@ -359,6 +368,10 @@ class Projector:
 
 
 # Rebuilding in several processes ---------------------------------------------------------------
+
+class Stopped(Exception):
+    """`Projector.run` was asked to stop in the middle of a catch-up."""
+
 
 def split(models: Sequence[ReadModel], jobs: int) -> list[list[ReadModel]]:
     """Read models in at most `jobs` groups of about equal weight (heaviest first)."""

@@ -15,6 +15,7 @@ from itertools import groupby
 
 from ledger.projections.base import ReadModel
 from ledger.projections.compare import Comparison, TableDiff
+from ledger.projections.lock import LockHeld, lease
 from ledger.projections.runner import Progress, Projector, fewer_collections
 from ledger.projections.view import VERIFY, physical
 
@@ -45,10 +46,9 @@ def verify(live: Projector, names: Sequence[str] | None = None, *, limit: int = 
     models = [m for m in live.models if names is None or m.name in names]
     aside = Projector(live.app, [type(m) for m in models], **live.options())
     aside.view.aside = VERIFY
-    with aside.view.only_one(VERIFY) as alone:
-        if not alone:
-            raise VerifyFailed("another `ledger projections verify` is running on this "
-                               "store; try again when it has finished")
+    with lease(live.app, VERIFY) as got:
+        if got.holder is not None:
+            raise VerifyFailed(LockHeld(VERIFY, got.holder).message)
         with aside_tables(aside):
             positions = {m.name: live.view.position(m.name) for m in aside.models}
             for position, group in groupby(sorted(aside.models, key=lambda m: positions[

@@ -8,8 +8,6 @@ own position.
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -33,7 +31,6 @@ STATUS = Table("projection_status", ("name",), {
 
 REBUILD, VERIFY = "rebuild", "verify"  # what a view's shadow tables are for
 SUFFIX = {REBUILD: "new", VERIFY: "verify"}
-ONLY_ONE_KEY = 0x1ED6E6  # advisory lock class of `ViewMixin.only_one` (see DDL_LOCK_KEY)
 
 
 def physical(table: Table, shadow: bool, aside: str = REBUILD) -> str:
@@ -95,13 +92,6 @@ class ViewMixin:
     def snapshot(self, tables: Sequence[str]) -> Iterator[Any]:
         """A read-only transaction that sees one committed state of these tables and the
         tracking positions, and keeps a rebuild from swapping them meanwhile."""
-        raise NotImplementedError
-        yield
-
-    @contextmanager
-    def only_one(self, purpose: str) -> Iterator[bool]:
-        """Whether this process is the only one doing `purpose` on this store, held until
-        the block ends (and released by the system if the process dies)."""
         raise NotImplementedError
         yield
 
@@ -292,25 +282,6 @@ class SQLiteView(ViewMixin, SQLiteTrackingRecorder):
         with self.datastore.transaction(commit=False) as c:
             yield c
 
-    @contextmanager
-    def only_one(self, purpose: str) -> Iterator[bool]:
-        # A lock file beside the database: flock, not fcntl locks, which SQLite uses on the
-        # database itself (closing another descriptor of it would drop SQLite's own locks).
-        name = self.datastore.pool.db_name
-        if self.datastore.pool.is_sqlite_memory_mode:
-            yield True
-            return
-        fd = os.open(f"{name}-{purpose}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)
-
 
 class PostgresView(ViewMixin, PostgresTrackingRecorder):
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
@@ -335,19 +306,6 @@ class PostgresView(ViewMixin, PostgresTrackingRecorder):
             c.execute(f"LOCK TABLE {', '.join(self.dialect.q(t) for t in tables)} "
                       "IN ACCESS SHARE MODE")
             yield c
-
-    @contextmanager
-    def only_one(self, purpose: str) -> Iterator[bool]:
-        # A session lock, per schema: it goes with the connection if the process dies.
-        with self.datastore.get_connection() as conn:
-            args = (ONLY_ONE_KEY, f"{self.datastore.schema}/{purpose}")
-            row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS got",
-                               args).fetchone()
-            try:
-                yield bool(row and row["got"])
-            finally:
-                if row and row["got"]:
-                    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", args)
 
     def _tolerate(self, c: Any) -> None:
         # Only this cursor: PostgreSQL holds years up to 294276, Python's datetime 9999.

@@ -25,11 +25,13 @@ from starlette.exceptions import HTTPException
 
 from ledger.clock import Clock
 from ledger.errors import LedgerError, StoreUnavailable
-from ledger.service import reads
+from ledger.projections.follower import log as follower_log
+from ledger.service import reads, worker_env
 from ledger.service.http import AccessLog, AuthActor, access_logger, read_body, service_of
-from ledger.service.models import Accepted, Health, Refused, add_command_bodies
+from ledger.service.models import Accepted, Health, Readiness, Refused, add_command_bodies
 from ledger.service.state import READ_TIMEOUT, Service
 from ledger.service.status import RETRY_AFTER, ServiceError, error_body, status_of
+from ledger.service.worker_env import READY_MAX_LAG
 from ledger.store.faults import classify
 from ledger.store.urls import DEFAULT_URL
 from ledger.views import jsonable
@@ -50,15 +52,19 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 
 
 def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
-               max_body: int | None = None, read_timeout: float = READ_TIMEOUT) -> FastAPI:
-    """The service for the store at `url`; `clock` for tests (the CLI never sets it)."""
+               max_body: int | None = None, read_timeout: float = READ_TIMEOUT,
+               follow: bool = False, ready_max_lag: int = READY_MAX_LAG) -> FastAPI:
+    """The service for the store at `url`; `clock` for tests (the CLI never sets it).
+    `follow`: offer to be the store's follower (`ledger serve` does, unless --no-follow)."""
     service = Service(url, clock=clock, pool_size=pool_size, read_timeout=read_timeout,
+                      follow=follow, ready_max_lag=ready_max_lag,
                       **({"max_body": max_body} if max_body is not None else {}))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.start()
         yield
-        service.close()
+        await run_in_threadpool(service.close)  # waits for the follower's page
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the installed package
     # (FastAPI's own pages fetch them from a CDN, and are blank without the internet).
@@ -76,14 +82,17 @@ def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
 
 
 def from_env() -> FastAPI:
-    """The app for LEDGER_DATABASE_URL, logging access lines to stderr (uvicorn factory)."""
-    if not access_logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access_logger.addHandler(handler)
-        access_logger.setLevel(logging.INFO)
-        access_logger.propagate = False
-    return create_app(os.environ.get("LEDGER_DATABASE_URL", DEFAULT_URL))
+    """The app for LEDGER_DATABASE_URL, logging access lines to stderr (uvicorn factory);
+    following the store unless LEDGER_SERVE_FOLLOW=0, ready within LEDGER_READY_MAX_LAG."""
+    for logger in (access_logger, follower_log):
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+    return create_app(os.environ.get("LEDGER_DATABASE_URL", DEFAULT_URL),
+                      follow=worker_env.follow(), ready_max_lag=worker_env.ready_max_lag())
 
 
 def _add_routes(app: FastAPI) -> None:
@@ -114,28 +123,35 @@ def _add_routes(app: FastAPI) -> None:
         """The process is up (it does not touch the store, nor wait for a worker thread)."""
         return {"status": "up"}
 
-    @app.get("/readyz", responses={503: {"model": Refused}}, tags=["operations"])
-    def readyz(request: Request) -> dict[str, Any]:
-        """The store is reachable; each read model's position and lag behind the head."""
-        status = service_of(request).projector().status()
-        return {"status": "ready", "head": status[0]["head"] if status else 0,
-                "read_models": [{k: row[k] for k in ("name", "position", "lag")}
-                                for row in status]}
+    @app.get("/readyz", response_model=Readiness, responses={503: {
+        "model": Readiness | Refused,
+        "description": "A read model is more than `max_lag` events behind (`status` behind, "
+                       "`lagging` names it), or the store is unreachable (an error body)"}},
+             tags=["operations"])
+    def readyz(request: Request) -> JSONResponse:
+        """Ready: the store is reachable and every read model is within `max_lag` events
+        (`ledger serve --ready-max-lag`) of the store's head; each one's position and lag."""
+        ready, body = service_of(request).readiness()
+        return JSONResponse(body, status_code=200 if ready else 503,
+                            headers=None if ready else {"Retry-After": RETRY_AFTER})
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    def respond(error: ServiceError) -> JSONResponse:
+    def respond(error: ServiceError, request: Request | None = None) -> JSONResponse:
         headers = ({"WWW-Authenticate": "Bearer"} if error.status == 401 else
-                   {"Retry-After": RETRY_AFTER} if error.status == 503 else None)
-        return JSONResponse(jsonable(error.body()), status_code=error.status, headers=headers)
+                   {"Retry-After": RETRY_AFTER} if error.status == 503 else {})
+        if request is not None:  # a read model's refusal ("not in the read model") says how
+            headers.update(getattr(request.state, "freshness", {}))  # fresh it was, too
+        return JSONResponse(jsonable(error.body()), status_code=error.status,
+                            headers=headers or None)
 
-    async def service_error(_: Request, e: Exception) -> JSONResponse:
+    async def service_error(request: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, ServiceError)
-        return respond(e)
+        return respond(e, request)
 
-    async def ledger_error(_: Request, e: Exception) -> JSONResponse:
+    async def ledger_error(request: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, LedgerError)
-        return respond(ServiceError.of(e))
+        return respond(ServiceError.of(e), request)
 
     async def unavailable(_: Request, e: Exception) -> JSONResponse:
         if isinstance(e, StoreUnavailable):

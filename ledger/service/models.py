@@ -49,6 +49,23 @@ class Health(BaseModel):
     status: Literal["up"]
 
 
+class ReadModelLag(BaseModel):
+    name: str
+    position: int = Field(description="The last store position the read model applied.")
+    lag: int = Field(description="Events stored after it: the head minus the position.")
+
+
+class Readiness(BaseModel):
+    """`/readyz`: `ready` (200) while every read model is within `max_lag` events of the
+    head; else `behind` (503), naming the `lagging` ones."""
+
+    status: Literal["ready", "behind"]
+    head: int = Field(description="The store's last position.")
+    max_lag: int
+    lagging: list[str]
+    read_models: list[ReadModelLag]
+
+
 def _command_model(name: str, payload: type[BaseModel]) -> type[BaseModel]:
     title = "".join(part.title() for part in name.split("_")) + "Command"
     tag: Any = Literal[name]

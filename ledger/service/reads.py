@@ -1,5 +1,6 @@
 """GET endpoints: the read models (`?after=POSITION` or `?fresh=true` waits for a write to
-show), and an aggregate's state and history from the event store itself.
+show; headers say how fresh the answer is), and an aggregate's state and history from the
+event store itself.
 
 Sellers read only what is theirs (their pages, their registrations); the review and
 campaign-wide reads are for the other roles.
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from ledger.audit.history import history
 from ledger.errors import Forbidden, ValidationFailed
@@ -47,14 +49,40 @@ Fresh = Annotated[bool, Query(
     description="Wait until the read model has applied everything stored now.")]
 
 
+# How fresh a read model's answer is: on every read-model endpoint's response.
+READ_HEADERS: dict[str, Any] = {
+    "Ledger-Read-Model": {"description": "The read model that answered.",
+                          "schema": {"type": "string"}},
+    "Ledger-Read-Position": {
+        "description": "The store position the read model had applied when the request "
+                       "read it: the answer includes at least every event up to it.",
+        "schema": {"type": "integer"}},
+    "Ledger-Store-Head": {"description": "The store's last position, read just after.",
+                          "schema": {"type": "integer"}},
+    "Ledger-Read-Lag": {
+        "description": "Head minus position: events stored that the answer may not show "
+                       "yet (0: up to date; use ?after= or ?fresh=true to wait).",
+        "schema": {"type": "integer"}},
+}
+FRESHNESS: dict[int | str, dict[str, Any]] = {200: {"headers": READ_HEADERS}}
+
+
 def fresh_view(name: str) -> Any:
-    """A dependency: the view once read model `name` has reached `?after=` / `?fresh=`.
+    """A dependency: the view once read model `name` has reached `?after=` / `?fresh=`,
+    with the read model's position and the store's head in the response's headers.
 
     Async, so the wait is spent on the event loop (see `Service.view`), after the token
     was checked."""
-    async def wait(request: Request, _: Actor, after: After = None,
+    async def wait(request: Request, response: Response, _: Actor, after: After = None,
                    fresh: Fresh = False) -> ViewMixin:
-        return await service_of(request).view(name, after, fresh)
+        service = service_of(request)
+        view = await service.view(name, after, fresh)
+        position, head = await run_in_threadpool(service.freshness, name)
+        request.state.freshness = {
+            "Ledger-Read-Model": name, "Ledger-Read-Position": str(position),
+            "Ledger-Store-Head": str(head), "Ledger-Read-Lag": str(head - position)}
+        response.headers.update(request.state.freshness)  # an error's response: app.py
+        return view
 
     return Depends(wait)
 
@@ -75,7 +103,7 @@ def own(actor: TokenActor, seller_id: str) -> None:
         raise Forbidden(f"seller {actor.id!r} may not read seller {seller_id!r}'s pages")
 
 
-@router.get("/campaigns")
+@router.get("/campaigns", responses=FRESHNESS)
 def campaigns(request: Request, actor: Actor, view: ManageView,
               open_only: Annotated[bool, Query(alias="open")] = False) -> list[Json]:
     """The campaigns with their status now; `?open=true`: only those open for registration."""
@@ -93,7 +121,7 @@ def campaign(request: Request, actor: Actor, campaign_id: str) -> Json:
     return campaign_state(found, ledger.clock.now(), count)
 
 
-@router.get("/campaigns/{campaign_id}/performance")
+@router.get("/campaigns/{campaign_id}/performance", responses=FRESHNESS)
 def campaign_performance(request: Request, actor: Actor, view: CampaignPerformanceView,
                          campaign_id: str) -> Json:
     """Totals, per day, per seller, registrations by status, approval rate."""
@@ -127,7 +155,7 @@ def _registration(service: Service, actor: TokenActor, registration_id: str) -> 
     return service.ledger().registration(registration_id, reader=actor)
 
 
-@router.get("/sellers/{seller_id}/registrations")
+@router.get("/sellers/{seller_id}/registrations", responses=FRESHNESS)
 def manage(request: Request, actor: Actor, view: ManageView, seller_id: str,
            status: Annotated[str | None, Query(
                description=f"One of: {', '.join(REGISTRATION_STATUSES)}.")] = None,
@@ -141,7 +169,7 @@ def manage(request: Request, actor: Actor, view: ManageView, seller_id: str,
                        service.clock.now(), status=status, campaign_id=campaign_id)
 
 
-@router.get("/sellers/{seller_id}/performance/{year}")
+@router.get("/sellers/{seller_id}/performance/{year}", responses=FRESHNESS)
 def ytd(request: Request, actor: Actor, view: YtdView, seller_id: str,
         year: Annotated[int, Path(ge=2000, le=2100)]) -> Json:
     """A seller's year: totals per currency, campaigns joined, per month, per campaign."""
@@ -150,7 +178,7 @@ def ytd(request: Request, actor: Actor, view: YtdView, seller_id: str,
     return report
 
 
-@router.get("/decisions")
+@router.get("/decisions", responses=FRESHNESS)
 def decisions(request: Request, actor: Actor, view: DecisionsView,
               reviewer: str | None = None,
               campaign_id: Annotated[str | None, Query(alias="campaign")] = None,

@@ -15,11 +15,13 @@ from ledger.clock import Clock, SystemClock
 from ledger.commands.parse import MAX_COMMAND_BYTES, load_json
 from ledger.errors import InvalidJson, StoreUnavailable, ValidationFailed
 from ledger.ledger import Ledger, refused
+from ledger.projections.follower import Follower
 from ledger.projections.registry import projector
 from ledger.projections.runner import Projector
 from ledger.projections.view import ViewMixin
 from ledger.service.models import MAX_BATCH
 from ledger.service.status import ServiceError
+from ledger.service.worker_env import READY_MAX_LAG
 from ledger.store import tokens
 from ledger.store.tokens import TokenActor
 
@@ -41,12 +43,16 @@ TOKEN_TTL = 60.0  # seconds a worker trusts a token it has looked up
 
 class Service:
     def __init__(self, url: str, *, clock: Clock | None = None, pool_size: int = 10,
-                 max_body: int = MAX_COMMAND_BYTES, read_timeout: float = READ_TIMEOUT) -> None:
+                 max_body: int = MAX_COMMAND_BYTES, read_timeout: float = READ_TIMEOUT,
+                 follow: bool = False, ready_max_lag: int = READY_MAX_LAG) -> None:
         self.url = url
         self.clock = clock or SystemClock()
         self.pool_size = pool_size
         self.max_body = max_body
         self.read_timeout = read_timeout
+        self.ready_max_lag = ready_max_lag
+        # A candidate for the store's one follower (see projections/follower.py).
+        self.follower = Follower(lambda: projector(self.ledger().app)) if follow else None
         self._ledger: Ledger | None = None
         self._projector: Projector | None = None
         self._opening = threading.Lock()
@@ -69,7 +75,13 @@ class Service:
                 self._projector = projector(ledger.app)
             return self._projector
 
+    def start(self) -> None:
+        if self.follower is not None:
+            self.follower.start()
+
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()  # before the pools it uses are closed
         with self._opening:
             if self._ledger is not None:
                 self._ledger.close()
@@ -155,6 +167,24 @@ class Service:
                 pause = min(pause * 2, LAST_PAUSE)
             position = moved
         return p.view
+
+    def freshness(self, name: str) -> tuple[int, int]:
+        """(read model `name`'s position, the store's head), read in that order, so the
+        head is never below the position."""
+        p = self.projector()
+        position = p.view.position(name)
+        return position, p.head()
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether every read model is within `ready_max_lag` events of the head, and
+        each one's position and lag."""
+        status = self.projector().status()
+        models = [{k: row[k] for k in ("name", "position", "lag")} for row in status]
+        lagging = [m["name"] for m in models if m["lag"] > self.ready_max_lag]
+        return not lagging, {
+            "status": "behind" if lagging else "ready",
+            "head": status[0]["head"] if status else 0, "max_lag": self.ready_max_lag,
+            "lagging": lagging, "read_models": models}
 
     def _step(self, p: Projector, name: str, target: int) -> int:
         """One page of catching up, unless another request is at it (it never waits for
