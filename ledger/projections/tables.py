@@ -56,7 +56,17 @@ def _iso(value: Any) -> str:
 
 
 def _json_load(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+    """A JSON column's value, its objects' keys sorted: PostgreSQL's JSONB keeps its own key
+    order (shortest first), SQLite's text the order written; sorted, both read alike."""
+    return _sorted_keys(json.loads(value) if isinstance(value, str) else value)
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
 
 
 def _money(value: Any) -> Decimal:
