@@ -11,11 +11,15 @@ import pytest
 
 from ledger import FixedClock
 from ledger.values import parse_instant
+from tests.helpers import json_lines
 from tests.machine_scenario import (
     AFTER,
     CAMPAIGN,
+    CAMPAIGN_FIELDS,
+    OPS,
     READS,
     REGISTRATION,
+    SCRIPT,
     SELLER,
     build,
     cli,
@@ -131,3 +135,16 @@ def _operator_token(url: str) -> dict[str, str]:
     result = cli(url, "tokens", "add", "--role", "operator", "--id", "ops-read", "--json")
     assert result.exit_code == 0, result.output
     return {"Authorization": f"Bearer {json.loads(result.stdout)['token']}"}
+
+
+def test_campaigns_are_listed_in_time_order_whatever_offset_they_were_given_in(backend: str):
+    # "late" starts at 03:00Z; "early" at 07:00+07:00 = 00:00Z: their texts sort the other way.
+    late = {**CAMPAIGN_FIELDS, "campaign_id": "late", "starts_at": "2026-11-10T03:00:00Z"}
+    early = {**CAMPAIGN_FIELDS, "campaign_id": "early"}
+    commands = [{"command": "create_campaign", "command_id": f"c-{c['campaign_id']}",
+                 "actor": OPS, "payload": c} for c in (late, early)]
+    sent = cli(backend, "send", "-", now=SCRIPT[0][0],
+               input="".join(json.dumps(c) + "\n" for c in commands))
+    assert sent.exit_code == 0, sent.output
+    listed = cli(backend, "campaigns", "--json", "--fresh")
+    assert [row["campaign_id"] for row in json_lines(listed.stdout)] == ["early", "late"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import islice
 from typing import Any
@@ -52,7 +52,11 @@ def _json_dump(value: Any) -> str:
 
 
 def _iso(value: Any) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+    """A time for a SQLite TEXT column: UTC, always to the microsecond, so that the text
+    sorts as the instants do (ORDER BY, as PostgreSQL's timestamptz sorts)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return str(value)
 
 
 def _json_load(value: Any) -> Any:
