@@ -75,6 +75,7 @@ def test_send_prints_the_same_results_and_utc_refusal_details_on_both_backends(s
     assert '"code": "clock_behind"' in refusal
     assert '"last_recorded_at": "2026-10-04T01:00:00Z", "clock": "2026-10-04T00:00:00Z"' in (
         refusal)
+    assert "the clock reads 2026-10-04T00:00:00Z" in refusal  # the message says it alike
 
 
 @pytest.mark.postgres
