@@ -7,19 +7,20 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, BinaryIO, TypeVar
 
 import click
 
 from ledger.cli_input import Document, documents
 from ledger.cli_output import OutputFailed, checked_stdout, discard_stdout, reader_gone
+from ledger.cli_print import TZ_HELP, Printer, json_option, parse_zone
 from ledger.clock import Clock, FixedClock, SystemClock, parse_instant
 from ledger.errors import InvalidJson, LedgerError, StoreUnavailable, first_line
 from ledger.ledger import Ledger, refused
 from ledger.store.faults import classify
 from ledger.store.urls import DEFAULT_URL
-from ledger.views import campaign_state, dumps, event_record, registration_state
+from ledger.views import campaign_state, event_record, registration_state
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,10 +28,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Settings:
     """Global options, resolved lazily so `--help` never touches the store."""
 
-    def __init__(self, db: str, now: datetime | None, db_given: bool = True) -> None:
+    def __init__(self, db: str, now: datetime | None, db_given: bool = True,
+                 zone: tzinfo | None = None) -> None:
         self.db = db
         self.db_given = db_given  # --db or LEDGER_DATABASE_URL, not the default
         self.now = now
+        self.printer = Printer(zone)  # --tz: how every command prints an instant
         self._ledger: Ledger | None = None
 
     def clock(self) -> Clock:
@@ -107,32 +110,40 @@ def parse_time_option(_: click.Context, __: click.Parameter, value: str | None) 
 @click.option("--now", envvar="LEDGER_NOW", callback=parse_time_option,
               help="Run as if it were this ISO-8601 time, e.g. 2026-11-11T20:00:00+07:00 "
                    "(env LEDGER_NOW). Default: the system clock.")
+@click.option("--tz", envvar="LEDGER_TZ", callback=parse_zone, metavar="ZONE", help=TZ_HELP)
 @click.version_option(package_name="ledger")
 @click.pass_context
-def main(ctx: click.Context, db: str, now: datetime | None) -> None:
+def main(ctx: click.Context, db: str, now: datetime | None, tz: tzinfo | None) -> None:
     """An event-sourced ledger for marketplace livestream campaigns.
 
     Every fact (a campaign created, a seller registered, a session approved, sales
     recorded) is an immutable event in the store; state is replayed from events.
+
+    Every command that prints data takes --json: one JSON document for a single
+    object, JSON Lines (one object per line) for a listing. Instants print in UTC with
+    Z on every backend, or in the zone --tz names.
 
     \b
     Examples:
       ledger demo                              # a scripted season into ./ledger-demo.db
       echo '{"command": ...}' | ledger send -  # execute commands (JSON Lines)
       ledger show campaign 1111-mega-live
+      ledger --tz Asia/Bangkok events 1111-mega-live --json
       ledger --db postgresql://postgres@127.0.0.1:5432/ledger events 1111-mega-live
     """
     source = ctx.get_parameter_source("db")
-    settings = Settings(db, now, db_given=source is not click.core.ParameterSource.DEFAULT)
+    settings = Settings(db, now, db_given=source is not click.core.ParameterSource.DEFAULT,
+                        zone=tz)
     ctx.obj = settings
     ctx.call_on_close(settings.close)
 
 
 @main.command()
 @click.argument("source", type=click.File("rb"), default="-")
+@json_option("Accepted for uniformity: the results are always JSON Lines.")
 @click.pass_obj
 @friendly_errors
-def send(settings: Settings, source: BinaryIO) -> None:
+def send(settings: Settings, source: BinaryIO, as_json: bool) -> None:
     """Execute commands: JSON Lines (one per line), or pretty-printed JSON commands.
 
     Reads SOURCE (a file, or - for standard input) a line at a time and prints one JSON
@@ -160,7 +171,7 @@ def send(settings: Settings, source: BinaryIO) -> None:
                                _not_run(document.line, done))
         result = _run(ledger, document, done)
         try:
-            click.echo(dumps(result))
+            settings.printer.lines([result])
         except OutputFailed as e:
             raise e.stopped("the results", _not_printed(document.line)) from None
         if not result["ok"]:
@@ -202,14 +213,15 @@ def _not_run(line: int, done: int) -> str:
 
 @main.group()
 def show() -> None:
-    """Show the current state of a campaign or a registration, as JSON."""
+    """Show the current state of a campaign or a registration: one JSON document."""
 
 
 @show.command("campaign")
 @click.argument("campaign_id")
+@json_option("Accepted for uniformity: the state is always one JSON document.")
 @click.pass_obj
 @friendly_errors
-def show_campaign(settings: Settings, campaign_id: str) -> None:
+def show_campaign(settings: Settings, campaign_id: str, as_json: bool) -> None:
     """Show a campaign: status (from the clock), windows, requirements, levels, version.
 
     Example: ledger show campaign 1111-mega-live
@@ -217,25 +229,26 @@ def show_campaign(settings: Settings, campaign_id: str) -> None:
     ledger = settings.ledger()
     campaign = ledger.campaign(campaign_id)
     count = len(ledger.app.store.registrations_of(campaign_id))
-    click.echo(dumps(campaign_state(campaign, ledger.clock.now(), count), indent=2))
+    settings.printer.document(campaign_state(campaign, ledger.clock.now(), count))
 
 
 @show.command("registration")
 @click.argument("registration_id")
+@json_option("Accepted for uniformity: the state is always one JSON document.")
 @click.pass_obj
 @friendly_errors
-def show_registration(settings: Settings, registration_id: str) -> None:
+def show_registration(settings: Settings, registration_id: str, as_json: bool) -> None:
     """Show a registration: status, sessions, eligibility, decisions, version.
 
     Example: ledger show registration 1b4e28ba-2fa1-51d2-883f-0016d3cca427
     """
-    click.echo(dumps(registration_state(settings.ledger().registration(registration_id)),
-                     indent=2))
+    registration = settings.ledger().registration(registration_id)
+    settings.printer.document(registration_state(registration))
 
 
 @main.command()
 @click.argument("aggregate_id")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+@json_option("JSON Lines: one object per event, with its data.")
 @click.pass_obj
 @friendly_errors
 def events(settings: Settings, aggregate_id: str, as_json: bool) -> None:
@@ -246,9 +259,9 @@ def events(settings: Settings, aggregate_id: str, as_json: bool) -> None:
     Example: ledger events 1111-mega-live --json
     """
     for event in settings.ledger().events_of(aggregate_id):
-        record = event_record(event)
+        record = settings.printer.json(event_record(event))
         if as_json:
-            click.echo(dumps(record))
+            settings.printer.lines([record])
         else:
             actor = f"{record['actor']['role']}:{record['actor']['id']}"
             click.echo(f"v{record['version']:<4} {record['recorded_at']}  {record['type']:<20} "
@@ -259,9 +272,11 @@ def events(settings: Settings, aggregate_id: str, as_json: bool) -> None:
 @click.option("--reset", is_flag=True,
               help="If the store (--db) holds events, delete them first: its SQLite file, "
                    "or the ledger's own tables in the PostgreSQL schema.")
+@json_option("The season's summary as one JSON document (store, events, commands, "
+             "campaigns); the running commentary goes to stderr.")
 @click.pass_obj
 @friendly_errors
-def demo(settings: Settings, reset: bool) -> None:
+def demo(settings: Settings, reset: bool, as_json: bool) -> None:
     """Run a scripted season of campaigns through the command API and summarise it.
 
     Several campaigns (manual and auto review, LIVE and short video), dozens of sellers,
@@ -280,7 +295,10 @@ def demo(settings: Settings, reset: bool) -> None:
     from ledger.demo import DEMO_URL, run_demo
 
     url = settings.db if settings.db_given else DEMO_URL
-    run_demo(url, reset=reset, own=not settings.db_given, echo=click.echo)
+    summary = run_demo(url, reset=reset, own=not settings.db_given,
+                       echo=functools.partial(click.echo, err=as_json))
+    if as_json:
+        settings.printer.document(summary)
 
 
 # The read-model commands register themselves on `main`.

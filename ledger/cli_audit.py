@@ -11,7 +11,8 @@ import click
 
 from ledger.cli import Settings, friendly_errors, main, parse_time_option
 from ledger.cli_csv import write_csv
-from ledger.views import cell, dumps, jsonable, table
+from ledger.cli_print import json_option
+from ledger.views import cell
 
 
 @main.group()
@@ -31,7 +32,7 @@ def _changes(data: dict[str, Any]) -> str:
 
 @audit.command("history")
 @click.argument("aggregate_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+@json_option("JSON Lines: one object per event.")
 @click.pass_obj
 @friendly_errors
 def audit_history(settings: Settings, aggregate_id: str, as_json: bool) -> None:
@@ -48,12 +49,12 @@ def audit_history(settings: Settings, aggregate_id: str, as_json: bool) -> None:
 
     records = history(settings.ledger(), aggregate_id)
     if as_json:
-        for record in records:
-            click.echo(dumps(record))
+        settings.printer.lines(records)
         return
     rows = [{**record, "actor": f"{record['actor']['role']}:{record['actor']['id']}",
-             "changes": _changes(record["data"])} for record in records]
-    click.echo(table(rows, HISTORY_COLUMNS))
+             "changes": _changes(record["data"])}
+            for record in map(settings.printer.json, records)]
+    settings.printer.table(rows, HISTORY_COLUMNS)
 
 
 @audit.command("as-of")
@@ -62,10 +63,11 @@ def audit_history(settings: Settings, aggregate_id: str, as_json: bool) -> None:
               help="The state after every event recorded at or before this time.")
 @click.option("--version", "version", type=click.IntRange(min=1),
               help="The state after this version (1 = the first event).")
+@json_option("Accepted for uniformity: the state is always one JSON document.")
 @click.pass_obj
 @friendly_errors
 def audit_as_of(settings: Settings, aggregate_id: str, at: datetime | None,
-                version: int | None) -> None:
+                version: int | None, as_json: bool) -> None:
     """A campaign's or registration's state as it was then, replayed from its events.
 
     The same JSON as `ledger show`; which version it is goes to stderr. A campaign's
@@ -81,10 +83,11 @@ def audit_as_of(settings: Settings, aggregate_id: str, at: datetime | None,
     if (at is None) == (version is None):
         raise click.UsageError("give exactly one of --at and --version")
     found = as_of(settings.ledger(), aggregate_id, at=at, version=version)
-    click.echo(f"{aggregate_id} as of {at.isoformat() if at else f'version {version}'}: "
+    printer = settings.printer
+    click.echo(f"{aggregate_id} as of {printer.instant(at) if at else f'version {version}'}: "
                f"version {found.version} of {found.last_version}, recorded "
-               f"{found.recorded_at.isoformat()}", err=True)
-    click.echo(dumps(found.state, indent=2))
+               f"{printer.instant(found.recorded_at)}", err=True)
+    printer.document(found.state)
 
 
 # Decisions and findings -----------------------------------------------------------------------
@@ -115,16 +118,15 @@ def _filters(func: Any) -> Any:
 
 @audit.command("decisions")
 @_filters
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per decision.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table",
-              show_default=True,
-              help="csv: one row per decision, nested values as JSON, a ' in front of a "
-                   "cell that a spreadsheet would run as a formula.")
+@json_option("JSON Lines: one object per decision.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default=None,
+              help="table (the default), or csv: one row per decision, nested values as "
+                   "JSON, a ' in front of a cell that a spreadsheet would run as a formula.")
 @click.pass_obj
 @friendly_errors
 def audit_decisions(settings: Settings, reviewer: str | None, campaign: str | None,
                     since: datetime | None, until: datetime | None, overrides: bool,
-                    auto: bool, as_json: bool, fmt: str) -> None:
+                    auto: bool, as_json: bool, fmt: str | None) -> None:
     """Every approval and rejection, with the facts it was made on, oldest first.
 
     The seller's profile and eligibility as recorded at registration, the campaign's
@@ -138,19 +140,20 @@ def audit_decisions(settings: Settings, reviewer: str | None, campaign: str | No
     """
     from ledger.audit.decisions import Filters, decisions
 
+    if as_json and fmt is not None:
+        raise click.UsageError(f"--json and --format {fmt} are two outputs: give one of them")
     rows = decisions(settings.ledger(), Filters(reviewer, campaign, since, until, overrides, auto))
     if as_json:
-        for row in rows:
-            click.echo(dumps(row))
+        settings.printer.lines(rows)
     elif fmt == "csv":
-        write_csv(sys.stdout, rows)
+        write_csv(sys.stdout, rows, zone=settings.printer.zone)
     else:
-        click.echo(table([jsonable(row) for row in rows], DECISION_COLUMNS))
+        settings.printer.table(rows, DECISION_COLUMNS)
 
 
 @audit.command("findings")
 @_filters
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per finding.")
+@json_option("JSON Lines: one object per finding.")
 @click.pass_obj
 @friendly_errors
 def audit_findings(settings: Settings, reviewer: str | None, campaign: str | None,
@@ -174,11 +177,10 @@ def audit_findings(settings: Settings, reviewer: str | None, campaign: str | Non
 
     rows = findings(settings.ledger(), Filters(reviewer, campaign, since, until, overrides, auto))
     if as_json:
-        for row in rows:
-            click.echo(dumps(row))
+        settings.printer.lines(rows)
         return
-    click.echo(table([{**jsonable(row), "evidence": _changes(jsonable(row["evidence"]))}
-                      for row in rows], FINDING_COLUMNS))
+    settings.printer.table([{**row, "evidence": _changes(row["evidence"])}
+                            for row in map(settings.printer.json, rows)], FINDING_COLUMNS)
 
 
 from ledger import cli_audit_chain  # noqa: E402, F401  (verify, seal)

@@ -10,8 +10,8 @@ import click
 from ledger.audit import chain, integrity, seals
 from ledger.cli import Settings, friendly_errors
 from ledger.cli_audit import audit
+from ledger.cli_print import json_option
 from ledger.cli_read import ProgressBar
-from ledger.views import dumps, table
 
 
 def _summary(report: chain.Report, checked: integrity.Checked | None = None
@@ -66,9 +66,8 @@ def _root(_: click.Context, __: click.Parameter, value: str | None) -> bytes | N
 @click.option("--root", "root", metavar="HEX", callback=_root,
               help="Also check the store against this seal root, kept outside the database "
                    "(as `ledger audit seal` printed it): the seal must still exist, unchanged.")
-@click.option("--json", "as_json", is_flag=True,
-              help="One JSON object: ok, counts, and the findings (kind, aggregate_id, "
-                   "version, detail).")
+@json_option("One JSON document: ok, counts, and the findings (kind, aggregate_id, "
+             "version, detail).")
 @click.pass_obj
 @friendly_errors
 def audit_verify(settings: Settings, root: bytes | None, as_json: bool) -> None:
@@ -102,7 +101,7 @@ def audit_verify(settings: Settings, root: bytes | None, as_json: bool) -> None:
     bar.close()
     report = checked.report
     if as_json:
-        click.echo(dumps(_summary(report, checked)))
+        settings.printer.document(_summary(report, checked))
     elif report.clean:
         click.echo(f"verified {_checked(report, checked)}: nothing altered")
     else:
@@ -113,9 +112,8 @@ def audit_verify(settings: Settings, root: bytes | None, as_json: bool) -> None:
 
 
 @audit.command("seal")
-@click.option("--json", "as_json", is_flag=True,
-              help="One JSON object: ok, seal_id, position, aggregates, events, root (hex), "
-                   "signed.")
+@json_option("One JSON document: ok, seal_id, position, aggregates, events, root (hex), "
+             "signed.")
 @click.pass_obj
 @friendly_errors
 def audit_seal(settings: Settings, as_json: bool) -> None:
@@ -144,15 +142,16 @@ def audit_seal(settings: Settings, as_json: bool) -> None:
     bar.close()
     if sealed is None:
         if as_json:
-            click.echo(dumps({**_summary(checked.report, checked), "seal_id": None}))
+            settings.printer.document({**_summary(checked.report, checked), "seal_id": None})
         else:
             _print_findings(checked.report, checked)
             click.echo("not sealed: fix or explain the findings above first", err=True)
         sys.exit(1)
     if as_json:
-        click.echo(dumps({"ok": True, "seal_id": sealed.seal_id, "position": sealed.position,
-                          "aggregates": sealed.aggregates, "events": sealed.events,
-                          "root": sealed.root, "signed": key is not None}))
+        settings.printer.document({
+            "ok": True, "seal_id": sealed.seal_id, "position": sealed.position,
+            "aggregates": sealed.aggregates, "events": sealed.events, "root": sealed.root,
+            "signed": key is not None})
         return
     click.echo(f"sealed #{sealed.seal_id} at position {sealed.position:,}: "
                f"{sealed.aggregates:,} aggregates, {sealed.events:,} events, "
@@ -164,9 +163,8 @@ def audit_seal(settings: Settings, as_json: bool) -> None:
 
 
 @audit.command("seals")
-@click.option("--json", "as_json", is_flag=True,
-              help="A JSON array: seal_id, sealed_at, position, aggregates, events, root, "
-                   "signed.")
+@json_option("JSON Lines: one object per seal (seal_id, sealed_at, position, "
+             "aggregates, events, root, signed).")
 @click.pass_obj
 @friendly_errors
 def audit_seals(settings: Settings, as_json: bool) -> None:
@@ -182,9 +180,9 @@ def audit_seals(settings: Settings, as_json: bool) -> None:
     """
     rows = [row.as_dict() for row in seals.list_seals(settings.ledger().app.store)]
     if as_json:
-        click.echo(dumps(rows))
+        settings.printer.lines(rows)
         return
     for row in rows:
         row["signed"] = "yes" if row["signed"] else "no"
-    click.echo(table(rows, ["seal_id", "sealed_at", "position", "aggregates", "events",
-                            "signed", "root"]))
+    settings.printer.table(rows, ["seal_id", "sealed_at", "position", "aggregates", "events",
+                                  "signed", "root"])

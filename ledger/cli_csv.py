@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Sequence
+from datetime import tzinfo
 from typing import Any, TextIO
 
 from ledger.views import dumps, jsonable
@@ -23,17 +24,20 @@ def neutralised(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def csv_cell(value: Any) -> str:
-    """One cell: empty for null, JSON for lists and objects, else the value's text."""
+def csv_cell(value: Any, zone: tzinfo | None = None) -> str:
+    """One cell: empty for null, JSON for lists and objects, else the value's text (an
+    instant in `zone`, as every command prints it)."""
     if value is None:
         return ""
-    text = dumps(value) if isinstance(value, list | dict) else str(jsonable(value))
+    text = dumps(value, zone=zone) if isinstance(value, list | dict) else str(
+        jsonable(value, zone))
     return neutralised(text)
 
 
 def write_csv(out: TextIO, rows: Iterable[dict[str, Any]],
-              columns: Sequence[str] | None = None) -> None:
-    """A header (`columns`, else the first row's keys, else none), then a line per row."""
+              columns: Sequence[str] | None = None, zone: tzinfo | None = None) -> None:
+    """A header (`columns`, else the first row's keys, else none), then a line per row;
+    the rows' instants printed in `zone` (None: UTC, `Z`)."""
     writer: csv.DictWriter[str] | None = None
     if columns is not None:
         writer = csv.DictWriter(out, fieldnames=list(columns))
@@ -42,4 +46,4 @@ def write_csv(out: TextIO, rows: Iterable[dict[str, Any]],
         if writer is None:
             writer = csv.DictWriter(out, fieldnames=list(row))
             writer.writeheader()
-        writer.writerow({str(k): csv_cell(v) for k, v in row.items()})
+        writer.writerow({str(k): csv_cell(v, zone) for k, v in jsonable(row, zone).items()})

@@ -13,11 +13,12 @@ import click
 from ledger.cli import Settings, friendly_errors, main
 from ledger.cli_csv import write_csv
 from ledger.cli_output import output_file
+from ledger.cli_print import json_option
 from ledger.projections.manage import REGISTRATION_STATUSES, campaign_list, manage_page
 from ledger.projections.registry import READ_MODELS, default_jobs, projector
 from ledger.projections.rows import UNREADABLE
 from ledger.projections.runner import Projector
-from ledger.views import cell, dumps, jsonable, table
+from ledger.views import cell, dumps
 
 
 def _projector(settings: Settings) -> Projector:
@@ -75,7 +76,7 @@ def projections() -> None:
 
 
 @projections.command("status")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per read model.")
+@json_option("JSON Lines: one object per read model.")
 @click.pass_obj
 @friendly_errors
 def projections_status(settings: Settings, as_json: bool) -> None:
@@ -83,23 +84,26 @@ def projections_status(settings: Settings, as_json: bool) -> None:
 
     Example: ledger projections status
     """
-    report = [jsonable(row) for row in _projector(settings).status()]
+    report = _projector(settings).status()
     if as_json:
-        for row in report:
-            click.echo(dumps(row))
+        settings.printer.lines(report)
         return
-    click.echo(table(report, ["name", "position", "head", "lag", "last_advanced_at",
-                              "skipped_unknown", "rebuild_in_progress"]))
+    settings.printer.table(report, ["name", "position", "head", "lag", "last_advanced_at",
+                                    "skipped_unknown", "rebuild_in_progress"])
 
 
 @projections.command("catch-up")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
+@json_option("One JSON document: read_models, events, seconds, position.")
 @click.pass_obj
 @friendly_errors
-def projections_catch_up(settings: Settings, names: tuple[str, ...]) -> None:
+def projections_catch_up(settings: Settings, names: tuple[str, ...], as_json: bool) -> None:
     """Apply every event recorded since each read model's position, then exit.
 
-    Example: ledger projections catch-up manage_campaign
+    \b
+    Examples:
+      ledger projections catch-up manage_campaign
+      ledger projections catch-up --json
     """
     chosen = _names(names)
     p = _projector(settings)
@@ -107,38 +111,54 @@ def projections_catch_up(settings: Settings, names: tuple[str, ...]) -> None:
     started = time.monotonic()
     done = p.catch_up(chosen, progress=bar)
     bar.close()
-    click.echo(f"caught up {done:,} events in {time.monotonic() - started:.1f}s; "
-               f"position {p.head():,}")
+    took = time.monotonic() - started
+    if as_json:
+        settings.printer.document({"read_models": chosen or list(READ_MODELS), "events": done,
+                                   "seconds": round(took, 3), "position": p.head()})
+        return
+    click.echo(f"caught up {done:,} events in {took:.1f}s; position {p.head():,}")
 
 
 @projections.command("run")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--interval", default=0.2, show_default=True, help="Seconds between polls.")
+@json_option("JSON Lines on stdout as it goes: {\"advanced_to\": P} each time the read "
+             "models advance, {\"stopped_at\": P} when stopped.")
 @click.pass_obj
 @friendly_errors
-def projections_run(settings: Settings, names: tuple[str, ...], interval: float) -> None:
+def projections_run(settings: Settings, names: tuple[str, ...], interval: float,
+                    as_json: bool) -> None:
     """Keep the read models current until interrupted (Ctrl-C or SIGTERM stops cleanly).
 
     Each page is written with its position in one transaction, so stopping at any moment
     loses nothing; the next run carries on where this one stopped. Stopped, it prints
     the position reached and exits 0.
 
-    Example: ledger projections run
+    \b
+    Examples:
+      ledger projections run
+      ledger projections run --json | jq .advanced_to
     """
     chosen = _names(names)
     p = _projector(settings)
     click.echo(f"following {settings.ledger().url} (Ctrl-C to stop)", err=True)
+
+    def say(key: str, position: int) -> None:
+        if as_json:
+            settings.printer.lines([{key: position}])
+        else:
+            click.echo(f"{key.replace('_', ' ')} position {position:,}", err=True)
+
     # SIGTERM (a service manager's stop) interrupts exactly as Ctrl-C does: the page being
     # written is one transaction, so it is either whole or rolled back.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        p.run(chosen, interval=interval,
-              on_advance=lambda at: click.echo(f"advanced to position {at:,}", err=True))
+        p.run(chosen, interval=interval, on_advance=lambda at: say("advanced_to", at))
     except KeyboardInterrupt:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one: no traceback
         reached = min(row["position"] for row in p.status()
                       if chosen is None or row["name"] in chosen)
-        click.echo(f"stopped at position {reached:,}", err=True)
+        say("stopped_at", reached)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -157,10 +177,11 @@ def _interrupt(_signum: int, _frame: object) -> None:
 @click.option("--wait", is_flag=True,
               help="If another rebuild of this store is running, wait for it to end "
                    "(default: stop at once, naming it).")
+@json_option("One JSON document: read_models, events, seconds, events_per_second, position.")
 @click.pass_obj
 @friendly_errors
 def projections_rebuild(settings: Settings, names: tuple[str, ...], restart: bool,
-                        jobs: int | None, wait: bool) -> None:
+                        jobs: int | None, wait: bool, as_json: bool) -> None:
     """Rebuild read models from the first event, then swap them in atomically.
 
     Readers keep seeing the old tables until the new ones are complete. An interrupted
@@ -179,8 +200,14 @@ def projections_rebuild(settings: Settings, names: tuple[str, ...], restart: boo
                      wait=wait)
     bar.close()
     took = time.monotonic() - started
+    rate = done / took if took else 0
+    if as_json:
+        settings.printer.document({"read_models": chosen or list(READ_MODELS), "events": done,
+                                   "seconds": round(took, 3), "events_per_second": round(rate),
+                                   "position": p.head()})
+        return
     click.echo(f"rebuilt {', '.join(chosen or READ_MODELS)}: {done:,} events in {took:.1f}s "
-               f"({done / took if took else 0:,.0f} events/s); position {p.head():,}")
+               f"({rate:,.0f} events/s); position {p.head():,}")
 
 
 # Queries ----------------------------------------------------------------------------------------
@@ -188,7 +215,8 @@ def projections_rebuild(settings: Settings, names: tuple[str, ...], restart: boo
 def query_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--fresh", is_flag=True,
                         help="Catch the read model up first, so a just-sent command shows.")(func)
-    return click.option("--json", "as_json", is_flag=True, help="JSON for programs.")(func)
+    return json_option("JSON for programs: JSON Lines (one object per row) for a list, "
+                       "one JSON document for a report.")(func)
 
 
 def _fresh_projector(settings: Settings, name: str, fresh: bool) -> Projector:
@@ -238,12 +266,12 @@ def manage(settings: Settings, seller: str, status: str | None, campaign: str | 
                        campaign_id=campaign)
     readable = _readable(rows, "registration", "registration_id")
     if as_json:
-        click.echo(dumps(rows, indent=2))
+        settings.printer.lines(rows)
         return
     for row in readable:
         row["sessions"] = [f"{s['session_id']}:{s['status']}" for s in row["sessions"]]
-    click.echo(table(readable, ["campaign_name", "account_id", "status", "sessions",
-                            "last_decision", "actions", "registration_id"]))
+    settings.printer.table(readable, ["campaign_name", "account_id", "status", "sessions",
+                                      "last_decision", "actions", "registration_id"])
 
 
 @main.command()
@@ -260,10 +288,10 @@ def campaigns(settings: Settings, open_only: bool, as_json: bool, fresh: bool) -
     rows = campaign_list(p.view, settings.ledger().clock.now(), open_only=open_only)
     readable = _readable(rows, "campaign", "campaign_id")
     if as_json:
-        click.echo(dumps(rows, indent=2))
+        settings.printer.lines(rows)
         return
-    click.echo(table(readable, ["campaign_id", "name", "kind", "review_mode", "status",
-                            "registration_closes_at", "starts_at", "ends_at"]))
+    settings.printer.table(readable, ["campaign_id", "name", "kind", "review_mode", "status",
+                                      "registration_closes_at", "starts_at", "ends_at"])
 
 
 @main.group()
@@ -291,12 +319,20 @@ def performance_ytd(settings: Settings, seller: str, year: int, as_json: bool,
 
     report = ytd_report(_fresh_projector(settings, "ytd_performance", fresh).view, seller, year)
     if as_json:
-        click.echo(dumps(report, indent=2))
+        settings.printer.document(report)
         return
     click.echo(f"{seller}, {year}: {report['campaigns_joined']} campaigns joined\n")
-    click.echo(table(report["totals"], MONEY_COLUMNS) + "\n")
-    click.echo(table(report["months"], ["month", *MONEY_COLUMNS]) + "\n")
-    click.echo(table(report["campaigns"], ["campaign_name", *MONEY_COLUMNS]))
+    _tables(settings, (report["totals"], MONEY_COLUMNS),
+            (report["months"], ["month", *MONEY_COLUMNS]),
+            (report["campaigns"], ["campaign_name", *MONEY_COLUMNS]))
+
+
+def _tables(settings: Settings, *parts: tuple[list[dict[str, Any]], list[str]]) -> None:
+    """Tables one after another, a blank line between them."""
+    for n, (rows, columns) in enumerate(parts):
+        if n:
+            click.echo()
+        settings.printer.table(rows, columns)
 
 
 @performance.command("campaign")
@@ -315,15 +351,15 @@ def performance_campaign(settings: Settings, campaign_id: str, as_json: bool,
     report = campaign_performance_report(
         _fresh_projector(settings, "campaign_performance", fresh).view, campaign_id)
     if as_json:
-        click.echo(dumps(report, indent=2))
+        settings.printer.document(report)
         return
     regs, approval = report["registrations"], report["approval"]
     click.echo(f"{report.get('name', campaign_id)}: {regs['total']} registrations "
                f"({cell(regs['by_status'])}); approval rate {approval['approval_rate']} "
                f"({approval['approved']} of {approval['decided']} decided)\n")
-    click.echo(table(report["totals"], MONEY_COLUMNS) + "\n")
-    click.echo(table(report["days"], ["day", *MONEY_COLUMNS]) + "\n")
-    click.echo(table(report["sellers"], ["seller_id", *MONEY_COLUMNS]))
+    _tables(settings, (report["totals"], MONEY_COLUMNS),
+            (report["days"], ["day", *MONEY_COLUMNS]),
+            (report["sellers"], ["seller_id", *MONEY_COLUMNS]))
 
 
 @main.command()
@@ -344,11 +380,11 @@ def decisions(settings: Settings, reviewer: str | None, campaign: str | None, ov
     rows = decisions_report(_fresh_projector(settings, "review_decisions", fresh).view,
                             reviewer, campaign, overrides)
     if as_json:
-        click.echo(dumps(rows, indent=2))
+        settings.printer.lines(rows)
         return
-    click.echo(table(rows, ["decided_at", "campaign_id", "seller_id", "decision",
-                            "session_ids", "reviewer_id", "reasons", "override_reason",
-                            "seconds_to_decide"]))
+    settings.printer.table(rows, ["decided_at", "campaign_id", "seller_id", "decision",
+                                  "session_ids", "reviewer_id", "reasons", "override_reason",
+                                  "seconds_to_decide"])
 
 
 # Export ---------------------------------------------------------------------------------------
@@ -359,22 +395,31 @@ def _export_tables() -> dict[str, Any]:
 
 @main.command()
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None,
+              help="csv (the default) or jsonl: JSON Lines, one object per row.")
+@json_option("The same as --format jsonl: one JSON object per row.")
 @click.option("--out", default="-", metavar="FILE",
               help="File to write (default: standard output).")
 @click.option("--fresh", is_flag=True, help="Catch the table's read model up first.")
 @click.pass_obj
 @friendly_errors
-def export(settings: Settings, name: str, fmt: str, out: str, fresh: bool) -> None:
+def export(settings: Settings, name: str, fmt: str | None, as_json: bool, out: str,
+           fresh: bool) -> None:
     """Export a read-model table (e.g. manage_registrations) as CSV or JSON Lines.
 
-    Money stays exact (decimal strings); times are ISO-8601; nested values are JSON.
-    In CSV a cell that begins with =, +, -, @, a tab or a carriage return gets a ' in
-    front, so a spreadsheet shows it as text instead of running it; JSON Lines are verbatim.
+    Money stays exact (decimal strings); times are instants as every command prints
+    them (UTC with Z, or --tz); nested values are JSON. In CSV a cell that begins with =,
+    +, -, @, a tab or a carriage return gets a ' in front, so a spreadsheet shows it as
+    text instead of running it; JSON Lines are verbatim.
 
-    Example: ledger export ytd_months --format csv --out ytd.csv
+    \b
+    Examples:
+      ledger export ytd_months --format csv --out ytd.csv
+      ledger export review_decisions --json | jq .decided_at
     """
+    if as_json and fmt == "csv":
+        raise click.UsageError("--json is --format jsonl: give one of them, not --format csv")
+    fmt = "jsonl" if as_json else fmt or "csv"
     tables = _export_tables()
     key = name.removeprefix("rm_")
     if key not in tables:
@@ -383,15 +428,16 @@ def export(settings: Settings, name: str, fmt: str, out: str, fresh: bool) -> No
     spec = tables[key]
     owner = next(m.name for m in READ_MODELS.values() if spec in m.tables)
     view = _fresh_projector(settings, owner, fresh).view
-    rows = (jsonable(view.decode_row(spec, row)) for row in view.query(
+    printer = settings.printer
+    rows = (printer.json(view.decode_row(spec, row)) for row in view.query(
         f"SELECT * FROM {view.dialect.q('rm_' + key)} ORDER BY "
         + ", ".join(f'"{k}"' for k in spec.keys)))
     with output_file(out) as stream:
         if fmt == "jsonl":
             for row in rows:
-                stream.write(dumps(row) + "\n")
+                stream.write(dumps(row, zone=printer.zone) + "\n")
         else:
-            write_csv(stream, rows, spec.all_columns)
+            write_csv(stream, rows, spec.all_columns, zone=printer.zone)
 
 
 from ledger import cli_verify  # noqa: E402, F401  (projections verify)

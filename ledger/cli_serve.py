@@ -9,13 +9,13 @@ import sys
 import click
 
 from ledger.cli import Settings, friendly_errors, main
+from ledger.cli_print import json_option
 from ledger.clock import SystemClock
 from ledger.service.protocol import ENV as LIMITS_ENV
 from ledger.service.protocol import LimitedProtocol, Limits
 from ledger.service.worker_env import FOLLOW_ENV, READY_ENV, READY_MAX_LAG
 from ledger.store import tokens
 from ledger.store.tokens import TokenActor
-from ledger.views import dumps, table
 
 ROLES = ("seller", "reviewer", "operator", "system")
 
@@ -127,9 +127,10 @@ def tokens_group() -> None:
 @tokens_group.command("add")
 @click.option("--role", required=True, type=click.Choice(ROLES), help="The actor's role.")
 @click.option("--id", "actor_id", required=True, help="The actor's id, e.g. rev-alice.")
+@json_option("One JSON document: token, id, role, actor_id.")
 @click.pass_obj
 @friendly_errors
-def tokens_add(settings: Settings, role: str, actor_id: str) -> None:
+def tokens_add(settings: Settings, role: str, actor_id: str, as_json: bool) -> None:
     """Make a token for an actor and print it once (only its SHA-256 is stored).
 
     A request with this token acts as this actor: the command's own `actor` is replaced.
@@ -138,6 +139,7 @@ def tokens_add(settings: Settings, role: str, actor_id: str) -> None:
     Example:
       TOKEN=$(ledger --db postgresql://postgres@127.0.0.1:5432/ledger \\
               tokens add --role reviewer --id rev-alice)
+      ledger tokens add --role system --id perf-feed --json | jq -r .token
     """
     from pydantic import ValidationError
 
@@ -149,14 +151,18 @@ def tokens_add(settings: Settings, role: str, actor_id: str) -> None:
         raise click.BadParameter(str(e.errors()[0]["msg"]), param_hint="--id") from None
     store = settings.ledger().app.store
     token = tokens.issue(store, TokenActor(actor_id, role), SystemClock().now())
-    click.echo(token)
+    if as_json:
+        settings.printer.document({"token": token, "id": tokens.token_id(token), "role": role,
+                                   "actor_id": actor_id})
+    else:
+        click.echo(token)
     click.echo(f"a token for {role} {actor_id!r} (id {tokens.token_id(token)}): keep it now, "
                "it is not shown again", err=True)
 
 
 @tokens_group.command("list")
 @click.option("--id", "actor_id", default=None, help="Only this actor's tokens.")
-@click.option("--json", "as_json", is_flag=True, help="JSON for programs.")
+@json_option("JSON Lines: one object per token (id, role, actor_id, created_at).")
 @click.pass_obj
 @friendly_errors
 def tokens_list(settings: Settings, actor_id: str | None, as_json: bool) -> None:
@@ -169,17 +175,19 @@ def tokens_list(settings: Settings, actor_id: str | None, as_json: bool) -> None
     """
     rows = [r.as_dict() for r in tokens.listed(settings.ledger().app.store, actor_id)]
     if as_json:
-        click.echo(dumps(rows, indent=2))
+        settings.printer.lines(rows)
         return
-    click.echo(table(rows, ["id", "role", "actor_id", "created_at"]))
+    settings.printer.table(rows, ["id", "role", "actor_id", "created_at"])
 
 
 @tokens_group.command("revoke")
 @click.argument("token_ids", nargs=-1)
 @click.option("--id", "actor_id", default=None, help="Revoke every token of this actor.")
+@json_option("One JSON document: revoked (how many), ids.")
 @click.pass_obj
 @friendly_errors
-def tokens_revoke(settings: Settings, token_ids: tuple[str, ...], actor_id: str | None) -> None:
+def tokens_revoke(settings: Settings, token_ids: tuple[str, ...], actor_id: str | None,
+                  as_json: bool) -> None:
     """Revoke tokens by their ids (from `ledger tokens list`), or all of an actor's.
 
     A running `ledger serve` stops accepting a revoked token within 60 s: each worker
@@ -204,6 +212,9 @@ def tokens_revoke(settings: Settings, token_ids: tuple[str, ...], actor_id: str 
     if not chosen:
         raise click.ClickException(f"not_found: {actor_id!r} has no tokens; nothing was revoked")
     revoked = tokens.revoke(store, sorted(chosen))
+    if as_json:
+        settings.printer.document({"revoked": revoked, "ids": sorted(chosen)})
+        return
     click.echo(f"revoked {revoked} token{'s' if revoked != 1 else ''}: {', '.join(sorted(chosen))}"
                " (running servers refuse them within 60 s)")
 

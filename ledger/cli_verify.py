@@ -9,10 +9,11 @@ from typing import Any
 import click
 
 from ledger.cli import Settings, friendly_errors
+from ledger.cli_print import json_option
 from ledger.cli_read import ProgressBar, _names, _projector, projections
 from ledger.projections.compare import TableDiff
 from ledger.projections.verify import Verdict, VerifyFailed, verify
-from ledger.views import dumps, jsonable
+from ledger.views import jsonable
 
 WIDTH = 60  # characters of a value shown in a changed row (JSON ones get long)
 
@@ -21,7 +22,7 @@ WIDTH = 60  # characters of a value shown in a changed row (JSON ones get long)
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--limit", type=click.IntRange(0, None), default=10, show_default=True,
               help="Differing rows shown per table (all are counted).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object for programs.")
+@json_option("One JSON document: match, head, and each read model's tables and rows.")
 @click.pass_obj
 @friendly_errors
 def projections_verify(settings: Settings, names: tuple[str, ...], limit: int,
@@ -49,7 +50,7 @@ def projections_verify(settings: Settings, names: tuple[str, ...], limit: int,
     bar.close()
     head = p.head()
     if as_json:
-        click.echo(dumps(report(verdicts, head)))
+        settings.printer.document(report(verdicts, head))
     else:
         for verdict in verdicts:
             click.echo(describe(verdict, limit))

@@ -246,21 +246,17 @@ def run_campaign(season: Season, plan: Plan) -> None:
     season.send("expire_campaign", OPS, {"campaign_id": plan.campaign_id})
 
 
-def summarise(season: Season, echo: Callable[[str], None]) -> None:
+def summarise(season: Season, echo: Callable[[str], None]) -> dict[str, Any]:
+    """Print the season's table, and return it as data (`ledger demo --json`)."""
     ledger = season.ledger
     echo("")
     echo(f"{'campaign':<26} {'mode':<7} {'regs':>4}  {'status of registrations':<44} "
          f"{'GMV (THB)':>13}")
-    for plan in SEASON:
-        statuses: Counter[str] = Counter()
-        gmv = Decimal(0)
-        for reg_id in ledger.app.store.registrations_of(plan.campaign_id):
-            statuses[ledger.registration(reg_id).status()] += 1
-            gmv += sum((e.gmv for e in ledger.events_of(reg_id)
-                        if type(e).__name__ == "PerformanceRecorded"), Decimal(0))
-        text = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
-        echo(f"{plan.name:<26} {plan.review_mode:<7} {sum(statuses.values()):>4}  {text:<44} "
-             f"{gmv:>13,.2f}")
+    campaigns = [campaign_summary(ledger, plan) for plan in SEASON]
+    for row in campaigns:
+        text = ", ".join(f"{k} {v}" for k, v in row["statuses"].items())
+        echo(f"{row['name']:<26} {row['review_mode']:<7} {row['registrations']:>4}  "
+             f"{text:<44} {row['gmv']:>13,.2f}")
     echo("")
     echo("commands: " + ", ".join(f"{k} {v}" for k, v in sorted(season.outcomes.items())))
     head = ledger.app.recorder.max_notification_id() or 0
@@ -270,6 +266,21 @@ def summarise(season: Season, echo: Callable[[str], None]) -> None:
     db = f"ledger --db {ledger.url}"
     echo(f"next: {db} manage --seller seller-07   |   {db} decisions --overrides   |   "
          f"{db} events 1111-mega-live")
+    return {"events": head, "commands": dict(sorted(season.outcomes.items())),
+            "campaigns": campaigns}
+
+
+def campaign_summary(ledger: Ledger, plan: Plan) -> dict[str, Any]:
+    """One campaign of the season: its registrations by status, and the GMV reported."""
+    statuses: Counter[str] = Counter()
+    gmv = Decimal(0)
+    for reg_id in ledger.app.store.registrations_of(plan.campaign_id):
+        statuses[ledger.registration(reg_id).status()] += 1
+        gmv += sum((e.gmv for e in ledger.events_of(reg_id)
+                    if type(e).__name__ == "PerformanceRecorded"), Decimal(0))
+    return {"campaign_id": plan.campaign_id, "name": plan.name,
+            "review_mode": plan.review_mode, "registrations": sum(statuses.values()),
+            "statuses": dict(sorted(statuses.items())), "gmv": gmv}
 
 
 def show_read_models(ledger: Ledger, echo: Callable[[str], None]) -> None:
@@ -293,9 +304,11 @@ def show_read_models(ledger: Ledger, echo: Callable[[str], None]) -> None:
     echo(table(report["days"], ["day", *money]))
 
 
-def run_demo(url: str, *, reset: bool, own: bool, echo: Callable[[str], None]) -> None:
-    """Run the season into `url`. A store that holds events is refused unless `reset`;
-    the demo's `own` default file is the demo's to replace, and it says so."""
+def run_demo(url: str, *, reset: bool, own: bool,
+             echo: Callable[[str], None]) -> dict[str, Any]:
+    """Run the season into `url` and return its summary. A store that holds events is
+    refused unless `reset`; the demo's `own` default file is the demo's to replace, and it
+    says so."""
     store = parse_url(url)
     check_reachable(store)
     held = stored_events(store)
@@ -315,5 +328,6 @@ def run_demo(url: str, *, reset: bool, own: bool, echo: Callable[[str], None]) -
         for plan in SEASON:
             echo(f"{plan.day:%d %b %Y}  {plan.name} ({plan.kind}, {plan.review_mode} review)")
             run_campaign(season, plan)
-        summarise(season, echo)
+        summary = summarise(season, echo)
     echo(f"look at it: ledger --db {store.display} campaigns")
+    return {"store": store.display, **summary}

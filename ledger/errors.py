@@ -25,6 +25,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
+from ledger.values import instant_text
+
 RuleCode = Literal[
     "already_exists",
     "registration_closed",
@@ -91,11 +93,11 @@ class ClockBehind(LedgerError):
                  clock: datetime) -> None:
         behind = (last - clock).total_seconds()
         super().__init__(
-            f"the clock reads {clock.isoformat()}, {behind:g} s before the last event of "
-            f"{aggregate} {aggregate_id} (recorded at {last.isoformat()}): recorded times "
+            f"the clock reads {instant_text(clock)}, {behind:g} s before the last event of "
+            f"{aggregate} {aggregate_id} (recorded at {instant_text(last)}): recorded times "
             "never go backwards; fix the clock (or --now) and send it again",
             {"aggregate": aggregate, "aggregate_id": aggregate_id,
-             "last_recorded_at": last.isoformat(), "clock": clock.isoformat(),
+             "last_recorded_at": instant_text(last), "clock": instant_text(clock),
              "behind_seconds": behind})
         self.last = last
         self.clock = clock

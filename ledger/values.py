@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +21,15 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 END = datetime(2200, 1, 1, tzinfo=UTC)
 RANGE = "between 2000-01-01T00:00:00Z (inclusive) and 2200-01-01T00:00:00Z (exclusive)"
 EXAMPLE = "2026-11-11T20:00:00+07:00"
+
+
+def instant_text(moment: datetime, zone: tzinfo | None = None) -> str:
+    """The one spelling of an instant in output (DOMAIN.md, Values: Output): ISO-8601 in
+    UTC with `Z`, or in `zone` with its offset (still `Z` where that offset is zero);
+    microseconds only when they are not zero. The same instant gives the same text on
+    every backend, whatever offset it was given or stored with."""
+    text = moment.astimezone(zone or UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def parse_money(value: Any) -> Decimal:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -39,6 +40,11 @@ ACCOUNT = "shop-1"
 
 def seller(seller_id: str = SELLER) -> Json:
     return {"id": seller_id, "role": "seller"}
+
+
+def json_lines(text: str) -> list[Json]:
+    """A listing as the CLI prints it with --json: one JSON object per line."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def iso(moment: datetime) -> str:

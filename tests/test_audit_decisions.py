@@ -15,6 +15,7 @@ from ledger.audit.decisions import Filters, decisions, findings
 from ledger.cli import main
 from ledger.projections.decisions import decisions_report
 from ledger.projections.registry import projector
+from ledger.values import instant_text
 from ledger.views import jsonable
 from tests.helpers import (
     AUTO,
@@ -166,8 +167,8 @@ def test_findings_json_and_table(world: World, season: dict[str, str]) -> None:
     assert as_json.exit_code == 0, as_json.output
     late = [json.loads(line) for line in as_json.output.splitlines()
             if json.loads(line)["finding"] == "after_campaign_end"]
-    assert late[0]["evidence"] == {"decided_at": (ENDS + hours(1)).isoformat(),
-                                   "campaign_ends_at": ENDS.isoformat()}
+    assert late[0]["evidence"] == {"decided_at": instant_text(ENDS + hours(1)),
+                                   "campaign_ends_at": instant_text(ENDS)}
     readable = audit(world, "findings", "--reviewer", "rev-cam")
     assert readable.exit_code == 0, readable.output
     assert readable.output.splitlines()[1].startswith("rejection_without_specific_reason")

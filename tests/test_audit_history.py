@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 from ledger.audit.history import as_of, history, stored_events
 from ledger.cli import main
 from ledger.errors import NotFound
+from ledger.values import instant_text
 from ledger.views import registration_state
 from tests.helpers import (
     MANUAL,
@@ -53,7 +54,7 @@ def test_history_of_a_registration_lists_register_then_approve_with_actor_and_co
         (3, "SessionAdded", "seller-1"), (4, "Approved", REVIEWER["id"])]
     assert records[0]["command_id"] == records[1]["command_id"]  # one register command
     assert records[3]["command_id"] != records[0]["command_id"]
-    assert records[3]["recorded_at"] == APPROVED_AT.isoformat()
+    assert records[3]["recorded_at"] == instant_text(APPROVED_AT)
     assert records[3]["data"] == {"session_ids": ["s1", "s2"], "note": "good fit",
                                   "override_reason": None}
 

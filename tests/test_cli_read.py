@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli import main
+from tests.helpers import json_lines
 from tests.test_cli import CAMPAIGN, NOW, REGISTER
 
 
@@ -51,23 +52,23 @@ def test_an_unknown_read_model_name_is_refused_with_the_list(store):
 
 
 def test_manage_with_fresh_shows_a_just_sent_registration_and_its_actions(store):
-    rows = json.loads(run(store, "manage", "--seller", "seller-1", "--fresh", "--json"))
+    rows = json_lines(run(store, "manage", "--seller", "seller-1", "--fresh", "--json"))
     assert [(r["campaign_id"], r["status"], r["actions"]) for r in rows] == [
         ("1111-mega-live", "under_review", ["cancel"])]
     assert rows[0]["sessions"][0]["session_id"] == "s1"
 
 
 def test_manage_filters_by_status(store):
-    assert json.loads(run(store, "manage", "--seller", "seller-1", "--status", "approved",
+    assert json_lines(run(store, "manage", "--seller", "seller-1", "--status", "approved",
                           "--fresh", "--json")) == []
 
 
 def test_campaigns_open_lists_campaigns_open_for_registration_now(store):
-    rows = json.loads(run(store, "campaigns", "--open", "--fresh", "--json"))
+    rows = json_lines(run(store, "campaigns", "--open", "--fresh", "--json"))
     assert [(r["campaign_id"], r["status"]) for r in rows] == [
         ("1111-mega-live", "registration_open")]
     later = [*store[:2], "--now", "2026-11-20T00:00:00+07:00"]
-    assert json.loads(run(later, "campaigns", "--open", "--json")) == []
+    assert json_lines(run(later, "campaigns", "--open", "--json")) == []
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
@@ -88,7 +89,7 @@ def test_export_refuses_an_unknown_table(store):
 
 
 def approve_and_report(opts: list[str]) -> None:
-    registration_id = json.loads(run(opts, "manage", "--seller", "seller-1", "--fresh",
+    registration_id = json_lines(run(opts, "manage", "--seller", "seller-1", "--fresh",
                                      "--json"))[0]["registration_id"]
     approve = {"command": "approve", "command_id": "ap-1",
                "actor": {"id": "rev-1", "role": "reviewer"},
@@ -128,7 +129,7 @@ def test_performance_of_an_unknown_campaign_is_one_error_line(store):
 
 def test_decisions_lists_who_decided_what(store):
     approve_and_report(store)
-    rows = json.loads(run(store, "decisions", "--reviewer", "rev-1", "--fresh", "--json"))
+    rows = json_lines(run(store, "decisions", "--reviewer", "rev-1", "--fresh", "--json"))
     assert [(r["decision"], r["session_ids"], r["reviewer_id"]) for r in rows] == [
         ("approved", ["s1"], "rev-1")]
-    assert json.loads(run(store, "decisions", "--overrides", "--json")) == []
+    assert json_lines(run(store, "decisions", "--overrides", "--json")) == []

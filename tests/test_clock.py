@@ -19,6 +19,7 @@ from ledger.audit.decisions import Filters, findings
 from ledger.audit.history import as_of, history
 from ledger.cli import main
 from ledger.errors import ClockBehind
+from ledger.values import instant_text
 from tests.helpers import (
     ENDS,
     NOW,
@@ -81,7 +82,7 @@ def test_a_command_with_the_clock_nine_days_behind_is_refused_and_writes_nothing
     refused = world.refuse(build(touched_later), "clock_behind")
     assert refused["error"]["details"] == {
         "aggregate": "registration", "aggregate_id": touched_later,
-        "last_recorded_at": LATER.isoformat(), "clock": (LATER - NINE_DAYS).isoformat(),
+        "last_recorded_at": instant_text(LATER), "clock": instant_text(LATER - NINE_DAYS),
         "behind_seconds": NINE_DAYS.total_seconds()}
 
 

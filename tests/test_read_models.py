@@ -13,6 +13,7 @@ from ledger.projections.registry import projector
 from ledger.projections.runner import Projector
 from ledger.projections.view import ViewMixin
 from ledger.projections.ytd import ytd_report
+from ledger.values import instant_text
 from tests.helpers import (
     AUTO,
     BANGKOK,
@@ -175,7 +176,7 @@ def test_decisions_record_the_reviewer_the_override_and_the_time_since_submissio
         ("approved", ["s3"], "top seller last year", [], 7200),
         ("rejected", ["s1", "s2"], None, ["capacity_full"], 18000)]
     assert rows[0]["failed_criteria"] == ["min_account_level"]
-    assert rows[0]["submitted_at"] == (NOW + hours(1)).isoformat()
+    assert rows[0]["submitted_at"] == instant_text(NOW + hours(1))
     assert [r["version"] for r in decisions_report(view, overrides_only=True)] == [
         rows[0]["version"]]
     (auto,) = decisions_report(view, reviewer="system")

@@ -6,7 +6,6 @@ rows are shown: `ledger campaigns`, `ledger manage`, `GET /v1/campaigns` and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +14,7 @@ from click.testing import CliRunner
 from ledger.cli import main
 from ledger.projections.registry import projector
 from ledger.projections.view import ViewMixin
-from tests.helpers import AUTO, MANUAL, NOW, SELLER, World, register
+from tests.helpers import AUTO, MANUAL, NOW, SELLER, World, json_lines, register
 from tests.service_helpers import Api, in_process
 
 FAR_FUTURE = "9999-12-31T23:59:59-05:00"
@@ -77,7 +76,7 @@ def test_ledger_campaigns_json_marks_the_bad_campaign_unreadable(
 ) -> None:
     code, out, _ = cli(world, "campaigns", "--json")
     assert code == 0
-    rows = {row["campaign_id"]: row for row in json.loads(out)}
+    rows = {row["campaign_id"]: row for row in json_lines(out)}
     assert rows[MANUAL]["status"] == "registration_open"
     assert set(rows[bad_campaign]) == {"campaign_id", "unreadable"}
     assert rows[bad_campaign]["unreadable"].startswith("ends_at: ")
@@ -88,7 +87,7 @@ def test_ledger_manage_shows_the_sellers_readable_rows_and_warns_of_the_bad_one(
 ) -> None:
     code, out, err = cli(world, "manage", "--seller", SELLER, "--json")
     assert code == 0, err
-    rows = {row["campaign_id"]: row for row in json.loads(out)}
+    rows = {row["campaign_id"]: row for row in json_lines(out)}
     assert rows[AUTO]["status"] == "approved"
     assert rows[bad_registration]["unreadable"].startswith("campaign_ends_at: ")
     assert "warning: registration " in err
@@ -103,7 +102,7 @@ def test_a_registration_whose_sessions_cell_was_edited_is_reported_not_fatal(
     edit(view, "rm_manage_registrations", "sessions", '[{"oops": 1}]', "campaign_id", MANUAL)
     code, out, err = cli(world, "manage", "--seller", SELLER, "--json")
     assert code == 0, err
-    [row] = json.loads(out)
+    [row] = json_lines(out)
     assert row["campaign_id"] == MANUAL
     assert "unreadable" in row
 

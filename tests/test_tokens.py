@@ -3,7 +3,6 @@ service, on both backends."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 
@@ -15,7 +14,7 @@ from ledger import FixedClock, Ledger
 from ledger.cli import main
 from ledger.service import state
 from ledger.store.tokens import token_id
-from tests.helpers import create_campaign, dump_store
+from tests.helpers import create_campaign, dump_store, json_lines
 from tests.service_helpers import add_token, bearer, in_process
 
 
@@ -34,7 +33,7 @@ def issued(backend: str) -> dict[str, str]:
 def listed(url: str, *args: str) -> list[dict[str, str]]:
     result = tokens(url, "list", "--json", *args)
     assert result.exit_code == 0, result.output
-    rows: list[dict[str, str]] = json.loads(result.stdout)
+    rows: list[dict[str, str]] = json_lines(result.stdout)
     return rows
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from ledger.aggregates.base import Cause, LedgerAggregate, LedgerCreated, LedgerEvent, campaign_uuid
 from ledger.errors import RuleBroken
+from ledger.values import instant_text
 
 
 class CampaignCreated(LedgerCreated):
@@ -110,7 +111,7 @@ class Campaign(LedgerAggregate):
         if by.at < self.ends_at:
             raise RuleBroken(
                 "campaign_not_ended",
-                f"campaign {self.campaign_id} ends at {self.ends_at.isoformat()}",
-                {"ends_at": self.ends_at.isoformat(), "now": by.at.isoformat()},
+                f"campaign {self.campaign_id} ends at {instant_text(self.ends_at)}",
+                {"ends_at": instant_text(self.ends_at), "now": instant_text(by.at)},
             )
         self.record(Expired, by)

@@ -20,6 +20,7 @@ from ledger.aggregates.registration_events import (
 )
 from ledger.aggregates.sessions import Session, check_new_sessions
 from ledger.errors import NotFound, RuleBroken, ValidationFailed
+from ledger.values import instant_text
 
 UNDER_REVIEW = {"under_review"}
 
@@ -129,7 +130,7 @@ class Registration(LedgerAggregate):
             raise RuleBroken("invalid_transition", "auto-review campaigns take no sessions")
         if self.expired or now >= self.terms["ends_at"]:
             raise RuleBroken("campaign_ended", "the campaign has ended",
-                             {"ends_at": self.terms["ends_at"].isoformat()})
+                             {"ends_at": instant_text(self.terms["ends_at"])})
 
     def _check_session_rules(self, sessions: Sequence[tuple[datetime, datetime]],
                              now: datetime) -> None:
@@ -279,8 +280,8 @@ def check_can_register(campaign: Campaign, main_category: str, level: str | None
     if not campaign.is_registration_open(now):
         raise RuleBroken("registration_closed",
                          f"registration for {campaign.campaign_id} is {campaign.status(now)}",
-                         {"registration_opens_at": campaign.registration_opens_at.isoformat(),
-                          "registration_closes_at": campaign.registration_closes_at.isoformat(),
+                         {"registration_opens_at": instant_text(campaign.registration_opens_at),
+                          "registration_closes_at": instant_text(campaign.registration_closes_at),
                           "status": campaign.status(now)})
     allowed = campaign.requirements.get("categories") or []
     if allowed and main_category not in allowed:

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from ledger.errors import RuleBroken, ValidationFailed
+from ledger.values import instant_text
 
 OPEN_STATUSES = frozenset({"under_review", "approved"})
 
@@ -60,7 +61,7 @@ def check_new_sessions(
         if starts_at < period[0] or ends_at > period[1]:
             raise RuleBroken(
                 "session_outside_campaign",
-                f"session {starts_at.isoformat()}..{ends_at.isoformat()} is outside the "
+                f"session {instant_text(starts_at)}..{instant_text(ends_at)} is outside the "
                 f"campaign period {period[0].isoformat()}..{period[1].isoformat()}",
                 {"campaign_starts_at": period[0].isoformat(),
                  "campaign_ends_at": period[1].isoformat()},
@@ -68,8 +69,8 @@ def check_new_sessions(
         if starts_at < now:
             raise RuleBroken(
                 "session_in_past",
-                f"session starts at {starts_at.isoformat()}, before now ({now.isoformat()})",
-                {"starts_at": starts_at.isoformat(), "now": now.isoformat()},
+                f"session starts at {instant_text(starts_at)}, before now ({instant_text(now)})",
+                {"starts_at": instant_text(starts_at), "now": instant_text(now)},
             )
         clash = next((s for s in open_sessions + accepted if s.overlaps(starts_at, ends_at)), None)
         if clash is not None:
@@ -77,7 +78,7 @@ def check_new_sessions(
                 "session_overlap",
                 f"session overlaps {clash.session_id}"
                 f"{' of this command' if clash in accepted else ''} "
-                f"({clash.starts_at.isoformat()}..{clash.ends_at.isoformat()})",
+                f"({instant_text(clash.starts_at)}..{instant_text(clash.ends_at)})",
                 {"overlaps": clash.session_id},
             )
         # A session of this same command has no id yet: name it by its place in it.

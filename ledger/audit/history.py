@@ -11,6 +11,7 @@ from uuid import UUID
 from ledger.aggregates.base import campaign_uuid
 from ledger.errors import NotFound
 from ledger.ledger import Ledger
+from ledger.values import instant_text
 from ledger.views import campaign_state, event_record, registration_state
 
 PAGE = 500  # events read at a time: a long-lived registration never sits in memory whole
@@ -82,9 +83,9 @@ def version_at(ledger: Ledger, found: Target, at: datetime) -> int:
     if version == 0:
         first = next(stored_events(ledger, found.aggregate_id, page=1))
         raise NotFound(
-            f"{found.label} did not exist yet at {at.isoformat()}: its first event was "
-            f"recorded at {first.timestamp.isoformat()}",
-            {"at": at.isoformat(), "first_recorded_at": first.timestamp.isoformat()})
+            f"{found.label} did not exist yet at {instant_text(at)}: its first event was "
+            f"recorded at {instant_text(first.timestamp)}",
+            {"at": instant_text(at), "first_recorded_at": instant_text(first.timestamp)})
     return version
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -55,7 +55,8 @@ def canonical(kind: str, value: Any) -> Any:
                 moment = datetime.fromisoformat(value)
             except ValueError:
                 return value
-        return moment.isoformat() if isinstance(moment, datetime) else value
+        # The same instant is the same value, whatever offset its text was stored with.
+        return moment.astimezone(UTC).isoformat() if isinstance(moment, datetime) else value
     return value
 
 

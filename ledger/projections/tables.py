@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import islice
 from typing import Any
@@ -52,11 +52,25 @@ def _json_dump(value: Any) -> str:
 
 
 def _iso(value: Any) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+    """A time for a SQLite TEXT column: UTC, always to the microsecond, so that the text
+    sorts as the instants do (ORDER BY, as PostgreSQL's timestamptz sorts)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return str(value)
 
 
 def _json_load(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+    """A JSON column's value, its objects' keys sorted: PostgreSQL's JSONB keeps its own key
+    order (shortest first), SQLite's text the order written; sorted, both read alike."""
+    return _sorted_keys(json.loads(value) if isinstance(value, str) else value)
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
 
 
 def _money(value: Any) -> Decimal:
