@@ -9,13 +9,13 @@ from typing import Any
 
 import click
 
-from ledger.cli import Settings, friendly_errors, main, parse_time_option
-from ledger.cli_csv import write_csv
-from ledger.cli_print import json_option
+from ledger.console.audit_chain import audit_seal, audit_seals, audit_verify
+from ledger.console.options import Settings, friendly_errors, json_option, parse_time_option
+from ledger.console.printing import write_csv
 from ledger.views import cell
 
 
-@main.group()
+@click.group()
 def audit() -> None:
     """Audit from the event store itself (never from read models that may lag)."""
 
@@ -183,4 +183,5 @@ def audit_findings(settings: Settings, reviewer: str | None, campaign: str | Non
                             for row in map(settings.printer.json, rows)], FINDING_COLUMNS)
 
 
-from ledger import cli_audit_chain  # noqa: E402, F401  (verify, seal)
+for command in (audit_verify, audit_seal, audit_seals):
+    audit.add_command(command)
