@@ -9,7 +9,7 @@ import click
 
 from ledger.console import audit, commands, demo, export, projections, queries, serve, tokens
 from ledger.console.options import TZ_HELP, Settings, parse_time_option, parse_zone
-from ledger.store.urls import DEFAULT_URL
+from ledger.ledger import DEFAULT_URL
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -94,8 +94,7 @@ def audit_verify(settings: Settings, root: bytes | None, as_json: bool) -> None:
       $ ledger audit verify --root 9c2e41...   # the root you kept from `ledger audit seal`
     """
     with Progress() as bar:
-        checked = integrity.verify(settings.ledger().app, root=root, key=seals.key_from_env(),
-                                   progress=bar)
+        checked = settings.ledger().verify(root=root, progress=bar)
     report = checked.report
     if as_json:
         settings.printer.document(_summary(report, checked))
@@ -132,10 +131,9 @@ def audit_seal(settings: Settings, as_json: bool) -> None:
       sealed #4 at position 18,230: 1,204 aggregates, 18,230 events, signed
       root 9c2e41...
     """
-    ledger = settings.ledger()
-    key = seals.key_from_env()
+    key = seals.key_from_env()  # only to say whether the seal is signed
     with Progress() as bar:
-        checked, sealed = integrity.seal(ledger.app, ledger.clock.now(), key=key, progress=bar)
+        checked, sealed = settings.ledger().seal(progress=bar)
     if sealed is None:
         if as_json:
             settings.printer.document({**_summary(checked.report, checked), "seal_id": None})
@@ -174,7 +172,7 @@ def audit_seals(settings: Settings, as_json: bool) -> None:
       seal_id  sealed_at             position  aggregates  events  signed  root
       1        2026-10-05T09:30:00Z  18230     1204        18230   yes     9c2e41...
     """
-    rows = [row.as_dict() for row in seals.list_seals(settings.ledger().app.store)]
+    rows = [row.as_dict() for row in settings.ledger().seals()]
     if as_json:
         settings.printer.lines(rows)
         return

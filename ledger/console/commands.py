@@ -12,7 +12,6 @@ from ledger.console.options import Settings, friendly_errors, json_option
 from ledger.console.streams import Document, OutputFailed, documents, reader_gone
 from ledger.errors import InvalidJson, StoreUnavailable
 from ledger.ledger import Ledger, refused
-from ledger.views import campaign_state, event_record, registration_state
 
 
 @click.command()
@@ -103,10 +102,7 @@ def show_campaign(settings: Settings, campaign_id: str, as_json: bool) -> None:
 
     Example: ledger show campaign 1111-mega-live
     """
-    ledger = settings.ledger()
-    campaign = ledger.campaign(campaign_id)
-    count = len(ledger.app.store.registrations_of(campaign_id))
-    settings.printer.document(campaign_state(campaign, ledger.clock.now(), count))
+    settings.printer.document(settings.ledger().campaign_state(campaign_id))
 
 
 @show.command("registration")
@@ -119,8 +115,7 @@ def show_registration(settings: Settings, registration_id: str, as_json: bool) -
 
     Example: ledger show registration 1b4e28ba-2fa1-51d2-883f-0016d3cca427
     """
-    registration = settings.ledger().registration(registration_id)
-    settings.printer.document(registration_state(registration))
+    settings.printer.document(settings.ledger().registration_state(registration_id))
 
 
 @click.command()
@@ -135,8 +130,8 @@ def events(settings: Settings, aggregate_id: str, as_json: bool) -> None:
 
     Example: ledger events 1111-mega-live --json
     """
-    for event in settings.ledger().events_of(aggregate_id):
-        record = settings.printer.json(event_record(event))
+    for event in settings.ledger().event_records(aggregate_id):
+        record = settings.printer.json(event)
         if as_json:
             settings.printer.lines([record])
         else:

@@ -17,10 +17,9 @@ from ledger.clock import Clock, FixedClock, SystemClock, parse_instant
 from ledger.console.printing import Printer
 from ledger.console.streams import OutputFailed, checked_stdout, discard_stdout
 from ledger.errors import LedgerError, StoreUnavailable, first_line
-from ledger.ledger import Ledger
-from ledger.projections.registry import READ_MODELS, projector
+from ledger.ledger import Ledger, store_fault
+from ledger.projections.registry import READ_MODELS
 from ledger.projections.runner import Projector
-from ledger.store.faults import classify
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,7 +49,7 @@ class Settings:
         return self._ledger
 
     def projector(self) -> Projector:
-        return projector(self.ledger().app)
+        return self.ledger().projector()
 
     def close(self) -> None:
         if self._ledger is not None:
@@ -81,9 +80,9 @@ def friendly_errors(func: F) -> F:
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as e:
-            fault = classify(e)
+            fault = store_fault(e)
             if fault is not None:  # a read that met a store fault: say which, exit 2
-                click.echo(f"Error: store unavailable: {fault.describe()}", err=True)
+                click.echo(f"Error: {fault}", err=True)
                 sys.exit(2)
             if os.environ.get("LEDGER_DEBUG"):
                 raise

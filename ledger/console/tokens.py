@@ -6,8 +6,7 @@ import click
 
 from ledger.clock import SystemClock
 from ledger.console.options import Settings, friendly_errors, json_option
-from ledger.store import tokens
-from ledger.store.tokens import TokenActor
+from ledger.ledger import TokenActor, token_id
 
 ROLES = ("seller", "reviewer", "operator", "system")
 
@@ -42,14 +41,13 @@ def tokens_add(settings: Settings, role: str, actor_id: str, as_json: bool) -> N
         Actor.model_validate({"id": actor_id, "role": role})
     except ValidationError as e:
         raise click.BadParameter(str(e.errors()[0]["msg"]), param_hint="--id") from None
-    store = settings.ledger().app.store
-    token = tokens.issue(store, TokenActor(actor_id, role), SystemClock().now())
+    token = settings.ledger().issue_token(TokenActor(actor_id, role), SystemClock().now())
     if as_json:
-        settings.printer.document({"token": token, "id": tokens.token_id(token), "role": role,
+        settings.printer.document({"token": token, "id": token_id(token), "role": role,
                                    "actor_id": actor_id})
     else:
         click.echo(token)
-    click.echo(f"a token for {role} {actor_id!r} (id {tokens.token_id(token)}): keep it now, "
+    click.echo(f"a token for {role} {actor_id!r} (id {token_id(token)}): keep it now, "
                "it is not shown again", err=True)
 
 
@@ -66,7 +64,7 @@ def tokens_list(settings: Settings, actor_id: str | None, as_json: bool) -> None
     Example:
       ledger tokens list --id rev-alice
     """
-    rows = [r.as_dict() for r in tokens.listed(settings.ledger().app.store, actor_id)]
+    rows = [r.as_dict() for r in settings.ledger().tokens(actor_id)]
     if as_json:
         settings.printer.lines(rows)
         return
@@ -95,8 +93,8 @@ def tokens_revoke(settings: Settings, token_ids: tuple[str, ...], actor_id: str 
     if not token_ids and actor_id is None:
         raise click.UsageError("name the tokens to revoke: TOKEN_ID... (see `ledger tokens "
                                "list`), or --id ACTOR for all of an actor's")
-    store = settings.ledger().app.store
-    stored = tokens.listed(store)
+    ledger = settings.ledger()
+    stored = ledger.tokens()
     unknown = sorted(set(token_ids) - {r.id for r in stored})
     if unknown:
         raise click.ClickException(f"not_found: no token with id {', '.join(unknown)} (see "
@@ -104,7 +102,7 @@ def tokens_revoke(settings: Settings, token_ids: tuple[str, ...], actor_id: str 
     chosen = set(token_ids) | {r.id for r in stored if r.actor.id == actor_id}
     if not chosen:
         raise click.ClickException(f"not_found: {actor_id!r} has no tokens; nothing was revoked")
-    revoked = tokens.revoke(store, sorted(chosen))
+    revoked = ledger.revoke_tokens(sorted(chosen))
     if as_json:
         settings.printer.document({"revoked": revoked, "ids": sorted(chosen)})
         return
