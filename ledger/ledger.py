@@ -1,28 +1,35 @@
-"""The Ledger: `Ledger.open(url)` and `ledger.send(command) -> result`, the one contract
-that the CLI, tests and (later) the network service all use."""
+"""The Ledger: `Ledger.open(url)`, `ledger.send(command) -> result`, and (from
+`LedgerReads`) everything it answers: the one API the CLI, the service and tests use."""
 
 from __future__ import annotations
 
 import random
 import time
+from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
-from ledger.aggregates.base import Cause, campaign_uuid
-from ledger.aggregates.campaign import Campaign
-from ledger.aggregates.registration import Registration
+from ledger.aggregates.base import Cause
+from ledger.audit import chain, integrity
+from ledger.audit import seals as sealing
 from ledger.clock import Clock, SystemClock
-from ledger.commands.context import A, Context, Outcome, Reader, load, visible_to
+from ledger.commands.context import Context, Outcome
 from ledger.commands.handlers import handle
 from ledger.commands.parse import Command, command_id_of, load_json, parse_command
 from ledger.commands.schemas import ROLES
-from ledger.errors import Conflict, Forbidden, LedgerError, NotFound
+from ledger.errors import Conflict, Forbidden, LedgerError
+from ledger.reads import LedgerReads
+from ledger.store import tokens
 from ledger.store.application import LedgerApplication, open_application
 from ledger.store.faults import Fault, StoreErrors, classify, read_only_folder
 from ledger.store.plan import CommandRow
+from ledger.store.tokens import TokenActor, TokenRow
 from ledger.store.urls import DEFAULT_URL, check_reachable, parse_url
+
+# What the faces need of the layers below, named here so that they never import the store.
+__all__ = ["DEFAULT_URL", "Ledger", "TokenActor", "TokenRow", "refused", "store_fault",
+           "token_id"]
 
 MAX_ATTEMPTS = 100
 OUTAGE_BUDGET = 5.0  # seconds a command keeps trying again while the store is unreachable
@@ -32,7 +39,17 @@ def refused(command_id: str | None, error: LedgerError) -> dict[str, Any]:
     return {"ok": False, "command_id": command_id, "error": error.as_error()}
 
 
-class Ledger:
+def store_fault(error: BaseException) -> str | None:
+    """`store unavailable: ...` when `error` is the store failing (a read that met a lost
+    connection, a locked or full database); None when it is anything else."""
+    fault = classify(error)
+    return None if fault is None else f"store unavailable: {fault.describe()}"
+
+
+token_id = tokens.token_id  # the id `ledger tokens list` shows: the start of the token's hash
+
+
+class Ledger(LedgerReads):
     def __init__(self, app: LedgerApplication, clock: Clock, url: str) -> None:
         self.app = app
         self.clock = clock
@@ -167,32 +184,23 @@ class Ledger:
         position = recordings[-1].notification.id if recordings else None
         return {**result, "position": position}
 
-    # Reading state -------------------------------------------------------------------------
+    # Tamper evidence and tokens -----------------------------------------------------------
 
-    def campaign(self, campaign_id: str, version: int | None = None) -> Campaign:
-        return self._load(campaign_uuid(campaign_id), Campaign, f"campaign {campaign_id!r}",
-                          version)
+    def seal(self, *, progress: chain.Progress | None = None
+             ) -> tuple[integrity.Checked, chain.Seal | None]:
+        """Verify, then seal (signed with LEDGER_SEAL_KEY if set) only if nothing is found."""
+        return integrity.seal(self.app, self.clock.now(), key=sealing.key_from_env(),
+                              progress=progress)
 
-    def registration(self, registration_id: str, version: int | None = None, *,
-                     reader: Reader | None = None) -> Registration:
-        """The registration; as `reader` sees it when given (another seller's is not_found)."""
-        try:
-            reg_uuid = UUID(registration_id)
-        except ValueError:
-            raise NotFound(f"registration {registration_id!r} not found") from None
-        reg = self._load(reg_uuid, Registration, f"registration {registration_id!r}", version)
-        return reg if reader is None else visible_to(reg, registration_id, reader)
+    def issue_token(self, actor: TokenActor, at: datetime) -> str:
+        """A new bearer token for `actor` (only its SHA-256 is stored)."""
+        return tokens.issue(self.app.store, actor, at)
 
-    def _load(self, aggregate_id: UUID, kind: type[A], label: str, version: int | None) -> A:
-        return load(self.app, aggregate_id, kind, label, version)
+    def token_actor(self, token: str) -> TokenActor | None:
+        return tokens.find(self.app.store, token)
 
-    def resolve(self, public_id: str) -> UUID:
-        """A registration id (UUID) or a campaign id (slug) → the aggregate's UUID."""
-        try:
-            reg_uuid = UUID(public_id)
-        except ValueError:
-            return self.campaign(public_id).id
-        return self.registration(str(reg_uuid)).id
+    def tokens(self, actor_id: str | None = None) -> list[TokenRow]:
+        return tokens.listed(self.app.store, actor_id)
 
-    def events_of(self, public_id: str) -> list[Any]:
-        return list(self.app.events.get(self.resolve(public_id)))
+    def revoke_tokens(self, ids: list[str]) -> int:
+        return tokens.revoke(self.app.store, ids)

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli import main
-from ledger.cli_read import speed
+from ledger.console.printing import speed
 from tests.test_cli import CAMPAIGN, NOW, REGISTER
 from tests.test_projections_run import wait_for
 

@@ -11,8 +11,8 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from ledger.aggregates import registration_events as r
+from ledger.audit.history import Source
 from ledger.audit.times import backwards
-from ledger.ledger import Ledger
 from ledger.projections.decisions import decision_row, registration_row, with_session
 
 PAGE = 1000
@@ -58,7 +58,7 @@ class Filters:
         return self.reviewer is not None or self.overrides or self.auto
 
 
-def decisions(ledger: Ledger, filters: Filters = Filters(), *,
+def decisions(ledger: Source, filters: Filters = Filters(), *,
               page: int = PAGE) -> Iterator[dict[str, Any]]:
     """Each Approved/Rejected in store order, with the facts it was made on."""
     facts: dict[str, Facts] = {}
@@ -81,7 +81,7 @@ def decisions(ledger: Ledger, filters: Filters = Filters(), *,
                 yield row
 
 
-def _fact_events(ledger: Ledger, page: int) -> Iterator[tuple[str, Any]]:
+def _fact_events(ledger: Source, page: int) -> Iterator[tuple[str, Any]]:
     """(aggregate id, event) for the events decisions depend on, a page at a time."""
     app, position = ledger.app, 0
     while True:
@@ -159,7 +159,7 @@ FINDINGS: dict[str, tuple[str, Check]] = {
 }
 
 
-def findings(ledger: Ledger, filters: Filters = Filters(), *,
+def findings(ledger: Source, filters: Filters = Filters(), *,
              page: int = PAGE) -> Iterator[dict[str, Any]]:
     """One row per finding: which decision (or event), what is wrong with it, and the
     evidence. Decisions first, in store order; then events recorded earlier than the

@@ -5,16 +5,27 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from ledger.aggregates.base import campaign_uuid
+from ledger.aggregates.campaign import Campaign
+from ledger.aggregates.registration import Registration
+from ledger.commands.context import load
 from ledger.errors import NotFound
-from ledger.ledger import Ledger
+from ledger.store.application import LedgerApplication
 from ledger.values import instant_text
 from ledger.views import campaign_state, event_record, registration_state
 
 PAGE = 500  # events read at a time: a long-lived registration never sits in memory whole
+
+
+class Source(Protocol):
+    """What the audit reads from: the store's application (a `Ledger` is one). A protocol,
+    so that the audit never imports the facade that calls it."""
+
+    @property
+    def app(self) -> LedgerApplication: ...
 
 
 @dataclass(frozen=True)
@@ -40,9 +51,9 @@ class AsOf:
     recorded_at: datetime
 
 
-def target(ledger: Ledger, public_id: str) -> Target:
-    """Resolve as the write side does (a UUID is a registration, else a campaign slug),
-    without loading the aggregate; `not_found` when it has no events."""
+def target(ledger: Source, public_id: str) -> Target:
+    """A public id resolved (a UUID is a registration, else a campaign slug) without
+    loading the aggregate; `not_found` when it has no events. `Ledger.resolve` is this."""
     try:
         found = Target(public_id, UUID(public_id), "registration")
     except ValueError:
@@ -52,7 +63,7 @@ def target(ledger: Ledger, public_id: str) -> Target:
     return found
 
 
-def stored_events(ledger: Ledger, aggregate_id: UUID, *, page: int = PAGE) -> Iterator[Any]:
+def stored_events(ledger: Source, aggregate_id: UUID, *, page: int = PAGE) -> Iterator[Any]:
     """The aggregate's events in version order, decoded (and upcast) by the mapper."""
     after = 0
     while True:
@@ -64,7 +75,7 @@ def stored_events(ledger: Ledger, aggregate_id: UUID, *, page: int = PAGE) -> It
         after = stored[-1].originator_version
 
 
-def history(ledger: Ledger, public_id: str) -> Iterator[dict[str, Any]]:
+def history(ledger: Source, public_id: str) -> Iterator[dict[str, Any]]:
     """Every event of a campaign or registration: version, recorded time, type, actor,
     command_id and the fields it sets (`data`)."""
     found = target(ledger, public_id)
@@ -72,7 +83,7 @@ def history(ledger: Ledger, public_id: str) -> Iterator[dict[str, Any]]:
         yield event_record(event)
 
 
-def version_at(ledger: Ledger, found: Target, at: datetime) -> int:
+def version_at(ledger: Source, found: Target, at: datetime) -> int:
     """The last version recorded at or before `at`: the events up to the first one
     recorded later (a state as of `at` cannot hold an event recorded after it)."""
     version = 0
@@ -89,12 +100,12 @@ def version_at(ledger: Ledger, found: Target, at: datetime) -> int:
     return version
 
 
-def last_version(ledger: Ledger, found: Target) -> int:
+def last_version(ledger: Source, found: Target) -> int:
     head = ledger.app.recorder.select_events(found.aggregate_id, desc=True, limit=1)
     return head[0].originator_version if head else 0
 
 
-def as_of(ledger: Ledger, public_id: str, *, at: datetime | None = None,
+def as_of(ledger: Source, public_id: str, *, at: datetime | None = None,
           version: int | None = None) -> AsOf:
     """The aggregate replayed up to `version` (or the last version recorded by `at`), in
     the shape `ledger show` prints. Whatever depends on the clock (a campaign's status)
@@ -111,15 +122,15 @@ def as_of(ledger: Ledger, public_id: str, *, at: datetime | None = None,
     else:
         raise ValueError("give exactly one of at= and version=")
     if found.kind == "campaign":
-        campaign = ledger.campaign(public_id, chosen)
+        campaign = load(ledger.app, found.aggregate_id, Campaign, found.label, chosen)
         moment = at or campaign.modified_on
         count = registrations_by(ledger, campaign.campaign_id, moment)
         return AsOf(campaign_state(campaign, moment, count), chosen, last, campaign.modified_on)
-    reg = ledger.registration(public_id, chosen)
+    reg = load(ledger.app, found.aggregate_id, Registration, found.label, chosen)
     return AsOf(registration_state(reg), chosen, last, reg.modified_on)
 
 
-def registrations_by(ledger: Ledger, campaign_id: str, moment: datetime) -> int:
+def registrations_by(ledger: Source, campaign_id: str, moment: datetime) -> int:
     """How many registrations of the campaign had been recorded by `moment`."""
     count = 0
     for registration_id in ledger.app.store.registrations_of(campaign_id):

@@ -13,7 +13,7 @@ from eventsourcing.persistence import StoredEvent
 from ledger.aggregates.campaign import CampaignCreated
 from ledger.aggregates.registration_events import Registered
 from ledger.audit.chain import events_in_key_order
-from ledger.ledger import Ledger
+from ledger.audit.history import Source
 
 FINDING = "time_went_backwards"
 SUMMARY = "recorded earlier than the aggregate's previous version"
@@ -32,7 +32,7 @@ class Head:
     recorded_at: datetime
 
 
-def backwards(ledger: Ledger, campaign: str | None = None) -> Iterator[dict[str, Any]]:
+def backwards(ledger: Source, campaign: str | None = None) -> Iterator[dict[str, Any]]:
     """One finding per event recorded earlier than the version before it, in aggregate order.
 
     Events are read in (aggregate, version) order, a page at a time, keeping only the

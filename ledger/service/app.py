@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 
 from ledger.clock import Clock
 from ledger.errors import LedgerError, StoreUnavailable
+from ledger.ledger import DEFAULT_URL, store_fault
 from ledger.projections.follower import log as follower_log
 from ledger.service import reads, worker_env
 from ledger.service.http import AccessLog, AuthActor, access_logger, read_body, service_of
@@ -32,8 +33,6 @@ from ledger.service.models import Accepted, Health, Readiness, Refused, add_comm
 from ledger.service.state import READ_TIMEOUT, Service
 from ledger.service.status import RETRY_AFTER, ServiceError, error_body, status_of
 from ledger.service.worker_env import READY_MAX_LAG
-from ledger.store.faults import classify
-from ledger.store.urls import DEFAULT_URL
 from ledger.views import jsonable
 
 COMMANDS = "/v1/commands"
@@ -156,11 +155,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unavailable(_: Request, e: Exception) -> JSONResponse:
         if isinstance(e, StoreUnavailable):
             return respond(ServiceError(503, "store_unavailable", str(e)))
-        fault = classify(e)
+        fault = store_fault(e)
         if fault is None:  # not the store's fault: a bug, a 500 with its traceback logged
             raise e
-        return respond(ServiceError(503, "store_unavailable",
-                                    f"store unavailable: {fault.describe()}"))
+        return respond(ServiceError(503, "store_unavailable", fault))
 
     async def invalid_request(_: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, RequestValidationError)

@@ -12,9 +12,9 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ledger.ledger import TokenActor
 from ledger.service.state import Service
 from ledger.service.status import ServiceError
-from ledger.store.tokens import TokenActor
 
 access_logger = logging.getLogger("ledger.access")
 

@@ -13,17 +13,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ledger.audit.history import history
 from ledger.errors import Forbidden, ValidationFailed
+from ledger.ledger import TokenActor
 from ledger.projections.campaign_performance import campaign_performance_report
 from ledger.projections.decisions import decisions_report
 from ledger.projections.manage import REGISTRATION_STATUSES, campaign_list, manage_page
 from ledger.projections.view import ViewMixin
 from ledger.projections.ytd import ytd_report
 from ledger.service.http import AuthActor, service_of
-from ledger.service.state import Service
-from ledger.store.tokens import TokenActor
-from ledger.views import campaign_state, jsonable, registration_state
+from ledger.views import jsonable
 
 router = APIRouter(prefix="/v1", tags=["reads"])
 Json = dict[str, Any]
@@ -115,10 +113,7 @@ def campaigns(request: Request, actor: Actor, view: ManageView,
 @router.get("/campaigns/{campaign_id}")
 def campaign(request: Request, actor: Actor, campaign_id: str) -> Json:
     """A campaign's current state, replayed from the event store (as `ledger show`)."""
-    ledger = service_of(request).ledger()
-    found = ledger.campaign(campaign_id)
-    count = len(ledger.app.store.registrations_of(campaign_id))
-    return campaign_state(found, ledger.clock.now(), count)
+    return service_of(request).ledger().campaign_state(campaign_id)
 
 
 @router.get("/campaigns/{campaign_id}/performance", responses=FRESHNESS)
@@ -134,25 +129,21 @@ def campaign_performance(request: Request, actor: Actor, view: CampaignPerforman
 def campaign_history(request: Request, actor: Actor, campaign_id: str) -> list[Json]:
     """Every stored event of the campaign, in order (as `ledger audit history`)."""
     not_seller(actor, "a campaign's history")
-    return list(history(service_of(request).ledger(), campaign_id))
+    return list(service_of(request).ledger().history(campaign_id))
 
 
 @router.get("/registrations/{registration_id}")
 def registration(request: Request, actor: Actor, registration_id: str) -> Json:
     """A registration's current state, replayed from the event store (as `ledger show`)."""
-    return registration_state(_registration(service_of(request), actor, registration_id))
+    return service_of(request).ledger().registration_state(registration_id, reader=actor)
 
 
 @router.get("/registrations/{registration_id}/history")
 def registration_history(request: Request, actor: Actor, registration_id: str) -> list[Json]:
     """Every stored event of the registration, in order (as `ledger audit history`)."""
-    service = service_of(request)
-    _registration(service, actor, registration_id)
-    return list(history(service.ledger(), registration_id))
-
-
-def _registration(service: Service, actor: TokenActor, registration_id: str) -> Any:
-    return service.ledger().registration(registration_id, reader=actor)
+    ledger = service_of(request).ledger()
+    ledger.registration(registration_id, reader=actor)  # another seller's is not_found
+    return list(ledger.history(registration_id))
 
 
 @router.get("/sellers/{seller_id}/registrations", responses=FRESHNESS)

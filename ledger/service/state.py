@@ -14,16 +14,13 @@ from starlette.concurrency import run_in_threadpool
 from ledger.clock import Clock, SystemClock
 from ledger.commands.parse import MAX_COMMAND_BYTES, load_json
 from ledger.errors import InvalidJson, StoreUnavailable, ValidationFailed
-from ledger.ledger import Ledger, refused
+from ledger.ledger import Ledger, TokenActor, refused
 from ledger.projections.follower import Follower
-from ledger.projections.registry import projector
 from ledger.projections.runner import Projector
 from ledger.projections.view import ViewMixin
 from ledger.service.models import MAX_BATCH
 from ledger.service.status import ServiceError
 from ledger.service.worker_env import READY_MAX_LAG
-from ledger.store import tokens
-from ledger.store.tokens import TokenActor
 
 READ_TIMEOUT = 5.0  # seconds a read waits for its read model to reach ?after=
 FIRST_PAUSE, LAST_PAUSE = 0.005, 0.1  # seconds between a waiting read's checks (doubling)
@@ -52,7 +49,7 @@ class Service:
         self.read_timeout = read_timeout
         self.ready_max_lag = ready_max_lag
         # A candidate for the store's one follower (see projections/follower.py).
-        self.follower = Follower(lambda: projector(self.ledger().app)) if follow else None
+        self.follower = Follower(lambda: self.ledger().projector()) if follow else None
         self._ledger: Ledger | None = None
         self._projector: Projector | None = None
         self._opening = threading.Lock()
@@ -72,7 +69,7 @@ class Service:
         ledger = self.ledger()
         with self._opening:
             if self._projector is None:
-                self._projector = projector(ledger.app)
+                self._projector = ledger.projector()
             return self._projector
 
     def start(self) -> None:
@@ -91,7 +88,7 @@ class Service:
 
     def actor(self, token: str) -> TokenActor | None:
         """The token's actor, from the store (and remembered: see `known_actor`)."""
-        actor = tokens.find(self.ledger().app.store, token)
+        actor = self.ledger().token_actor(token)
         if actor is not None:
             self._actors[token] = (time.monotonic() + TOKEN_TTL, actor)
         return actor

@@ -8,10 +8,8 @@ from typing import Any
 import click
 
 from ledger.audit import chain, integrity, seals
-from ledger.cli import Settings, friendly_errors
-from ledger.cli_audit import audit
-from ledger.cli_print import json_option
-from ledger.cli_read import ProgressBar
+from ledger.console.options import Settings, friendly_errors, json_option
+from ledger.console.printing import Progress
 
 
 def _summary(report: chain.Report, checked: integrity.Checked | None = None
@@ -62,7 +60,7 @@ def _root(_: click.Context, __: click.Parameter, value: str | None) -> bytes | N
     return root
 
 
-@audit.command("verify")
+@click.command("verify")
 @click.option("--root", "root", metavar="HEX", callback=_root,
               help="Also check the store against this seal root, kept outside the database "
                    "(as `ledger audit seal` printed it): the seal must still exist, unchanged.")
@@ -95,10 +93,8 @@ def audit_verify(settings: Settings, root: bytes | None, as_json: bool) -> None:
       aggregate 5f1c...e2 version 3: altered: hash differs: the stored topic or state was changed
       $ ledger audit verify --root 9c2e41...   # the root you kept from `ledger audit seal`
     """
-    bar = ProgressBar()
-    checked = integrity.verify(settings.ledger().app, root=root, key=seals.key_from_env(),
-                               progress=bar)
-    bar.close()
+    with Progress() as bar:
+        checked = settings.ledger().verify(root=root, progress=bar)
     report = checked.report
     if as_json:
         settings.printer.document(_summary(report, checked))
@@ -111,7 +107,7 @@ def audit_verify(settings: Settings, root: bytes | None, as_json: bool) -> None:
     sys.exit(0 if report.clean else 1)
 
 
-@audit.command("seal")
+@click.command("seal")
 @json_option("One JSON document: ok, seal_id, position, aggregates, events, root (hex), "
              "signed.")
 @click.pass_obj
@@ -135,11 +131,9 @@ def audit_seal(settings: Settings, as_json: bool) -> None:
       sealed #4 at position 18,230: 1,204 aggregates, 18,230 events, signed
       root 9c2e41...
     """
-    ledger = settings.ledger()
-    key = seals.key_from_env()
-    bar = ProgressBar()
-    checked, sealed = integrity.seal(ledger.app, ledger.clock.now(), key=key, progress=bar)
-    bar.close()
+    key = seals.key_from_env()  # only to say whether the seal is signed
+    with Progress() as bar:
+        checked, sealed = settings.ledger().seal(progress=bar)
     if sealed is None:
         if as_json:
             settings.printer.document({**_summary(checked.report, checked), "seal_id": None})
@@ -162,7 +156,7 @@ def audit_seal(settings: Settings, as_json: bool) -> None:
                err=True)
 
 
-@audit.command("seals")
+@click.command("seals")
 @json_option("JSON Lines: one object per seal (seal_id, sealed_at, position, "
              "aggregates, events, root, signed).")
 @click.pass_obj
@@ -178,7 +172,7 @@ def audit_seals(settings: Settings, as_json: bool) -> None:
       seal_id  sealed_at             position  aggregates  events  signed  root
       1        2026-10-05T09:30:00Z  18230     1204        18230   yes     9c2e41...
     """
-    rows = [row.as_dict() for row in seals.list_seals(settings.ledger().app.store)]
+    rows = [row.as_dict() for row in settings.ledger().seals()]
     if as_json:
         settings.printer.lines(rows)
         return

@@ -8,9 +8,8 @@ from typing import Any
 
 import click
 
-from ledger.cli import Settings, friendly_errors
-from ledger.cli_print import json_option
-from ledger.cli_read import ProgressBar, _names, _projector, projections
+from ledger.console.options import Settings, friendly_errors, json_option, read_model_names
+from ledger.console.printing import Progress
 from ledger.projections.compare import TableDiff
 from ledger.projections.verify import Verdict, VerifyFailed, verify
 from ledger.views import jsonable
@@ -18,7 +17,7 @@ from ledger.views import jsonable
 WIDTH = 60  # characters of a value shown in a changed row (JSON ones get long)
 
 
-@projections.command("verify")
+@click.command("verify")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--limit", type=click.IntRange(0, None), default=10, show_default=True,
               help="Differing rows shown per table (all are counted).")
@@ -38,16 +37,14 @@ def projections_verify(settings: Settings, names: tuple[str, ...], limit: int,
 
     Example: ledger projections verify manage_campaign --limit 5
     """
-    chosen = _names(names)
-    p = _projector(settings)
-    bar = ProgressBar()
+    chosen = read_model_names(names)
+    p = settings.projector()
     try:
-        verdicts = verify(p, chosen, limit=limit, progress=bar)
+        with Progress() as bar:
+            verdicts = verify(p, chosen, limit=limit, progress=bar)
     except VerifyFailed as e:
-        bar.close()
         click.echo(f"Error: {e}", err=True)
         sys.exit(2)
-    bar.close()
     head = p.head()
     if as_json:
         settings.printer.document(report(verdicts, head))

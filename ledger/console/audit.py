@@ -9,13 +9,14 @@ from typing import Any
 
 import click
 
-from ledger.cli import Settings, friendly_errors, main, parse_time_option
-from ledger.cli_csv import write_csv
-from ledger.cli_print import json_option
+from ledger.audit.decisions import Filters
+from ledger.console.audit_chain import audit_seal, audit_seals, audit_verify
+from ledger.console.options import Settings, friendly_errors, json_option, parse_time_option
+from ledger.console.printing import write_csv
 from ledger.views import cell
 
 
-@main.group()
+@click.group()
 def audit() -> None:
     """Audit from the event store itself (never from read models that may lag)."""
 
@@ -45,9 +46,7 @@ def audit_history(settings: Settings, aggregate_id: str, as_json: bool) -> None:
       ledger audit history 1111-mega-live
       ledger audit history 1b4e28ba-2fa1-51d2-883f-0016d3cca427 --json
     """
-    from ledger.audit.history import history
-
-    records = history(settings.ledger(), aggregate_id)
+    records = settings.ledger().history(aggregate_id)
     if as_json:
         settings.printer.lines(records)
         return
@@ -78,11 +77,9 @@ def audit_as_of(settings: Settings, aggregate_id: str, at: datetime | None,
       ledger audit as-of 1b4e28ba-2fa1-51d2-883f-0016d3cca427 --at 2026-10-06T12:00:00+07:00
       ledger audit as-of 1111-mega-live --version 1
     """
-    from ledger.audit.history import as_of
-
     if (at is None) == (version is None):
         raise click.UsageError("give exactly one of --at and --version")
-    found = as_of(settings.ledger(), aggregate_id, at=at, version=version)
+    found = settings.ledger().as_of(aggregate_id, at=at, version=version)
     printer = settings.printer
     click.echo(f"{aggregate_id} as of {printer.instant(at) if at else f'version {version}'}: "
                f"version {found.version} of {found.last_version}, recorded "
@@ -138,11 +135,9 @@ def audit_decisions(settings: Settings, reviewer: str | None, campaign: str | No
       ledger audit decisions --campaign 1111-mega-live --overrides
       ledger audit decisions --reviewer rev-bao --since 2026-10-01T00:00:00Z --format csv
     """
-    from ledger.audit.decisions import Filters, decisions
-
     if as_json and fmt is not None:
         raise click.UsageError(f"--json and --format {fmt} are two outputs: give one of them")
-    rows = decisions(settings.ledger(), Filters(reviewer, campaign, since, until, overrides, auto))
+    rows = settings.ledger().decisions(Filters(reviewer, campaign, since, until, overrides, auto))
     if as_json:
         settings.printer.lines(rows)
     elif fmt == "csv":
@@ -173,9 +168,7 @@ def audit_findings(settings: Settings, reviewer: str | None, campaign: str | Non
       ledger audit findings
       ledger audit findings --campaign 1111-mega-live --json
     """
-    from ledger.audit.decisions import Filters, findings
-
-    rows = findings(settings.ledger(), Filters(reviewer, campaign, since, until, overrides, auto))
+    rows = settings.ledger().findings(Filters(reviewer, campaign, since, until, overrides, auto))
     if as_json:
         settings.printer.lines(rows)
         return
@@ -183,4 +176,5 @@ def audit_findings(settings: Settings, reviewer: str | None, campaign: str | Non
                             for row in map(settings.printer.json, rows)], FINDING_COLUMNS)
 
 
-from ledger import cli_audit_chain  # noqa: E402, F401  (verify, seal)
+for command in (audit_verify, audit_seal, audit_seals):
+    audit.add_command(command)

@@ -1,0 +1,154 @@
+"""`ledger projections status|catch-up|run|rebuild|verify`: the read models' lifecycle."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import click
+
+from ledger.console.options import Settings, friendly_errors, json_option, read_model_names
+from ledger.console.printing import Progress
+from ledger.console.projections_verify import projections_verify
+from ledger.projections.registry import READ_MODELS, default_jobs
+
+
+@click.group()
+def projections() -> None:
+    """Read models: status, catch up, follow new events, rebuild from the first event."""
+
+
+@projections.command("status")
+@json_option("JSON Lines: one object per read model.")
+@click.pass_obj
+@friendly_errors
+def projections_status(settings: Settings, as_json: bool) -> None:
+    """Each read model's position, the store's head, the lag, when it last advanced.
+
+    Example: ledger projections status
+    """
+    report = settings.projector().status()
+    if as_json:
+        settings.printer.lines(report)
+        return
+    settings.printer.table(report, ["name", "position", "head", "lag", "last_advanced_at",
+                                    "skipped_unknown", "rebuild_in_progress"])
+
+
+@projections.command("catch-up")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@json_option("One JSON document: read_models, events, seconds, position.")
+@click.pass_obj
+@friendly_errors
+def projections_catch_up(settings: Settings, names: tuple[str, ...], as_json: bool) -> None:
+    """Apply every event recorded since each read model's position, then exit.
+
+    \b
+    Examples:
+      ledger projections catch-up manage_campaign
+      ledger projections catch-up --json
+    """
+    chosen = read_model_names(names)
+    p = settings.projector()
+    started = time.monotonic()
+    with Progress() as bar:
+        done = p.catch_up(chosen, progress=bar)
+    took = time.monotonic() - started
+    if as_json:
+        settings.printer.document({"read_models": chosen or list(READ_MODELS), "events": done,
+                                   "seconds": round(took, 3), "position": p.head()})
+        return
+    click.echo(f"caught up {done:,} events in {took:.1f}s; position {p.head():,}")
+
+
+@projections.command("run")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--interval", default=0.2, show_default=True, help="Seconds between polls.")
+@json_option("JSON Lines on stdout as it goes: {\"advanced_to\": P} each time the read "
+             "models advance, {\"stopped_at\": P} when stopped.")
+@click.pass_obj
+@friendly_errors
+def projections_run(settings: Settings, names: tuple[str, ...], interval: float,
+                    as_json: bool) -> None:
+    """Keep the read models current until interrupted (Ctrl-C or SIGTERM stops cleanly).
+
+    Each page is written with its position in one transaction, so stopping at any moment
+    loses nothing; the next run carries on where this one stopped. Stopped, it prints
+    the position reached and exits 0.
+
+    \b
+    Examples:
+      ledger projections run
+      ledger projections run --json | jq .advanced_to
+    """
+    chosen = read_model_names(names)
+    p = settings.projector()
+    click.echo(f"following {settings.ledger().url} (Ctrl-C to stop)", err=True)
+
+    def say(key: str, position: int) -> None:
+        if as_json:
+            settings.printer.lines([{key: position}])
+        else:
+            click.echo(f"{key.replace('_', ' ')} position {position:,}", err=True)
+
+    # SIGTERM (a service manager's stop) interrupts exactly as Ctrl-C does: the page being
+    # written is one transaction, so it is either whole or rolled back.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        p.run(chosen, interval=interval, on_advance=lambda at: say("advanced_to", at))
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one: no traceback
+        reached = min(row["position"] for row in p.status()
+                      if chosen is None or row["name"] in chosen)
+        say("stopped_at", reached)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@projections.command("rebuild")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--restart", is_flag=True,
+              help="Throw away an interrupted rebuild instead of resuming it.")
+@click.option("--jobs", type=click.IntRange(1, 8), default=None,
+              help="Processes to rebuild with, each taking a group of read models "
+                   "[default: 2 on a machine with 2 CPUs or more, else 1].")
+@click.option("--wait", is_flag=True,
+              help="If another rebuild of this store is running, wait for it to end "
+                   "(default: stop at once, naming it).")
+@json_option("One JSON document: read_models, events, seconds, events_per_second, position.")
+@click.pass_obj
+@friendly_errors
+def projections_rebuild(settings: Settings, names: tuple[str, ...], restart: bool,
+                        jobs: int | None, wait: bool, as_json: bool) -> None:
+    """Rebuild read models from the first event, then swap them in atomically.
+
+    Readers keep seeing the old tables until the new ones are complete. An interrupted
+    rebuild leaves the old tables in place; running it again resumes it. With two CPUs
+    the read models are rebuilt by two processes, each reading the store once. One
+    rebuild at a time per store: another one running is named in one line (or waited
+    for, with --wait).
+
+    Example: ledger projections rebuild ytd_performance
+    """
+    chosen = read_model_names(names)
+    p = settings.projector()
+    started = time.monotonic()
+    with Progress() as bar:
+        done = p.rebuild(chosen, restart=restart, progress=bar, jobs=jobs or default_jobs(),
+                         wait=wait)
+    took = time.monotonic() - started
+    rate = done / took if took else 0
+    if as_json:
+        settings.printer.document({"read_models": chosen or list(READ_MODELS), "events": done,
+                                   "seconds": round(took, 3), "events_per_second": round(rate),
+                                   "position": p.head()})
+        return
+    click.echo(f"rebuilt {', '.join(chosen or READ_MODELS)}: {done:,} events in {took:.1f}s "
+               f"({rate:,.0f} events/s); position {p.head():,}")
+
+
+projections.add_command(projections_verify)
