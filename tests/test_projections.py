@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from ledger import FixedClock, Ledger
+from ledger.projections.rebuild import split
 from ledger.projections.registry import READ_MODELS, projector
-from ledger.projections.runner import Projector, split
+from ledger.projections.runner import Projector
 from ledger.projections.view import physical
 from tests.helpers import (
     NOW,

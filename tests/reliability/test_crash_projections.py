@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from ledger import FixedClock, Ledger
+from ledger.projections.processes import RebuildFailed
 from ledger.projections.registry import projector
-from ledger.projections.runner import Projector, RebuildFailed
+from ledger.projections.runner import Projector
 from tests.projection_helpers import (
     child,
     clone_events,
