@@ -19,7 +19,7 @@ from uuid import UUID
 from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import StoredEvent
 
-from ledger.audit.chain import Finding
+from ledger.audit.findings import Finding
 from ledger.store.application import LedgerApplication, project
 from ledger.store.hashing import as_bytes
 from ledger.store.snapshots import UNKEYED, CheckedSnapshots, mismatch

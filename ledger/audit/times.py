@@ -12,7 +12,7 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.aggregates.campaign import CampaignCreated
 from ledger.aggregates.registration_events import Registered
-from ledger.audit.chain import events_in_key_order
+from ledger.audit.keyorder import events_in_key_order
 from ledger.ledger import Ledger
 
 FINDING = "time_went_backwards"
