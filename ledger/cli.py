@@ -18,9 +18,9 @@ from ledger.cli_print import TZ_HELP, Printer, json_option, parse_zone
 from ledger.clock import Clock, FixedClock, SystemClock, parse_instant
 from ledger.errors import InvalidJson, LedgerError, StoreUnavailable, first_line
 from ledger.ledger import Ledger, refused
+from ledger.shapes import campaign_state, event_record, registration_state
 from ledger.store.faults import classify
 from ledger.store.urls import DEFAULT_URL
-from ledger.views import campaign_state, event_record, registration_state
 
 F = TypeVar("F", bound=Callable[..., Any])
 

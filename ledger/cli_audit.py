@@ -12,7 +12,7 @@ import click
 from ledger.cli import Settings, friendly_errors, main, parse_time_option
 from ledger.cli_csv import write_csv
 from ledger.cli_print import json_option
-from ledger.views import cell
+from ledger.shapes import cell
 
 
 @main.group()

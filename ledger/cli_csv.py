@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import tzinfo
 from typing import Any, TextIO
 
-from ledger.views import dumps, jsonable
+from ledger.values import dumps, jsonable
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 

@@ -3,7 +3,7 @@
 The rule (README, "Output for programs"): `--json` on every command that prints data; a
 single object is one JSON document, a listing is JSON Lines (one object per line, in
 order); every instant is UTC with `Z` unless `--tz ZONE` / `LEDGER_TZ` names a zone.
-All of it goes through `views.jsonable`, the one place values become output.
+All of it goes through `values.jsonable`, the one place values become output.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
-from ledger.values import instant_text
-from ledger.views import dumps, jsonable, table
+from ledger.shapes import table
+from ledger.values import dumps, instant_text, jsonable
 
 F = TypeVar("F", bound=Callable[..., Any])
 

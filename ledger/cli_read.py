@@ -18,7 +18,8 @@ from ledger.projections.manage import REGISTRATION_STATUSES, campaign_list, mana
 from ledger.projections.registry import READ_MODELS, default_jobs, projector
 from ledger.projections.rows import UNREADABLE
 from ledger.projections.runner import Projector
-from ledger.views import cell, dumps
+from ledger.shapes import cell
+from ledger.values import dumps
 
 
 def _projector(settings: Settings) -> Projector:

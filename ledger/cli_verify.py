@@ -13,7 +13,7 @@ from ledger.cli_print import json_option
 from ledger.cli_read import ProgressBar, _names, _projector, projections
 from ledger.projections.compare import TableDiff
 from ledger.projections.verify import Verdict, VerifyFailed, verify
-from ledger.views import jsonable
+from ledger.values import jsonable
 
 WIDTH = 60  # characters of a value shown in a changed row (JSON ones get long)
 

@@ -17,9 +17,9 @@ from ledger.projections.campaign_performance import campaign_performance_report
 from ledger.projections.manage import manage_page
 from ledger.projections.registry import projector
 from ledger.projections.ytd import ytd_report
+from ledger.shapes import table
 from ledger.store.reset import clear, stored_events
 from ledger.store.urls import check_reachable, parse_url
-from ledger.views import table
 
 DEMO_URL = "sqlite:///ledger-demo.db"  # the demo's own store, never ./ledger.db
 BKK = timezone(timedelta(hours=7))

@@ -15,8 +15,7 @@ from ledger.audit.decisions import Filters, decisions, findings
 from ledger.cli import main
 from ledger.projections.decisions import decisions_report
 from ledger.projections.registry import projector
-from ledger.values import instant_text
-from ledger.views import jsonable
+from ledger.values import instant_text, jsonable
 from tests.helpers import (
     AUTO,
     ENDS,

@@ -11,8 +11,8 @@ from uuid import UUID
 from ledger.aggregates.base import campaign_uuid
 from ledger.errors import NotFound
 from ledger.ledger import Ledger
+from ledger.shapes import campaign_state, event_record, registration_state
 from ledger.values import instant_text
-from ledger.views import campaign_state, event_record, registration_state
 
 PAGE = 500  # events read at a time: a long-lived registration never sits in memory whole
 

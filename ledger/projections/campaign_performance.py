@@ -13,7 +13,7 @@ from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin
 from ledger.projections.ytd import MEASURES, add_report, fetch, figures, totals
-from ledger.views import jsonable
+from ledger.values import jsonable
 
 RATE_PLACES = Decimal("0.0001")
 

@@ -9,7 +9,7 @@ from ledger.aggregates import registration_events as r
 from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin, physical
-from ledger.views import jsonable
+from ledger.values import jsonable
 
 REGISTRATIONS = Table("decision_registrations", ("aggregate_id",), {
     "aggregate_id": "text", "registration_id": "text", "campaign_id": "text",

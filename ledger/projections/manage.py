@@ -12,7 +12,7 @@ from ledger.projections.base import ReadModel, handles
 from ledger.projections.rows import listed
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin
-from ledger.views import jsonable
+from ledger.values import jsonable
 
 REGISTRATIONS = Table("manage_registrations", ("aggregate_id",), {
     "aggregate_id": "text", "registration_id": "text", "seller_id": "text",

@@ -8,7 +8,7 @@ from ledger.aggregates import registration_events as r
 from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Key, Table
 from ledger.projections.view import ViewMixin, physical
-from ledger.views import jsonable
+from ledger.values import jsonable
 
 # What a performance report adds up. `buyers` and `views` are sums of what each report
 # says, not distinct people: a buyer in two reports counts twice.

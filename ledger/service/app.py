@@ -34,7 +34,7 @@ from ledger.service.status import RETRY_AFTER, ServiceError, error_body, status_
 from ledger.service.worker_env import READY_MAX_LAG
 from ledger.store.faults import classify
 from ledger.store.urls import DEFAULT_URL
-from ledger.views import jsonable
+from ledger.values import jsonable
 
 COMMANDS = "/v1/commands"
 BATCH = "/v1/commands:batch"

@@ -22,8 +22,9 @@ from ledger.projections.view import ViewMixin
 from ledger.projections.ytd import ytd_report
 from ledger.service.http import AuthActor, service_of
 from ledger.service.state import Service
+from ledger.shapes import campaign_state, registration_state
 from ledger.store.tokens import TokenActor
-from ledger.views import campaign_state, jsonable, registration_state
+from ledger.values import jsonable
 
 router = APIRouter(prefix="/v1", tags=["reads"])
 Json = dict[str, Any]
