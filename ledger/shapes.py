@@ -20,6 +20,7 @@ def _object(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def campaign_state(campaign: Campaign, now: datetime, registrations: int) -> dict[str, Any]:
+    """A campaign's current state as `ledger show campaign` prints it."""
     return _object({
         "campaign_id": campaign.campaign_id,
         "name": campaign.name,
@@ -41,6 +42,7 @@ def campaign_state(campaign: Campaign, now: datetime, registrations: int) -> dic
 
 
 def registration_state(reg: Registration) -> dict[str, Any]:
+    """A registration's current state as `ledger show registration` prints it."""
     return _object({
         "registration_id": reg.registration_id,
         "campaign_id": reg.campaign_id,
@@ -87,6 +89,7 @@ def table(rows: list[dict[str, Any]], columns: Sequence[str],
 
 
 def cell(value: Any) -> str:
+    """One value as a table cell: lists joined with commas, None as `-`."""
     if isinstance(value, list):
         return ",".join(cell(v) for v in value) or "-"
     if isinstance(value, dict):

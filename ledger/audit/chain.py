@@ -43,6 +43,7 @@ from ledger.store.hashing import event_hash as event_hash
 
 @dataclass(frozen=True)
 class Seal:
+    """A seal as recorded: its id, the position and counts it covers, its Merkle root."""
     seal_id: int
     position: int
     aggregates: int

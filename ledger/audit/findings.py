@@ -32,6 +32,7 @@ class Finding:
 
 @dataclass
 class Report:
+    """The tally of a verify pass: what was read, and every finding."""
     events: int = 0
     aggregates: int = 0
     seals: int = 0

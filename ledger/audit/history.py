@@ -90,6 +90,7 @@ def version_at(ledger: Ledger, found: Target, at: datetime) -> int:
 
 
 def last_version(ledger: Ledger, found: Target) -> int:
+    """The aggregate's last stored version (0 when it has none)."""
     head = ledger.app.recorder.select_events(found.aggregate_id, desc=True, limit=1)
     return head[0].originator_version if head else 0
 

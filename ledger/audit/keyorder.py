@@ -59,6 +59,7 @@ def events_in_key_order(store: ChainStore, curs: Any, columns: str) -> Iterator[
 
 
 def keyed(rows: Iterator[Any]) -> Iterator[tuple[tuple[UUID, int], Any]]:
+    """Rows keyed by (originator id, version), for merging in key order."""
     for row in rows:
         yield (as_uuid(row["originator_id"]), row["originator_version"]), row
 
@@ -82,6 +83,7 @@ def merged(events: Iterator[Any], hashes: Iterator[Any]
 
 
 def scalar(curs: Any, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    """The first column of the query's first row, or None."""
     curs.execute(sql, params)
     row = curs.fetchone()
     return None if row is None else row[next(iter(row.keys()))]

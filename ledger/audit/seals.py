@@ -50,6 +50,7 @@ def signer(key: bytes) -> Callable[[Seal, datetime], bytes]:
 
 @dataclass(frozen=True)
 class SealRow:
+    """A stored seal, when it was made, and its signature if it was signed."""
     seal: Seal
     sealed_at: datetime
     signature: bytes | None

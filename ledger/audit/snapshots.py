@@ -29,6 +29,7 @@ KIND = "snapshot_altered"
 
 @dataclass
 class SnapshotsChecked:
+    """What checking the snapshots found: how many, how many unkeyed, which are wrong."""
     checked: int = 0
     unkeyed: int = 0  # equal to their events, hashed before LEDGER_SEAL_KEY was set
     findings: list[Finding] = field(default_factory=list)

@@ -32,6 +32,7 @@ SELLERS = Table("cp_sellers", ("campaign_id", "seller_id", "currency"), {
 
 
 class CampaignPerformance(ReadModel):
+    """Per campaign: sums per currency by day and seller, statuses, approval rate."""
     name = "campaign_performance"
     description = "per campaign: sums per currency by day and seller, statuses, approval rate"
     tables = (CAMPAIGNS, REGISTRATIONS, DAYS, SELLERS)
@@ -101,6 +102,7 @@ class CampaignPerformance(ReadModel):
 
 
 def restatus(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its status derived again from its sessions and decision."""
     row["status"] = derive_status(row["review_mode"] == "manual", row["sessions"].values(),
                                   row["decision"], bool(row["expired"]))
     return row

@@ -33,6 +33,7 @@ Progress = Callable[[int, int], None]
 
 @dataclass(slots=True)
 class Decoded:
+    """A notification decoded once per page, for every read model."""
     position: int
     event: Any | None  # None: a topic this version of the ledger does not know
     topic: str
@@ -56,6 +57,7 @@ def ddl_lock(app: LedgerApplication) -> Iterator[None]:
 
 
 def make_view(app: LedgerApplication) -> ViewMixin:
+    """The tracking recorder the read models write through, for the app's backend."""
     recorder_class = PostgresView if isinstance(app.factory, PostgresFactory) else SQLiteView
     for attempt in range(5):
         try:

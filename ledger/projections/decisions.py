@@ -29,6 +29,7 @@ COPIED = ("registration_id", "campaign_id", "campaign_name", "seller_id", "accou
 
 
 class ReviewDecisions(ReadModel):
+    """One row per approval or rejection, with the time it took to decide."""
     name = "review_decisions"
     description = "one row per approval or rejection (reviewer or system), with time to decide"
     tables = (REGISTRATIONS, DECISIONS)

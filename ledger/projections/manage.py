@@ -30,6 +30,7 @@ CAMPAIGNS = Table("manage_campaigns", ("aggregate_id",), {
 
 
 class ManageCampaign(ReadModel):
+    """A row per registration (the seller's Manage Campaign page) and per campaign."""
     name = "manage_campaign"
     description = "a row per registration (the seller's Manage Campaign page) and campaigns"
     tables = (REGISTRATIONS, CAMPAIGNS)

@@ -46,6 +46,7 @@ def add_report(cells: dict[Key, list[Any]], key: Key, e: r.PerformanceRecorded) 
 
 
 class YtdPerformance(ReadModel):
+    """Per seller and calendar year: sums per currency, by month and by campaign."""
     name = "ytd_performance"
     description = "per seller and calendar year: sums per currency, by month and by campaign"
     tables = (REGISTRATIONS, MONTHS, CAMPAIGNS, JOINED)
