@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.helpers import create_campaign
-from tests.service_helpers import add_token, hammering, p99, serving, timed
+from tests.support.helpers import create_campaign
+from tests.support.service import add_token, hammering, p99, serving, timed
 
 
 def figures(seconds: list[float]) -> dict[str, float]:

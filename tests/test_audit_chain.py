@@ -24,7 +24,7 @@ from ledger.audit import chain
 from ledger.audit.merkle import MerkleRoot
 from ledger.cli import main
 from tests.conftest import NewUrl
-from tests.helpers import (
+from tests.support.helpers import (
     NOW,
     add_session,
     approve,
@@ -35,7 +35,7 @@ from tests.helpers import (
     slot,
     withdraw,
 )
-from tests.racing import Racers
+from tests.support.racing import Racers
 
 # The scene --------------------------------------------------------------------------------------
 

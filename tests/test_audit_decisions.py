@@ -16,7 +16,7 @@ from ledger.cli import main
 from ledger.projections.decisions import decisions_report
 from ledger.projections.registry import projector
 from ledger.values import instant_text, jsonable
-from tests.helpers import (
+from tests.support.helpers import (
     AUTO,
     ENDS,
     MANUAL,

@@ -14,7 +14,7 @@ from ledger.cli import main
 from ledger.errors import NotFound
 from ledger.shapes import registration_state
 from ledger.values import instant_text
-from tests.helpers import (
+from tests.support.helpers import (
     MANUAL,
     NOW,
     REG_CLOSES,

@@ -29,7 +29,7 @@ from ledger.clock import Clock
 from ledger.service.app import create_app
 from ledger.store import tokens
 from ledger.store.tokens import TokenActor
-from tests.helpers import NOW, OPERATOR, REVIEWER, SELLER, SYSTEM, Json
+from tests.support.helpers import NOW, OPERATOR, REVIEWER, SELLER, SYSTEM, Json
 
 ACTORS: dict[str, Json] = {
     "operator": OPERATOR, "reviewer": REVIEWER, "system": SYSTEM,
