@@ -56,6 +56,17 @@ from typing import Any, ClassVar, Protocol
 from uuid import UUID
 
 import psycopg
+from common import (
+    AFTER_CAMPAIGN,
+    CAMPAIGN_STARTS,
+    CATEGORIES,
+    IN_WINDOW,
+    campaign_command,
+    campaign_fields,
+    command,
+    iso,
+    log,
+)
 from psycopg import sql
 
 from ledger import FixedClock, Ledger
@@ -67,22 +78,10 @@ from ledger.store.urls import parse_url
 
 # Scenario ----------------------------------------------------------------------------------
 
-REGISTRATION_OPENS = datetime(2026, 10, 1, tzinfo=UTC)
-REGISTRATION_CLOSES = datetime(2026, 11, 1, tzinfo=UTC)
-CAMPAIGN_STARTS = datetime(2026, 11, 10, tzinfo=UTC)
-CAMPAIGN_ENDS = datetime(2026, 11, 12, tzinfo=UTC)
-IN_WINDOW = datetime(2026, 10, 15, 9, 0, tzinfo=UTC)  # registration open
-AFTER_CAMPAIGN = datetime(2026, 11, 13, 9, 0, tzinfo=UTC)  # reports are due
-CATEGORIES = ("fashion", "beauty", "home")
-OPERATOR = {"id": "ops-1", "role": "operator"}
 REVIEWER = {"id": "reviewer-1", "role": "reviewer"}
 FEED = {"id": "perf-feed", "role": "system"}
 
 BareStep = Callable[[LedgerApplication, Cause], None]
-
-
-def iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -103,11 +102,6 @@ class Phase:
     name: str
     at: datetime
     ops: list[Op]
-
-
-def command(name: str, command_id: str, actor: dict[str, str],
-            payload: dict[str, Any]) -> dict[str, Any]:
-    return {"command": name, "command_id": command_id, "actor": actor, "payload": payload}
 
 
 # The bare loop: load, decide, save -- nothing else.
@@ -136,24 +130,8 @@ def on_registration(reg_id: UUID, method: Callable[..., object], **kwargs: Any) 
 # The operations, built once for both sides.
 
 def create_campaign_op(campaign_id: str) -> Op:
-    fields: dict[str, Any] = {
-        "campaign_id": campaign_id, "name": f"Bench LIVE {campaign_id}", "kind": "live",
-        "review_mode": "manual", "registration_opens_at": REGISTRATION_OPENS,
-        "registration_closes_at": REGISTRATION_CLOSES, "starts_at": CAMPAIGN_STARTS,
-        "ends_at": CAMPAIGN_ENDS,
-        "requirements": {"min_account_level": 2, "min_livestream_level": 1,
-                         "categories": list(CATEGORIES)},
-        "levels": [
-            {"code": "standard", "name": "Standard", "benefits": ["campaign badge"],
-             "min_livestream_level": 1},
-            {"code": "gold", "name": "Gold", "benefits": ["homepage banner"],
-             "min_livestream_level": 3},
-        ],
-        "allow_duplicates": True, "max_sessions": 10,
-    }
-    payload = {k: iso(v) if isinstance(v, datetime) else v for k, v in fields.items()}
-    return Op(command("create_campaign", f"create-{campaign_id}", OPERATOR, payload),
-              partial(bare_create, fields=fields))
+    fields = campaign_fields(campaign_id)
+    return Op(campaign_command(campaign_id), partial(bare_create, fields=fields))
 
 
 @dataclass(frozen=True)
@@ -735,10 +713,6 @@ def run(args: argparse.Namespace, folder: str) -> Report:
         if args.profile:
             report.profiles[backend.name] = profile_ours(backend, mix, args.profile)
     return report
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def print_report(report: Report, aim: float) -> None:

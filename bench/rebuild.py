@@ -41,17 +41,12 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import multiprocessing
 import os
-import platform
 import random
 import resource
 import shutil
-import sqlite3
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -60,12 +55,22 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cached_property
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import psycopg
+from common import (
+    Progress,
+    add_store_options,
+    emit,
+    environment,
+    in_child,
+    iso,
+    log,
+    peak_rss_mb,
+    store_plan,
+)
 from eventsourcing.persistence import Mapper, StoredEvent
 from psycopg import sql
 
@@ -94,10 +99,6 @@ SIZES_MB = 1024.0  # ru_maxrss is in KiB on Linux
 
 def cause(actor: dict[str, str], command_id: str, at: datetime) -> Cause:
     return Cause(actor={"id": actor["id"], "role": actor["role"]}, command_id=command_id, at=at)
-
-
-def iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
 
 
 # The season ---------------------------------------------------------------------------------
@@ -675,10 +676,10 @@ def make_stores(args: argparse.Namespace, backends: Sequence[str], sizes: Sequen
             if store.events != season.events:
                 raise RuntimeError(f"{store.backend} {label}: {store.events} events recorded, "
                                    f"{season.events} planned")
-        log(args, f"generated {label}: {written:,} events in {elapsed:.1f} s "
+        log(f"generated {label}: {written:,} events in {elapsed:.1f} s "
             f"({written / elapsed:,.0f} events/s into {', '.join(backends)}; the writer waited "
             f"{waited[0]:.0f} s for the generator); mix: "
-            + ", ".join(f"{k} {v / written:.1%}" for k, v in topics.most_common()))
+            + ", ".join(f"{k} {v / written:.1%}" for k, v in topics.most_common()), args)
         out.append(stores)
     return out
 
@@ -735,21 +736,6 @@ def store_bytes(store: Store) -> int:
 
 # Measurements (each in a fresh child process) ------------------------------------------------
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM). Not `ru_maxrss`: Linux carries that across exec,
-    so a spawned child would report at least its parent's RSS at the time of the fork."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def measure_floor(url: str) -> dict[str, Any]:
     """(a): read every stored event, a page at a time, and decode it; nothing else."""
     load = os.getloadavg()[0]
@@ -770,23 +756,6 @@ def measure_floor(url: str) -> dict[str, Any]:
     return {"events": count, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "load": load}
 
 
-class Progress:
-    """The progress callback: counts calls, samples RSS at every tenth of the store."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.last = (0, 0)
-        self.samples: list[tuple[int, float]] = []
-        self.next_sample = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        self.calls += 1
-        self.last = (done, total)
-        if done >= self.next_sample:
-            self.samples.append((done, round(rss_mb(), 1)))
-            self.next_sample = done + max(1, total // 10)
-
-
 def measure_rebuild(url: str, jobs: int) -> dict[str, Any]:
     """(b): rebuild every read model of the registry, as `ledger projections rebuild
     --jobs JOBS` does (its default: `default_jobs()`)."""
@@ -803,11 +772,6 @@ def measure_rebuild(url: str, jobs: int) -> dict[str, Any]:
     return {"events": count, "seconds": seconds, "peak_rss_mb": max(peak_rss_mb(), helpers),
             "rss_mb_by_position": progress.samples, "read_models": list(READ_MODELS), "jobs": jobs,
             "lag_after": {s["name"]: s["lag"] for s in status}, "load": load}
-
-
-def in_child(func: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(func, *args).result()
 
 
 # Catch-up lag -----------------------------------------------------------------------------------
@@ -961,36 +925,6 @@ def measure_lag(store: Store, season: Season, rate: float, duration: float, writ
 
 # Report -----------------------------------------------------------------------------------------
 
-def log(args: argparse.Namespace, message: str) -> None:
-    if args.verbose or not args.json:
-        print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
-
-
-def environment() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "python": platform.python_version(), "eventsourcing": metadata.version("eventsourcing"),
-        "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(), "machine": platform.machine(),
-    }
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=True,
-                                        capture_output=True, text=True,
-                                        cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        info["commit"] = None
-    return info
-
-
-def emit(args: argparse.Namespace, report: dict[str, Any],
-         print_tables: Callable[[dict[str, Any]], None]) -> None:
-    """The report: saved as JSON if `--save`, printed as JSON if `--json`, else as tables."""
-    if args.save:
-        Path(args.save).write_text(json.dumps(report, indent=2, default=str) + "\n")
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        print_tables(report)
-
-
 def print_report(report: dict[str, Any]) -> None:
     print()
     print(f"Read models in the registry: {', '.join(report['read_models'])}")
@@ -1042,35 +976,6 @@ def print_report(report: dict[str, Any]) -> None:
         print("\ntime lag aim < 1 s: " + "; ".join(
             f"{lag['backend']} p99 {lag['time_lag_s']['p99']:.2f} s "
             f"({'ok' if lag['time_lag_s']['p99'] < 1 else 'over'})" for lag in report["lag"]))
-
-
-def add_store_options(parser: argparse.ArgumentParser, database: str,
-                      small_help: str) -> None:
-    """The options every bench that builds synthetic stores takes."""
-    parser.add_argument("--events", type=int, default=1_000_000,
-                        help="the big store's events (default 1,000,000)")
-    parser.add_argument("--small", type=int, default=100_000, help=small_help)
-    parser.add_argument("--quick", action="store_true", help="the 100k store only")
-    parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--campaigns", type=int, default=12)
-    parser.add_argument("--events-per-registration", type=int, default=40,
-                        help="registrations = events / this (default 40: 25,000 at 1M)")
-    parser.add_argument("--pg-url", default=f"postgresql://postgres@127.0.0.1:5432/{database}",
-                        help="this database is DROPPED and created again on every run")
-    parser.add_argument("--sqlite-dir", default=None,
-                        help="where the SQLite files go (default: a temporary folder, removed)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    parser.add_argument("--save", default=None, help="also write the JSON figures to this file")
-    parser.add_argument("--verbose", action="store_true")
-
-
-def store_plan(args: argparse.Namespace, prefix: str) -> tuple[list[str], list[int], Path]:
-    """The backends, the store sizes and the SQLite folder the options ask for."""
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    sizes = [args.small] if args.quick else sorted({s for s in (args.small, args.events) if s})
-    tmp = Path(args.sqlite_dir) if args.sqlite_dir else Path(tempfile.mkdtemp(prefix=prefix))
-    tmp.mkdir(parents=True, exist_ok=True)
-    return backends, sizes, tmp
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1138,17 +1043,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "load_1min": [floor["load"], single["load"], rebuild["load"]],
                 }
                 report["rebuild"].append(row)
-                log(args, f"{backend} {store.label}: floor {row['floor_eps']:,.0f} ev/s, "
+                log(f"{backend} {store.label}: floor {row['floor_eps']:,.0f} ev/s, "
                     f"rebuild {row['rebuild_eps']:,.0f} ev/s, ratio {row['ratio']:.2f}, "
-                    f"RSS {row['floor_rss_mb']:.0f} / {row['rebuild_rss_mb']:.0f} MB")
+                    f"RSS {row['floor_rss_mb']:.0f} / {row['rebuild_rss_mb']:.0f} MB", args)
             if not args.no_lag:
                 store = next(s for s in stores[-1] if s.backend == backend)
                 season = Season.plan(sizes[-1], args.campaigns, args.events_per_registration)
                 lag = measure_lag(store, season, args.rate, args.duration,
                                   writers.get(backend, 2), args.interval)
                 report["lag"].append(lag)
-                log(args, f"{backend} lag: {lag['rate_reached']:.0f} cmd/s reached, time lag "
-                    f"p50 {lag['time_lag_s']['p50']:.2f} s p99 {lag['time_lag_s']['p99']:.2f} s")
+                log(f"{backend} lag: {lag['rate_reached']:.0f} cmd/s reached, time lag "
+                    f"p50 {lag['time_lag_s']['p50']:.2f} s p99 {lag['time_lag_s']['p99']:.2f} s",
+                    args)
     finally:
         if not args.sqlite_dir and not args.generate_only:
             shutil.rmtree(tmp, ignore_errors=True)

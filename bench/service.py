@@ -62,36 +62,38 @@ import json
 import os
 import random
 import resource
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import psycopg
-from commands import (  # bench/commands.py, next to this file
-    FEED,
-    IN_WINDOW,
-    REVIEWER,
+from commands import (  # bench/commands.py, next to this file: the workload
     Op,
     PostgresBackend,
     Seller,
     campaign_ids,
     create_campaign_op,
+)
+from common import (
+    FEED,
+    IN_WINDOW,
+    REVIEWER,
+    Server,
+    free_port,
     iso,
     log,
+    serving,
+    stat_of,
 )
 from psycopg import sql
 
@@ -101,7 +103,6 @@ from ledger.store.tokens import TokenActor
 
 HERE = Path(__file__).resolve().parent
 ENDED_CAMPAIGN = "bench-ended"  # commands.py's dates: over by now, reports are due
-STARTUP = 60.0  # seconds for `ledger serve` to answer /healthz on a busy machine
 OPEN_LOOP_AIM_MS = 50.0
 RATIO_AIM = 0.70
 
@@ -277,79 +278,17 @@ class OverHttp:
 
 # The server ---------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    base: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def wait_until_up(self) -> None:
-        deadline = time.monotonic() + STARTUP
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ledger serve exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"ledger serve did not answer in {STARTUP}s: "
-                           f"{self.log.read_text()[-2000:]}")
-
-    def pids(self) -> list[int]:
-        return group_members(self.process.pid)
-
-    def stop(self) -> None:
-        interrupt(self.process)
-        deadline = time.monotonic() + 5
-        while self.pids() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self.pids():
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-
-def interrupt(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    """Ctrl-C a process started in a session of its own; if it has not ended after
-    `timeout` seconds, SIGKILL its whole group."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-@contextmanager
-def serving(url: str, workers: int, folder: Path, variant: str = "") -> Iterator[Server]:
+def serving_workers(url: str, workers: int, folder: Path,
+                    variant: str = "") -> AbstractContextManager[Server]:
     """`ledger serve --workers N` (or this file's variant factory) until the block ends;
     its stderr (the JSON access log) goes to a file in `folder`."""
-    port = free_port()
-    log_path = folder / f"serve-{workers}{'-' + variant if variant else ''}-{port}.log"
-    if variant:
-        argv = [sys.executable, str(HERE / "service.py"), "--serve-variant", variant,
+    def variant_argv(port: int) -> list[str]:
+        return [sys.executable, str(HERE / "service.py"), "--serve-variant", variant,
                 "--pg-url", url, "--port", str(port), "--workers", str(workers)]
-    else:
-        argv = [sys.executable, "-m", "ledger", "--db", url, "serve", "--port", str(port),
-                "--workers", str(workers)]
-    env = {k: v for k, v in os.environ.items() if k != "LEDGER_NOW"}
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        server.wait_until_up()
-        yield server
-    finally:
-        server.stop()
+
+    log_path = folder / f"serve-{workers}{'-' + variant if variant else ''}-{free_port()}.log"
+    return serving(url, log_path, "--workers", str(workers),
+                   command=variant_argv if variant else None)
 
 
 def cached_tokens_app() -> Any:
@@ -386,22 +325,6 @@ def serve_variant(args: argparse.Namespace) -> int:
 # CPU use -------------------------------------------------------------------------------------
 
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def stat_of(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def group_members(group: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        fields = stat_of(int(entry.name))
-        if fields and int(fields[2]) == group and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
@@ -641,7 +564,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mode = f"serve workers={workers}" + (", tokens cached" if variant else "")
         log(mode)
         url = stores.fresh(f"serve{workers}{'_cached' if variant else ''}")
-        with serving(url, workers, folder, variant) as server:
+        with serving_workers(url, workers, folder, variant) as server:
             http = OverHttp(server.base, stores.token_of)
             try:
                 if variant:

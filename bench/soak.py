@@ -66,9 +66,10 @@ from uuid import UUID
 
 import httpx
 import psycopg
-from commands import PostgresBackend, log  # bench/commands.py, next to this file
+from commands import PostgresBackend  # bench/commands.py, next to this file
+from common import interrupt, log, serving, stat_of
 from psycopg import sql
-from service import Plan, SellerCounter, interrupt, serving, stat_of  # bench/service.py
+from service import Plan, SellerCounter  # bench/service.py: the service's workload
 
 from ledger import Ledger
 from ledger.audit import chain
@@ -418,7 +419,8 @@ def run(args: argparse.Namespace) -> Json:
     projector.start()
     tally, faults_done, lags = Tally(), [], []
     stop = threading.Event()
-    with serving(url, args.workers, folder) as server:
+    with serving(url, folder / f"serve-{args.workers}.log", "--workers",
+                 str(args.workers)) as server:
         faults = Faults(admin, backend.store.dbname, projector, server.process.pid)
         counter = SellerCounter(plan.sellers)
         threads = [threading.Thread(target=client, daemon=True, args=(

@@ -42,19 +42,18 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from rebuild import (
+from common import (
     Progress,
     add_store_options,
     emit,
     environment,
     in_child,
     log,
-    make_stores,
-    measure_floor,
     peak_rss_mb,
     rss_mb,
     store_plan,
 )
+from rebuild import make_stores, measure_floor  # the synthetic store generator
 
 from ledger import Ledger
 from ledger.audit import chain
@@ -258,10 +257,10 @@ def main(argv: list[str] | None = None) -> int:
                                   again["load"]],
                 }
                 report["rows"].append(row)
-                log(args, f"{backend} {store.label}: floor {row['floor_eps']:,.0f} ev/s, verify "
+                log(f"{backend} {store.label}: floor {row['floor_eps']:,.0f} ev/s, verify "
                     f"{row['verify_eps']:,.0f} ev/s ({row['verify_ratio']:.2f}x), seal "
                     f"{row['seal_eps']:,.0f} ev/s, RSS "
-                    + "/".join(f"{x:.0f}" for x in row["rss_mb"]) + " MB")
+                    + "/".join(f"{x:.0f}" for x in row["rss_mb"]) + " MB", args)
                 if not args.no_tamper and store.label == stores[0][0].label:
                     report["tamper"].append(check_tamper(store.url, backend, store.label))
     finally:

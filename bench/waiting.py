@@ -15,15 +15,11 @@ import argparse
 import http.client
 import json
 import statistics
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.helpers import create_campaign
-from tests.service_helpers import add_token, hammering, p99, serving, timed
+from common import add_token, campaign_command, hammering, p99, serving, timed
 
 
 def figures(seconds: list[float]) -> dict[str, float]:
@@ -46,7 +42,7 @@ def main() -> None:
                            args.clients) as statuses:
                 health = [timed(conn, "GET", "/healthz")[1] for _ in range(100)]
                 commands = [timed(conn, "POST", "/v1/commands", operator,
-                                  create_campaign(f"bench-{i}"))[1] for i in range(30)]
+                                  campaign_command(f"bench-{i}"))[1] for i in range(30)]
             conn.close()
     print(json.dumps({"db": url.split(":")[0], "clients": args.clients,
                       "healthz": figures(health), "commands": figures(commands),

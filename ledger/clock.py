@@ -13,6 +13,7 @@ SKEW = timedelta(seconds=5)
 
 
 class Clock(Protocol):
+    """Anything that tells the time (timezone-aware)."""
     def now(self) -> datetime: ...
 
 

@@ -17,9 +17,9 @@ from ledger.projections.campaign_performance import campaign_performance_report
 from ledger.projections.manage import manage_page
 from ledger.projections.registry import projector
 from ledger.projections.ytd import ytd_report
+from ledger.shapes import table
 from ledger.store.reset import clear, stored_events
 from ledger.store.urls import check_reachable, parse_url
-from ledger.views import table
 
 DEMO_URL = "sqlite:///ledger-demo.db"  # the demo's own store, never ./ledger.db
 BKK = timezone(timedelta(hours=7))
@@ -31,6 +31,7 @@ PERF = {"id": "perf-pipeline", "role": "system"}
 
 @dataclass(frozen=True)
 class Plan:
+    """One demo campaign: its kind, review mode, days and rules."""
     campaign_id: str
     name: str
     kind: str
@@ -57,6 +58,7 @@ SEASON = [
 
 @dataclass
 class Seller:
+    """A demo seller and its account."""
     seller_id: str
     account_id: str
     category: str
@@ -91,10 +93,12 @@ class Season:
 
 
 def iso(when: datetime) -> str:
+    """The instant as ISO-8601 text, as commands carry it."""
     return when.isoformat()
 
 
 def make_sellers(rng: random.Random, count: int = 36) -> list[Seller]:
+    """`count` sellers with random categories and levels."""
     sellers = []
     for n in range(1, count + 1):
         sellers.append(Seller(f"seller-{n:02d}", f"shop-{n:02d}", rng.choice(CATEGORIES),
@@ -103,6 +107,7 @@ def make_sellers(rng: random.Random, count: int = 36) -> list[Seller]:
 
 
 def create(season: Season, plan: Plan) -> None:
+    """Create the plan's campaign before its registration opens."""
     opens = plan.day - timedelta(days=30)
     season.at(opens - timedelta(days=2))
     payload: dict[str, Any] = {
@@ -132,6 +137,7 @@ def slot(plan: Plan, index: int) -> tuple[datetime, datetime]:
 
 
 def register_all(season: Season, plan: Plan) -> dict[str, Seller]:
+    """Register most sellers; the registrations made, by id, with their seller."""
     registered: dict[str, Seller] = {}
     for n, seller in enumerate(season.rng.sample(season.sellers, k=24)):
         if plan.categories and seller.category not in plan.categories and n % 4:
@@ -156,6 +162,7 @@ def register_all(season: Season, plan: Plan) -> dict[str, Seller]:
 
 
 def review(season: Season, plan: Plan, registered: dict[str, Seller]) -> None:
+    """Add sessions, then approve, reject and withdraw some, as reviewers and sellers do."""
     for n, (reg_id, seller) in enumerate(registered.items()):
         actor = {"id": seller.seller_id, "role": "seller"}
         if n % 5 == 1:  # a second session, and an overlapping one that is refused
@@ -187,6 +194,7 @@ def review(season: Season, plan: Plan, registered: dict[str, Seller]) -> None:
 
 
 def duplicates(season: Season, plan: Plan, registered: dict[str, Seller]) -> None:
+    """Duplicate some approved sessions after registration closed."""
     season.at(plan.day - timedelta(days=2))  # registration closed; duplicates still allowed
     for n, (reg_id, seller) in enumerate(list(registered.items())[:8]):
         state = season.ledger.registration(reg_id)
@@ -205,6 +213,7 @@ def duplicates(season: Season, plan: Plan, registered: dict[str, Seller]) -> Non
 
 
 def perform(season: Season, plan: Plan, registered: dict[str, Seller]) -> None:
+    """Record performance reports after the campaign ends."""
     end = plan.day + timedelta(days=plan.days)
     season.at(end + timedelta(hours=1))
     for reg_id in registered:
@@ -230,6 +239,7 @@ def perform(season: Season, plan: Plan, registered: dict[str, Seller]) -> None:
 
 
 def run_campaign(season: Season, plan: Plan) -> None:
+    """One campaign from creation to its performance reports."""
     create(season, plan)
     registered = register_all(season, plan)
     if plan.review_mode == "manual":

@@ -60,10 +60,12 @@ class LedgerError(Exception):
 
 
 class InvalidJson(LedgerError):
+    """The input is not JSON."""
     code = "invalid_json"
 
 
 class ValidationFailed(LedgerError):
+    """The input is JSON but a field is missing, unknown or wrong."""
     code = "validation_error"
 
     @classmethod
@@ -72,14 +74,17 @@ class ValidationFailed(LedgerError):
 
 
 class NotFound(LedgerError):
+    """No campaign, registration or session has that id."""
     code = "not_found"
 
 
 class Forbidden(LedgerError):
+    """The actor may not do this."""
     code = "forbidden"
 
 
 class Conflict(LedgerError):
+    """Someone else wrote first (a stale expected version), or holds the lock."""
     code = "conflict"
 
 

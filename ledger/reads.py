@@ -24,8 +24,8 @@ from ledger.commands.context import A, Reader, load, visible_to
 from ledger.errors import NotFound
 from ledger.projections.registry import projector
 from ledger.projections.runner import Projector
+from ledger.shapes import campaign_state, event_record, registration_state
 from ledger.store.application import LedgerApplication
-from ledger.views import campaign_state, event_record, registration_state
 
 
 class LedgerReads:

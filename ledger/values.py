@@ -1,11 +1,13 @@
-"""DOMAIN.md's Values: the instants and money spellings the ledger accepts, in one place."""
+"""DOMAIN.md's Values: the instants and money the ledger accepts; every value's output spelling."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 # Matched whole (fullmatch), with ASCII `[0-9]`: in Python `\d` also matches other scripts'
 # digits (Arabic-Indic, fullwidth, ...) and `$` matches before a final newline ("100\n").
@@ -66,3 +68,63 @@ def parse_instant(value: Any) -> datetime:
     if problem is not None:
         raise ValueError(problem if parsed.utcoffset() is None else f"{value[:60]!r}: {problem}")
     return parsed
+
+
+# Keys whose string values are instants (besides every key ending in `_at`): the ledger's
+# own names, never a user's text, so a note that happens to read like a time is left alone.
+INSTANT_KEYS = frozenset({"at", "now", "clock", "period_start", "period_end"})
+# Keys whose values map ids to instants (a session id → when it was submitted).
+INSTANT_MAPS = frozenset({"submitted"})
+
+
+def jsonable(value: Any, zone: tzinfo | None = None) -> Any:
+    """Decimal → decimal string, UUID → str, and every instant → `instant_text` (UTC `Z`,
+    or `zone`), recursively: the one place values become output, CLI and service alike.
+
+    Instants arrive as datetimes (events; PostgreSQL's read models, in the session's
+    zone) or as ISO-8601 text (SQLite's read models, JSON columns, stored results), in
+    whatever offset they were given with; both come out spelled alike."""
+    return _jsonable(value, zone, None)
+
+
+def _jsonable(value: Any, zone: tzinfo | None, key: str | None) -> Any:
+    if isinstance(value, datetime):
+        return instant_text(value, zone)
+    if isinstance(value, str):
+        return _instant_string(value, zone) if _names_instant(key) else value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, zone, "at" if key in INSTANT_MAPS else str(k))
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, zone, key) for v in value]
+    return value
+
+
+def _names_instant(key: str | None) -> bool:
+    return key is not None and (key.endswith("_at") or key in INSTANT_KEYS)
+
+
+def _instant_string(text: str, zone: tzinfo | None) -> str:
+    """An instant's text respelled; any other text (not a time, no zone) as it is."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    return text if moment.tzinfo is None else instant_text(moment, zone)
+
+
+def dumps(value: Any, *, indent: int | None = None, zone: tzinfo | None = None) -> str:
+    """JSON text, instants spelled by `jsonable`, non-ASCII kept readable; a lone surrogate
+    (which UTF-8 cannot carry, so printing it would fail) is written as its `\\ud800`
+    escape instead."""
+    data = jsonable(value, zone)
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data, indent=indent, ensure_ascii=True)
+    return text

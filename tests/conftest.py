@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from ledger import FixedClock, Ledger
-from tests.helpers import (
+from tests.support.helpers import (
     NOW,
     World,
     approve,
@@ -22,7 +22,7 @@ from tests.helpers import (
     register,
     register_auto,
 )
-from tests.projection_helpers import new_schema_url, new_sqlite_url
+from tests.support.projections import new_schema_url, new_sqlite_url
 
 POSTGRES_URL = os.environ.get(
     "LEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

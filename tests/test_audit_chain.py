@@ -21,9 +21,10 @@ from click.testing import CliRunner
 from ledger import FixedClock, Ledger
 from ledger.aggregates.base import campaign_uuid
 from ledger.audit import chain
+from ledger.audit.merkle import MerkleRoot
 from ledger.cli import main
 from tests.conftest import NewUrl
-from tests.helpers import (
+from tests.support.helpers import (
     NOW,
     add_session,
     approve,
@@ -34,7 +35,7 @@ from tests.helpers import (
     slot,
     withdraw,
 )
-from tests.racing import Racers
+from tests.support.racing import Racers
 
 # The scene --------------------------------------------------------------------------------------
 
@@ -307,7 +308,7 @@ def _rfc6962(leaves: list[bytes]) -> bytes:
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 8, 13, 100])
 def test_the_streamed_merkle_root_is_rfc_6962s_tree_hash(n: int) -> None:
     heads = [(uuid4(), i + 1, hashlib.sha256(bytes([i])).digest()) for i in range(n)]
-    merkle = chain.MerkleRoot()
+    merkle = MerkleRoot()
     for head in heads:
         merkle.add(*head)
     leaves = [hashlib.sha256(b"\x00" + oid.bytes + version.to_bytes(8, "big") + digest).digest()

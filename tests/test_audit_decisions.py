@@ -15,9 +15,8 @@ from ledger.audit.decisions import Filters, decisions, findings
 from ledger.cli import main
 from ledger.projections.decisions import decisions_report
 from ledger.projections.registry import projector
-from ledger.values import instant_text
-from ledger.views import jsonable
-from tests.helpers import (
+from ledger.values import instant_text, jsonable
+from tests.support.helpers import (
     AUTO,
     ENDS,
     MANUAL,

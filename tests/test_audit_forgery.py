@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from ledger.cli import main
 from tests.conftest import NewUrl
-from tests.helpers import NOW, add_session, slot
+from tests.support.helpers import NOW, add_session, slot
 from tests.test_audit_tamper import KEY, MALLORY, OWNER, Store, _owner_of, build
 
 FORGED_IDENTITY = [

@@ -12,9 +12,9 @@ from click.testing import CliRunner, Result
 from ledger.audit.history import as_of, history, stored_events
 from ledger.cli import main
 from ledger.errors import NotFound
+from ledger.shapes import registration_state
 from ledger.values import instant_text
-from ledger.views import registration_state
-from tests.helpers import (
+from tests.support.helpers import (
     MANUAL,
     NOW,
     REG_CLOSES,

@@ -28,7 +28,7 @@ from ledger.audit import chain, integrity, seals
 from ledger.cli import main
 from ledger.store.hashing import snapshot_hash
 from tests.conftest import NewUrl
-from tests.helpers import NOW, add_session, create_campaign, register, slot
+from tests.support.helpers import NOW, add_session, create_campaign, register, slot
 from tests.test_audit_chain import Tables, change_a_payload_byte
 
 KEY = b"kept-outside-the-database"

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli import main
-from tests.helpers import AUTO, NOW, World, approve, register, register_auto
+from tests.support.helpers import AUTO, NOW, World, approve, register, register_auto
 
 FORMULAS = ["=HYPERLINK(\"https://evil.example\",\"win\")", "+1+2", "-1+cmd|' /C calc'!A0",
             "@SUM(A1:A9)", "\tfashion", "\rfashion"]

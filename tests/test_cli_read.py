@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli import main
-from tests.helpers import json_lines
+from tests.support.helpers import json_lines
 from tests.test_cli import CAMPAIGN, NOW, REGISTER
 
 

@@ -20,7 +20,7 @@ from ledger.audit.history import as_of, history
 from ledger.cli import main
 from ledger.errors import ClockBehind
 from ledger.values import instant_text
-from tests.helpers import (
+from tests.support.helpers import (
     ENDS,
     NOW,
     STARTS,
@@ -38,8 +38,8 @@ from tests.helpers import (
     slot,
     withdraw,
 )
-from tests.racing import Racers
-from tests.service_helpers import in_process
+from tests.support.racing import Racers
+from tests.support.service import in_process
 
 NINE_DAYS = timedelta(days=9)
 THREE_SECONDS = timedelta(seconds=3)

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.helpers import (
+from tests.support.helpers import (
     AUTO,
     ENDS,
     MANUAL,

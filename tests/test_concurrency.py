@@ -16,7 +16,7 @@ import pytest
 
 from ledger import FixedClock, Ledger
 from ledger.store.recorders import LedgerPostgresRecorder
-from tests.helpers import (
+from tests.support.helpers import (
     ENDS,
     NOW,
     Json,
@@ -31,7 +31,7 @@ from tests.helpers import (
     seller,
     slot,
 )
-from tests.racing import Racers
+from tests.support.racing import Racers
 
 RACERS = 4
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.helpers import (
+from tests.support.helpers import (
     AUTO,
     ENDS,
     OPERATOR,

@@ -11,8 +11,8 @@ from psycopg import sql
 
 from ledger import FixedClock, Ledger
 from ledger.cli import main
-from tests.helpers import NOW, create_campaign, dump_store
-from tests.projection_helpers import new_schema_url
+from tests.support.helpers import NOW, create_campaign, dump_store
+from tests.support.projections import new_schema_url
 
 
 def demo(*args: str) -> tuple[int, str, str]:

@@ -10,7 +10,7 @@ import pytest
 from ledger import FixedClock, Ledger
 from ledger.aggregates.base import Cause
 from ledger.aggregates.registration import Registration
-from tests.helpers import (
+from tests.support.helpers import (
     ENDS,
     STARTS,
     World,

@@ -22,8 +22,8 @@ from ledger.projections.registry import projector
 from ledger.projections.ytd import ytd_report
 from tests.conftest import NewUrl
 from tests.fixtures.make_v1_store import REPORTS
-from tests.helpers import SELLER, STARTS, hours, record_performance
-from tests.projection_helpers import copy_events
+from tests.support.helpers import SELLER, STARTS, hours, record_performance
+from tests.support.projections import copy_events
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v1-store.db"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from ledger.cli import main
-from tests.helpers import World, register, slot
+from tests.support.helpers import World, register, slot
 
 
 def test_serve_on_a_busy_port_is_one_line_and_exit_2_before_serving(tmp_path: Path) -> None:

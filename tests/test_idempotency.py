@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from ledger import Ledger
-from tests.helpers import (
+from tests.support.helpers import (
     ENDS,
     REG_CLOSES,
     REG_OPENS,

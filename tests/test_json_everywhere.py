@@ -16,7 +16,7 @@ import pytest
 
 from ledger.cli import main
 from tests.conftest import NewUrl
-from tests.machine_scenario import CAMPAIGN, REGISTRATION, SCRIPT, SELLER, build, cli
+from tests.support.machine import CAMPAIGN, REGISTRATION, SCRIPT, SELLER, build, cli
 
 # Commands that print no data: `serve` logs on stderr and answers over HTTP.
 NO_DATA = {"serve"}

@@ -11,8 +11,8 @@ import pytest
 
 from ledger import FixedClock
 from ledger.values import parse_instant
-from tests.helpers import json_lines
-from tests.machine_scenario import (
+from tests.support.helpers import json_lines
+from tests.support.machine import (
     AFTER,
     CAMPAIGN,
     CAMPAIGN_FIELDS,
@@ -25,8 +25,8 @@ from tests.machine_scenario import (
     cli,
     instants,
 )
-from tests.projection_helpers import new_schema_url
-from tests.service_helpers import in_process
+from tests.support.projections import new_schema_url
+from tests.support.service import in_process
 
 
 @dataclass(frozen=True)

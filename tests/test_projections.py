@@ -20,10 +20,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from ledger import FixedClock, Ledger
+from ledger.projections.rebuild import split
 from ledger.projections.registry import READ_MODELS, projector
-from ledger.projections.runner import Projector, split
+from ledger.projections.runner import Projector
 from ledger.projections.view import physical
-from tests.helpers import (
+from tests.support.helpers import (
     NOW,
     STARTS,
     World,
@@ -34,7 +35,7 @@ from tests.helpers import (
     record_performance,
     register,
 )
-from tests.projection_helpers import (
+from tests.support.projections import (
     Rows,
     clone_events,
     copy_events,
@@ -45,7 +46,7 @@ from tests.projection_helpers import (
     status_of,
     store_tables,
 )
-from tests.projection_scenarios import PHASES, History, Player, histories, season
+from tests.support.scenarios import PHASES, History, Player, histories, season
 
 NewUrl = Callable[[], str]
 Store = tuple[str, Ledger]  # its URL, and a ledger on it

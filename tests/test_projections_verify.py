@@ -24,9 +24,9 @@ from ledger.projections.runner import Projector
 from ledger.projections.tables import Table
 from ledger.projections.verify import verify
 from ledger.projections.view import VERIFY, physical
-from tests.helpers import dump_store
-from tests.projection_helpers import clone_events, copy_events, event_count, store_tables
-from tests.projection_scenarios import PHASES, season
+from tests.support.helpers import dump_store
+from tests.support.projections import clone_events, copy_events, event_count, store_tables
+from tests.support.scenarios import PHASES, season
 
 NewUrl = Callable[[], str]
 Store = tuple[str, Ledger]

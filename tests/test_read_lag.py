@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from ledger import FixedClock, Ledger
 from ledger.cli import main
 from ledger.projections.registry import projector
-from tests.helpers import MANUAL, SELLER, approve, create_campaign, register
-from tests.service_helpers import Api, in_process
+from tests.support.helpers import MANUAL, SELLER, approve, create_campaign, register
+from tests.support.service import Api, in_process
 from tests.test_cli import CAMPAIGN, NOW, REGISTER
 
 QUERIES = [  # (arguments, the read model they read)

@@ -14,7 +14,7 @@ from ledger.projections.runner import Projector
 from ledger.projections.view import ViewMixin
 from ledger.projections.ytd import ytd_report
 from ledger.values import instant_text
-from tests.helpers import (
+from tests.support.helpers import (
     AUTO,
     BANGKOK,
     MANUAL,

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from ledger.cli import main
 from ledger.projections.registry import projector
 from ledger.projections.view import ViewMixin
-from tests.helpers import AUTO, MANUAL, NOW, SELLER, World, json_lines, register
-from tests.service_helpers import Api, in_process
+from tests.support.helpers import AUTO, MANUAL, NOW, SELLER, World, json_lines, register
+from tests.support.service import Api, in_process
 
 FAR_FUTURE = "9999-12-31T23:59:59-05:00"
 

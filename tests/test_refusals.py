@@ -12,7 +12,7 @@ from uuid import uuid4
 
 import pytest
 
-from tests.helpers import (
+from tests.support.helpers import (
     AUTO,
     ENDS,
     MANUAL,

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tests.helpers import (
+from tests.support.helpers import (
     AUTO,
     ENDS,
     NOW,

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli import main
-from tests.helpers import (
+from tests.support.helpers import (
     REG_CLOSES,
     STARTS,
     World,

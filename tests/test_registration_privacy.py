@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from ledger import FixedClock, Ledger
 from ledger.aggregates.base import registration_uuid
 from ledger.cli import main
-from tests.helpers import (
+from tests.support.helpers import (
     ACCOUNT,
     MANUAL,
     NOW,
@@ -27,7 +27,7 @@ from tests.helpers import (
     slot,
     withdraw,
 )
-from tests.service_helpers import Api, in_process
+from tests.support.service import Api, in_process
 
 PROBED = str(registration_uuid(MANUAL, ACCOUNT))  # seller-1's registration, once it exists
 Probe = Callable[[], tuple[Any, ...]]

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli import main
-from tests.helpers import MANUAL, NOW, Json, World, approve, create_campaign, register
+from tests.support.helpers import MANUAL, NOW, Json, World, approve, create_campaign, register
 
 ANSWER_TIMEOUT = 30.0  # seconds: a process start and a command, on a busy machine
 

@@ -22,8 +22,8 @@ from ledger import FixedClock, Ledger
 from ledger.projections.follower import Follower
 from ledger.projections.lock import FOLLOW, LOCK_CLASS, REBUILD, VERIFY, lease, lock_path
 from ledger.projections.registry import projector
-from tests.helpers import NOW, create_campaign
-from tests.service_helpers import Server, add_token, serving
+from tests.support.helpers import NOW, create_campaign
+from tests.support.service import Server, add_token, serving
 from tests.test_projections_run import wait_for
 
 

@@ -20,7 +20,7 @@ from ledger.errors import RuleCode
 from ledger.service.app import create_app
 from ledger.service.status import STATUS
 from ledger.store.tokens import digest
-from tests.helpers import (
+from tests.support.helpers import (
     MANUAL,
     approve,
     create_auto_campaign,
@@ -31,7 +31,7 @@ from tests.helpers import (
     slot,
     with_envelope,
 )
-from tests.service_helpers import Api, bearer, in_process
+from tests.support.service import Api, bearer, in_process
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ from schemathesis.generation import GenerationMode
 
 from ledger import FixedClock, Ledger
 from ledger.service.app import BATCH, COMMANDS, create_app
-from tests.helpers import NOW, create_campaign, register
-from tests.service_helpers import bearer, issue_tokens
+from tests.support.helpers import NOW, create_campaign, register
+from tests.support.service import bearer, issue_tokens
 
 # Per API operation and generation mode; raise it locally for a deeper search.
 EXAMPLES = int(os.environ.get("LEDGER_FUZZ_EXAMPLES", "20"))

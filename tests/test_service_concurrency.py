@@ -34,7 +34,7 @@ import pytest
 from ledger import FixedClock, Ledger
 from ledger.store import tokens
 from ledger.store.tokens import TokenActor
-from tests.helpers import (
+from tests.support.helpers import (
     OPERATOR,
     SYSTEM,
     Json,
@@ -48,8 +48,8 @@ from tests.helpers import (
     register_auto,
     seller,
 )
-from tests.projection_helpers import new_schema_url
-from tests.service_helpers import Server, bearer, free_port, wait_until_up
+from tests.support.projections import new_schema_url
+from tests.support.service import Server, bearer, free_port, wait_until_up
 
 pytestmark = pytest.mark.postgres
 

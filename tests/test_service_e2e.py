@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import command, create_campaign, iso, profile
-from tests.service_helpers import Server, add_token, free_port, wait_until_up
+from tests.support.helpers import command, create_campaign, iso, profile
+from tests.support.service import Server, add_token, free_port, wait_until_up
 
 
 @pytest.fixture

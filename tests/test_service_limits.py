@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import NewUrl
-from tests.service_helpers import Server, add_token, serving
+from tests.support.service import Server, add_token, serving
 
 LIMITS = ["--timeout-keep-alive", "1", "--header-timeout", "1", "--body-timeout", "1",
           "--limit-concurrency", "2"]

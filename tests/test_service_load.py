@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import create_campaign
-from tests.service_helpers import Server, add_token, hammering, p99, serving, timed
+from tests.support.helpers import create_campaign
+from tests.support.service import Server, add_token, hammering, p99, serving, timed
 
 CLIENTS = 50
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from ledger import FixedClock, Ledger
-from tests.service_helpers import Api, in_process
+from tests.support.service import Api, in_process
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 
 from ledger import FixedClock, Ledger
 from ledger.service.state import Service
-from tests.helpers import MANUAL, SELLER, approve, create_campaign, register
-from tests.service_helpers import Api, in_process
+from tests.support.helpers import MANUAL, SELLER, approve, create_campaign, register
+from tests.support.service import Api, in_process
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.helpers import (
+from tests.support.helpers import (
     ENDS,
     STARTS,
     Json,

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from ledger import Ledger
-from tests.helpers import (
+from tests.support.helpers import (
     AUTO,
     ENDS,
     MANUAL,

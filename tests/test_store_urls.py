@@ -13,7 +13,7 @@ import pytest
 
 from ledger import FixedClock, Ledger
 from ledger.errors import StoreUnavailable
-from tests.helpers import NOW, create_campaign
+from tests.support.helpers import NOW, create_campaign
 
 pytestmark = pytest.mark.postgres
 

@@ -14,8 +14,8 @@ from ledger import FixedClock, Ledger
 from ledger.cli import main
 from ledger.service import state
 from ledger.store.tokens import token_id
-from tests.helpers import create_campaign, dump_store, json_lines
-from tests.service_helpers import add_token, bearer, in_process
+from tests.support.helpers import create_campaign, dump_store, json_lines
+from tests.support.service import add_token, bearer, in_process
 
 
 def tokens(url: str, *args: str) -> Result:

@@ -15,8 +15,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from ledger import FixedClock
 from ledger.commands.types import Money
-from tests.helpers import NOW
-from tests.service_helpers import in_process
+from tests.support.helpers import NOW
+from tests.support.service import in_process
 
 MONEY_FIELDS = ("gmv", "refunds")
 

@@ -16,6 +16,7 @@ LEDGER_NS = uuid5(NAMESPACE_URL, "https://ledger.example/ids")
 
 
 class ActorDict(TypedDict):
+    """Who did something: an id and a role (seller, reviewer, admin, system)."""
     id: str
     role: str
 
@@ -85,8 +86,10 @@ class LedgerAggregate(Aggregate):
 
 
 def campaign_uuid(campaign_id: str) -> UUID:
+    """The campaign's aggregate id, derived from its public id (the same on every store)."""
     return uuid5(LEDGER_NS, f"campaign:{campaign_id}")
 
 
 def registration_uuid(campaign_id: str, account_id: str) -> UUID:
+    """The registration's aggregate id: one per campaign and account."""
     return uuid5(LEDGER_NS, f"registration:{campaign_id}/{account_id}")

@@ -11,6 +11,7 @@ from ledger.values import instant_text
 
 
 class CampaignCreated(LedgerCreated):
+    """A campaign was created, with its windows, requirements and levels."""
     campaign_id: str
     name: str
     kind: str
@@ -37,6 +38,7 @@ class Expired(LedgerEvent):
 
 
 class Campaign(LedgerAggregate):
+    """A campaign: its windows and rules; it says its status at any instant."""
     campaign_id: str
     name: str
     kind: str

@@ -277,6 +277,7 @@ def evaluate_eligibility(
 
 def check_can_register(campaign: Campaign, main_category: str, level: str | None,
                        sessions: Sequence[tuple[datetime, datetime]], now: datetime) -> None:
+    """Refuse (RuleBroken) a registration for `campaign` that breaks a rule now."""
     if not campaign.is_registration_open(now):
         raise RuleBroken("registration_closed",
                          f"registration for {campaign.campaign_id} is {campaign.status(now)}",

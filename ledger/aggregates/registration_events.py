@@ -37,6 +37,7 @@ class Registered(LedgerCreated):
 
 
 class SessionAdded(LedgerEvent):
+    """A session was added to a registration."""
     session_id: str
     starts_at: datetime
     ends_at: datetime
@@ -49,6 +50,7 @@ class SessionAdded(LedgerEvent):
 
 
 class Duplicated(LedgerEvent):
+    """A session was duplicated into a new session under review."""
     session_id: str
     duplicated_from: str
     starts_at: datetime
@@ -84,6 +86,7 @@ class Decision(LedgerEvent):
 
 
 class Withdrawn(Decision):
+    """Sessions were withdrawn."""
     new_status = "withdrawn"
     reason: str | None
 
@@ -93,6 +96,7 @@ class Withdrawn(Decision):
 
 
 class Approved(Decision):
+    """Sessions were approved (by a reviewer, or by the system in auto review)."""
     new_status = "approved"
     note: str | None
     override_reason: str | None
@@ -104,6 +108,7 @@ class Approved(Decision):
 
 
 class Rejected(Decision):
+    """Sessions were rejected, with reason codes."""
     new_status = "rejected"
     reasons: list[str]
     note: str | None
@@ -124,6 +129,7 @@ class Expired(Decision):
 
 
 class PerformanceRecorded(LedgerEvent):
+    """A performance report was recorded: one period's figures in one currency."""
     report_id: str
     session_id: str | None
     period_start: datetime

@@ -15,6 +15,7 @@ OPEN_STATUSES = frozenset({"under_review", "approved"})
 
 @dataclass
 class Session:
+    """One livestream session of a registration, and its review status."""
     session_id: str
     starts_at: datetime
     ends_at: datetime

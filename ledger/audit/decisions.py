@@ -35,6 +35,7 @@ class Facts:
 
 @dataclass(frozen=True)
 class Filters:
+    """Which review decisions to list (every filter given must match)."""
     reviewer: str | None = None
     campaign: str | None = None
     since: datetime | None = None

@@ -13,9 +13,9 @@ from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
 from ledger.commands.context import load
 from ledger.errors import NotFound
+from ledger.shapes import campaign_state, event_record, registration_state
 from ledger.store.application import LedgerApplication
 from ledger.values import instant_text
-from ledger.views import campaign_state, event_record, registration_state
 
 PAGE = 500  # events read at a time: a long-lived registration never sits in memory whole
 
@@ -101,6 +101,7 @@ def version_at(ledger: Source, found: Target, at: datetime) -> int:
 
 
 def last_version(ledger: Source, found: Target) -> int:
+    """The aggregate's last stored version (0 when it has none)."""
     head = ledger.app.recorder.select_events(found.aggregate_id, desc=True, limit=1)
     return head[0].originator_version if head else 0
 

@@ -13,6 +13,7 @@ from ledger.store.application import LedgerApplication
 
 @dataclass
 class Checked:
+    """A verify pass over the chains and everything beside them (snapshots, commands, seals)."""
     report: chain.Report
     snapshots: int = 0
     unkeyed_snapshots: int = 0  # equal to their events, hashed before the key was set

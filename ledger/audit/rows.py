@@ -25,7 +25,7 @@ from typing import Any
 from uuid import UUID
 
 from ledger.aggregates.base import campaign_uuid
-from ledger.audit.chain import Finding
+from ledger.audit.findings import Finding
 from ledger.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
 
 Store = LedgerSQLiteRecorder | LedgerPostgresRecorder

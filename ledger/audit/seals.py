@@ -23,7 +23,10 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from ledger.audit.chain import ChainStore, Finding, MerkleRoot, Seal
+from ledger.audit.chain import Seal
+from ledger.audit.findings import Finding
+from ledger.audit.keyorder import ChainStore
+from ledger.audit.merkle import MerkleRoot
 from ledger.store.hashing import key_from_env as key_from_env
 
 
@@ -47,6 +50,7 @@ def signer(key: bytes) -> Callable[[Seal, datetime], bytes]:
 
 @dataclass(frozen=True)
 class SealRow:
+    """A stored seal, when it was made, and its signature if it was signed."""
     seal: Seal
     sealed_at: datetime
     signature: bytes | None

@@ -19,7 +19,7 @@ from uuid import UUID
 from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import StoredEvent
 
-from ledger.audit.chain import Finding
+from ledger.audit.findings import Finding
 from ledger.store.application import LedgerApplication, project
 from ledger.store.hashing import as_bytes
 from ledger.store.snapshots import UNKEYED, CheckedSnapshots, mismatch
@@ -29,6 +29,7 @@ KIND = "snapshot_altered"
 
 @dataclass
 class SnapshotsChecked:
+    """What checking the snapshots found: how many, how many unkeyed, which are wrong."""
     checked: int = 0
     unkeyed: int = 0  # equal to their events, hashed before LEDGER_SEAL_KEY was set
     findings: list[Finding] = field(default_factory=list)

@@ -12,8 +12,8 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.aggregates.campaign import CampaignCreated
 from ledger.aggregates.registration_events import Registered
-from ledger.audit.chain import events_in_key_order
 from ledger.audit.history import Source
+from ledger.audit.keyorder import events_in_key_order
 
 FINDING = "time_went_backwards"
 SUMMARY = "recorded earlier than the aggregate's previous version"

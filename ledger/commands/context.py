@@ -114,6 +114,7 @@ def load(
     app: LedgerApplication, aggregate_id: UUID, kind: type[A], label: str,
     version: int | None = None,
 ) -> A:
+    """The aggregate `aggregate_id` (at `version`) as `kind`; NotFound naming `label`."""
     try:
         aggregate: LedgerAggregate = app.get(aggregate_id, version)
     except AggregateNotFoundError:

@@ -32,6 +32,7 @@ def not_expired(campaign_id: UUID) -> CampaignNotExpired:
 
 
 def create_campaign(p: s.CreateCampaign, ctx: Context) -> Outcome:
+    """Create a campaign; refused when its id is taken."""
     if ctx.app.exists(campaign_uuid(p.campaign_id)):
         raise RuleBroken("already_exists", f"campaign {p.campaign_id!r} already exists")
     ctx.expect_new()
@@ -41,6 +42,7 @@ def create_campaign(p: s.CreateCampaign, ctx: Context) -> Outcome:
 
 
 def register(p: s.Register, ctx: Context) -> Outcome:
+    """Register a seller's account for a campaign, with its first sessions."""
     if p.seller_id != ctx.command.actor.id:
         raise Forbidden(f"seller {ctx.command.actor.id!r} cannot register for {p.seller_id!r}")
     campaign = ctx.campaign(p.campaign_id)
@@ -61,6 +63,7 @@ def register(p: s.Register, ctx: Context) -> Outcome:
 
 
 def add_session(p: s.AddSession, ctx: Context) -> Outcome:
+    """Add a session to a registration, while its campaign has not expired."""
     reg = ctx.registration(p.registration_id)
     _check_campaign_not_expired(reg, ctx)
     reg.add_sessions([(p.starts_at, p.ends_at)], ctx.cause)
@@ -69,6 +72,7 @@ def add_session(p: s.AddSession, ctx: Context) -> Outcome:
 
 
 def duplicate(p: s.Duplicate, ctx: Context) -> Outcome:
+    """Duplicate a session into a new one under review, while the campaign has not expired."""
     reg = ctx.registration(p.registration_id)
     _check_campaign_not_expired(reg, ctx)
     reg.duplicate(p.session_id, p.starts_at, p.ends_at, ctx.cause)
@@ -84,18 +88,21 @@ def _check_campaign_not_expired(reg: Registration, ctx: Context) -> None:
 
 
 def withdraw(p: s.Withdraw, ctx: Context) -> Outcome:
+    """Withdraw sessions (all withdrawable when none are named)."""
     reg = ctx.registration(p.registration_id)
     reg.withdraw(p.session_ids, p.reason, ctx.cause)
     return Outcome(p.registration_id, reg)
 
 
 def approve(p: s.Approve, ctx: Context) -> Outcome:
+    """Approve sessions (all under review when none are named)."""
     reg = ctx.registration(p.registration_id)
     reg.approve(p.session_ids, p.note, p.override_reason, ctx.cause)
     return Outcome(p.registration_id, reg)
 
 
 def reject(p: s.Reject, ctx: Context) -> Outcome:
+    """Reject sessions with reason codes (all under review when none are named)."""
     reg = ctx.registration(p.registration_id)
     reg.reject(p.session_ids, p.reasons, p.note, ctx.cause)
     return Outcome(p.registration_id, reg)
@@ -126,6 +133,7 @@ def expire_campaign(p: s.ExpireCampaign, ctx: Context) -> Outcome:
 
 
 def record_performance(p: s.RecordPerformance, ctx: Context) -> Outcome:
+    """Record a performance report for a registration."""
     reg = ctx.registration(p.registration_id)
     report = p.model_dump(exclude={"registration_id"})
     reg.record_performance(report, ctx.cause)
@@ -148,4 +156,5 @@ HANDLERS: dict[str, Handler] = {
 
 
 def handle(ctx: Context) -> Outcome:
+    """Run the handler registered for the command's name."""
     return HANDLERS[ctx.command.name](ctx.command.payload, ctx)

@@ -18,6 +18,7 @@ MAX_COMMAND_BYTES = 1_000_000
 
 @dataclass(frozen=True)
 class Command:
+    """A parsed command: its name, id, actor, expected version and typed payload."""
     name: str
     command_id: str
     actor: Actor
@@ -51,6 +52,7 @@ def load_json(text: str | bytes) -> Any:
 
 
 def command_id_of(data: Any) -> str | None:
+    """The command id of a command's JSON if it has one (cut to 128 characters)."""
     if isinstance(data, dict) and isinstance(data.get("command_id"), str):
         command_id: str = data["command_id"]
         return command_id[:128]
@@ -122,6 +124,7 @@ def not_an_object(data: Any) -> ValidationFailed:
 
 
 def parse_command(data: Any) -> Command:
+    """A command from its JSON; ValidationFailed naming every bad field."""
     if not isinstance(data, dict):
         raise not_an_object(data)
     details: list[dict[str, str]] = []

@@ -29,15 +29,18 @@ ReasonCode = Literal[
 
 
 class Model(BaseModel):
+    """Base of every command schema: immutable, no unknown fields."""
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Actor(Model):
+    """Who sends the command."""
     id: Id
     role: Role
 
 
 class Envelope(Model):
+    """What every command carries around its payload."""
     command: str
     command_id: Id
     actor: Actor
@@ -48,12 +51,14 @@ class Envelope(Model):
 # Campaigns ---------------------------------------------------------------------------------
 
 class Requirements(Model):
+    """What a seller must have to register for a campaign."""
     min_account_level: Level | None = None
     min_livestream_level: Level | None = None
     categories: list[Category] = Field(default_factory=list, max_length=200)
 
 
 class LevelOffer(Model):
+    """A level a campaign offers, and what it gives."""
     code: Id
     name: Text
     benefits: list[Text] | Text | None = None
@@ -61,6 +66,7 @@ class LevelOffer(Model):
 
 
 class CreateCampaign(Model):
+    """Create a campaign."""
     campaign_id: Slug
     name: Text
     kind: Literal["live", "short_video"]
@@ -94,22 +100,26 @@ class CreateCampaign(Model):
 
 
 class ExpireCampaign(Model):
+    """Expire a campaign that has ended, and its open registrations."""
     campaign_id: Slug
 
 
 # Registrations -----------------------------------------------------------------------------
 
 class Profile(Model):
+    """A seller's levels when registering."""
     account_level: Level
     livestream_level: Level
 
 
 class Window(Model):
+    """A session's start and end."""
     starts_at: Instant
     ends_at: Instant
 
 
 class Register(Model):
+    """Register a seller's account for a campaign."""
     campaign_id: Slug
     seller_id: Id
     account_id: Id
@@ -120,12 +130,14 @@ class Register(Model):
 
 
 class AddSession(Model):
+    """Add a session to a registration."""
     registration_id: RegistrationId
     starts_at: Instant
     ends_at: Instant
 
 
 class Duplicate(Model):
+    """Duplicate a session at another time."""
     registration_id: RegistrationId
     session_id: Id
     starts_at: Instant
@@ -133,12 +145,14 @@ class Duplicate(Model):
 
 
 class Withdraw(Model):
+    """Withdraw sessions of a registration."""
     registration_id: RegistrationId
     session_ids: list[Id] | None = Field(default=None, max_length=1000)
     reason: Note | None = None
 
 
 class Approve(Model):
+    """Approve sessions of a registration."""
     registration_id: RegistrationId
     session_ids: list[Id] | None = Field(default=None, max_length=1000)
     note: Note | None = None
@@ -146,6 +160,7 @@ class Approve(Model):
 
 
 class Reject(Model):
+    """Reject sessions of a registration, with reason codes."""
     registration_id: RegistrationId
     session_ids: list[Id] | None = Field(default=None, max_length=1000)
     reasons: list[ReasonCode] = Field(min_length=1, max_length=6)
@@ -153,6 +168,7 @@ class Reject(Model):
 
 
 class RecordPerformance(Model):
+    """Record a registration's performance over a period."""
     registration_id: RegistrationId
     report_id: Id
     session_id: Id | None = None

@@ -13,7 +13,7 @@ from ledger.audit.decisions import Filters
 from ledger.console.audit_chain import audit_seal, audit_seals, audit_verify
 from ledger.console.options import Settings, friendly_errors, json_option, parse_time_option
 from ledger.console.printing import write_csv
-from ledger.views import cell
+from ledger.shapes import cell
 
 
 @click.group()

@@ -11,7 +11,7 @@ from ledger.console.printing import write_csv
 from ledger.console.queries import fresh_projector
 from ledger.console.streams import output_file
 from ledger.projections.registry import READ_MODELS
-from ledger.views import dumps
+from ledger.values import dumps
 
 
 def _export_tables() -> dict[str, Any]:

@@ -100,6 +100,7 @@ def _say(message: str) -> None:
 
 
 def parse_time_option(_: click.Context, __: click.Parameter, value: str | None) -> datetime | None:
+    """The click callback for an instant option: DOMAIN.md's rule, or a usage error."""
     if not value:
         return None
     try:

@@ -25,8 +25,8 @@ from typing import Any, TextIO
 
 import click
 
-from ledger.values import instant_text
-from ledger.views import dumps, jsonable, table
+from ledger.shapes import table
+from ledger.values import dumps, instant_text, jsonable
 
 
 @dataclass(frozen=True)

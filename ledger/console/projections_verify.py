@@ -12,7 +12,7 @@ from ledger.console.options import Settings, friendly_errors, json_option, read_
 from ledger.console.printing import Progress
 from ledger.projections.compare import TableDiff
 from ledger.projections.verify import Verdict, VerifyFailed, verify
-from ledger.views import jsonable
+from ledger.values import jsonable
 
 WIDTH = 60  # characters of a value shown in a changed row (JSON ones get long)
 
@@ -57,6 +57,7 @@ def projections_verify(settings: Settings, names: tuple[str, ...], limit: int,
 
 
 def report(verdicts: list[Verdict], head: int) -> dict[str, Any]:
+    """The verdicts as one JSON document (`--json`)."""
     return {"match": not any(v.differences for v in verdicts), "head": head,
             "read_models": [{
                 "name": v.name, "position": v.position, "match": not v.differences,
@@ -67,6 +68,7 @@ def report(verdicts: list[Verdict], head: int) -> dict[str, Any]:
 
 
 def describe(verdict: Verdict, limit: int) -> str:
+    """One read model's verdict for people: matches, or its differing keys (at most `limit`)."""
     if not verdict.differences:
         return f"{verdict.name}: matches (position {verdict.position:,})"
     rows = "1 row differs" if verdict.differences == 1 else f"{verdict.differences:,} rows differ"
@@ -98,6 +100,7 @@ def _short(value: Any) -> str:
 
 
 def summary(verdicts: list[Verdict], head: int) -> str:
+    """The closing line: what matched or differed, at which positions, against the head."""
     positions = sorted({v.position for v in verdicts})
     at = (f"position {positions[0]:,}" if len(positions) == 1 else "positions " + ", ".join(
         f"{v.name} {v.position:,}" for v in verdicts))

@@ -12,10 +12,11 @@ from ledger.console.options import Settings, friendly_errors, json_option
 from ledger.projections.manage import REGISTRATION_STATUSES, campaign_list, manage_page
 from ledger.projections.rows import UNREADABLE
 from ledger.projections.runner import Projector
-from ledger.views import cell
+from ledger.shapes import cell
 
 
 def query_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every read-model query takes: `--fresh` and `--json`."""
     func = click.option("--fresh", is_flag=True,
                         help="Catch the read model up first, so a just-sent command shows.")(func)
     return json_option("JSON for programs: JSON Lines (one object per row) for a list, "

@@ -48,6 +48,7 @@ class OutputFailed(Exception):
 
 
 def reason_of(error: OSError) -> str:
+    """Why an output write failed, in words (a closed pipe, a full disk, ...)."""
     if isinstance(error, BrokenPipeError):
         return "its reader closed the pipe"
     return error.strerror or str(error)

@@ -13,7 +13,7 @@ from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin
 from ledger.projections.ytd import MEASURES, add_report, fetch, figures, totals
-from ledger.views import jsonable
+from ledger.values import jsonable
 
 RATE_PLACES = Decimal("0.0001")
 
@@ -32,6 +32,7 @@ SELLERS = Table("cp_sellers", ("campaign_id", "seller_id", "currency"), {
 
 
 class CampaignPerformance(ReadModel):
+    """Per campaign: sums per currency by day and seller, statuses, approval rate."""
     name = "campaign_performance"
     description = "per campaign: sums per currency by day and seller, statuses, approval rate"
     tables = (CAMPAIGNS, REGISTRATIONS, DAYS, SELLERS)
@@ -101,6 +102,7 @@ class CampaignPerformance(ReadModel):
 
 
 def restatus(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its status derived again from its sessions and decision."""
     row["status"] = derive_status(row["review_mode"] == "manual", row["sessions"].values(),
                                   row["decision"], bool(row["expired"]))
     return row

@@ -9,7 +9,7 @@ from ledger.aggregates import registration_events as r
 from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin, physical
-from ledger.views import jsonable
+from ledger.values import jsonable
 
 REGISTRATIONS = Table("decision_registrations", ("aggregate_id",), {
     "aggregate_id": "text", "registration_id": "text", "campaign_id": "text",
@@ -29,6 +29,7 @@ COPIED = ("registration_id", "campaign_id", "campaign_name", "seller_id", "accou
 
 
 class ReviewDecisions(ReadModel):
+    """One row per approval or rejection, with the time it took to decide."""
     name = "review_decisions"
     description = "one row per approval or rejection (reviewer or system), with time to decide"
     tables = (REGISTRATIONS, DECISIONS)

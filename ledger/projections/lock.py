@@ -52,6 +52,7 @@ class LockHeld(Conflict):
 
 
 def holder_text() -> str:
+    """Who holds a lock: this process, host and since when, for messages."""
     return (f"pid {os.getpid()} on {socket.gethostname()}, since "
             f"{datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}")
 

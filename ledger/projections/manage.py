@@ -12,7 +12,7 @@ from ledger.projections.base import ReadModel, handles
 from ledger.projections.rows import listed
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin
-from ledger.views import jsonable
+from ledger.values import jsonable
 
 REGISTRATIONS = Table("manage_registrations", ("aggregate_id",), {
     "aggregate_id": "text", "registration_id": "text", "seller_id": "text",
@@ -30,6 +30,7 @@ CAMPAIGNS = Table("manage_campaigns", ("aggregate_id",), {
 
 
 class ManageCampaign(ReadModel):
+    """A row per registration (the seller's Manage Campaign page) and per campaign."""
     name = "manage_campaign"
     description = "a row per registration (the seller's Manage Campaign page) and campaigns"
     tables = (REGISTRATIONS, CAMPAIGNS)

@@ -6,9 +6,10 @@ import os
 
 from ledger.projections.base import ReadModel
 from ledger.projections.campaign_performance import CampaignPerformance
+from ledger.projections.catchup import FLUSH_EVERY, PAGE, REBUILD_PAGE, WORKING_SET
 from ledger.projections.decisions import ReviewDecisions
 from ledger.projections.manage import ManageCampaign
-from ledger.projections.runner import FLUSH_EVERY, PAGE, REBUILD_PAGE, WORKING_SET, Projector
+from ledger.projections.runner import Projector
 from ledger.projections.ytd import YtdPerformance
 from ledger.store.application import LedgerApplication
 

@@ -83,6 +83,7 @@ def _time(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Dialect:
+    """How one backend spells SQL: placeholders, schema prefix, value encodings."""
     backend: str  # "sqlite" | "postgres"
     p: str
     prefix: str  # schema qualification on PostgreSQL
@@ -312,5 +313,6 @@ class Batch:
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    """`items` in slices of at most `size`."""
     for start in range(0, len(items), size):
         yield items[start:start + size]

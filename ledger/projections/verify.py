@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 from ledger.projections.base import ReadModel
+from ledger.projections.catchup import Progress
 from ledger.projections.compare import Comparison, TableDiff
 from ledger.projections.lock import LockHeld, lease
-from ledger.projections.runner import Progress, Projector, fewer_collections
+from ledger.projections.rebuild import fewer_collections
+from ledger.projections.runner import Projector
 from ledger.projections.view import VERIFY, physical
 
 ATTEMPTS = 50  # snapshots tried while a follower keeps moving the live position

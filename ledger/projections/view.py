@@ -34,10 +34,12 @@ SUFFIX = {REBUILD: "new", VERIFY: "verify"}
 
 
 def physical(table: Table, shadow: bool, aside: str = REBUILD) -> str:
+    """The table's name in the database: live, or set aside (`aside`) for a rebuild."""
     return f"rm_{table.name}__{SUFFIX[aside]}" if shadow else f"rm_{table.name}"
 
 
 def tracking_key(name: str, shadow: bool, aside: str = REBUILD) -> str:
+    """The tracking name of a read model's live or set-aside position."""
     return f"Ledger/{name}/{aside}" if shadow else f"Ledger/{name}"
 
 
@@ -266,6 +268,7 @@ class ViewMixin:
 
 
 class SQLiteView(ViewMixin, SQLiteTrackingRecorder):
+    """Read-model writes on SQLite."""
     dialect = Dialect("sqlite", "?", "")
 
     @contextmanager
@@ -284,6 +287,7 @@ class SQLiteView(ViewMixin, SQLiteTrackingRecorder):
 
 
 class PostgresView(ViewMixin, PostgresTrackingRecorder):
+    """Read-model writes on PostgreSQL, in the store's schema."""
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
         self.dialect = Dialect("postgres", "%s", f'"{datastore.schema}".')

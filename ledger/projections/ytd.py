@@ -8,7 +8,7 @@ from ledger.aggregates import registration_events as r
 from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Key, Table
 from ledger.projections.view import ViewMixin, physical
-from ledger.views import jsonable
+from ledger.values import jsonable
 
 # What a performance report adds up. `buyers` and `views` are sums of what each report
 # says, not distinct people: a buyer in two reports counts twice.
@@ -46,6 +46,7 @@ def add_report(cells: dict[Key, list[Any]], key: Key, e: r.PerformanceRecorded) 
 
 
 class YtdPerformance(ReadModel):
+    """Per seller and calendar year: sums per currency, by month and by campaign."""
     name = "ytd_performance"
     description = "per seller and calendar year: sums per currency, by month and by campaign"
     tables = (REGISTRATIONS, MONTHS, CAMPAIGNS, JOINED)

@@ -33,7 +33,7 @@ from ledger.service.models import Accepted, Health, Readiness, Refused, add_comm
 from ledger.service.state import READ_TIMEOUT, Service
 from ledger.service.status import RETRY_AFTER, ServiceError, error_body, status_of
 from ledger.service.worker_env import READY_MAX_LAG
-from ledger.views import jsonable
+from ledger.values import jsonable
 
 COMMANDS = "/v1/commands"
 BATCH = "/v1/commands:batch"

@@ -21,7 +21,7 @@ from ledger.projections.manage import REGISTRATION_STATUSES, campaign_list, mana
 from ledger.projections.view import ViewMixin
 from ledger.projections.ytd import ytd_report
 from ledger.service.http import AuthActor, service_of
-from ledger.views import jsonable
+from ledger.values import jsonable
 
 router = APIRouter(prefix="/v1", tags=["reads"])
 Json = dict[str, Any]

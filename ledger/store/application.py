@@ -58,6 +58,7 @@ def project(aggregate: Any, events: Iterable[Any]) -> Any:
 
 
 class LedgerApplication(Application[UUID]):
+    """The eventsourcing application over our recorders, with snapshots of registrations."""
     name = "Ledger"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Registration: SNAPSHOT_INTERVAL}
     snapshotting_projectors: ClassVar[dict[type[Any], Any]] = {Registration: project}

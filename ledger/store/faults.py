@@ -49,6 +49,7 @@ TRANSIENT: frozenset[Cause] = frozenset({"unreachable", "connection lost", "lock
 
 @dataclass(frozen=True)
 class Fault:
+    """A database failure as a person should read it: its cause and the database's words."""
     cause: Cause
     detail: str  # the database's own words, one line
     down_for: float = 0.0  # seconds the database has been known to refuse connections

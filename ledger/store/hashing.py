@@ -45,6 +45,7 @@ def as_bytes(value: Any) -> bytes:
 
 
 def as_uuid(value: UUID | str) -> UUID:
+    """A UUID from a UUID or its text (backends return either)."""
     return value if isinstance(value, UUID) else UUID(value)
 
 
@@ -56,6 +57,7 @@ def _framed(originator_id: UUID, version: int, topic: str, state: bytes) -> byte
 
 def event_hash(previous: bytes, originator_id: UUID, version: int, topic: str,
                state: bytes) -> bytes:
+    """The hash chaining an event to the previous one of its aggregate."""
     return hashlib.sha256(previous + _framed(originator_id, version, topic, state)).digest()
 
 

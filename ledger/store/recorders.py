@@ -233,6 +233,7 @@ def _as_datetime(value: datetime | str) -> datetime:
 
 
 class LedgerSQLiteRecorder(LedgerRows, SQLiteApplicationRecorder):
+    """The application recorder on SQLite, writing our rows in its transactions."""
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name)
 
@@ -277,6 +278,7 @@ class LedgerSQLiteRecorder(LedgerRows, SQLiteApplicationRecorder):
 
 
 class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
+    """The application recorder on PostgreSQL, writing our rows in its transactions."""
     p = "%s"
     id_type = "uuid"
     time_type = "timestamptz"

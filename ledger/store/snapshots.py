@@ -189,6 +189,7 @@ class CheckedSnapshots:
 
 
 class LedgerSQLiteSnapshotRecorder(CheckedSnapshots, SQLiteAggregateRecorder):
+    """Snapshots on SQLite, each written with its hash."""
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.warned = set()
@@ -208,6 +209,7 @@ class LedgerSQLiteSnapshotRecorder(CheckedSnapshots, SQLiteAggregateRecorder):
 
 
 class LedgerPostgresSnapshotRecorder(CheckedSnapshots, PostgresAggregateRecorder):
+    """Snapshots on PostgreSQL, each written with its hash."""
     p = "%s"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -61,6 +61,7 @@ def create_statements(t: str, time_type: str) -> list[str]:
 
 
 def digest(token: str) -> str:
+    """A token's SHA-256 digest (hex): what the store keeps instead of the token."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 

@@ -22,6 +22,7 @@ DEFAULT_URL = "sqlite:///ledger.db"
 
 @dataclass(frozen=True)
 class StoreUrl:
+    """A store's URL, parsed: the backend and where it is."""
     backend: str  # "sqlite" | "postgres"
     path: str = ""  # sqlite file
     host: str = ""  # the first of a host list, for messages

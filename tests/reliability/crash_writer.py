@@ -9,7 +9,7 @@ from typing import Any
 
 from ledger import FixedClock, Ledger
 from ledger.aggregates.base import registration_uuid
-from tests.helpers import (
+from tests.support.helpers import (
     NOW,
     STARTS,
     Json,

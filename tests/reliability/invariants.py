@@ -45,7 +45,7 @@ from ledger.aggregates import campaign as c
 from ledger.aggregates import registration_events as r
 from ledger.aggregates.base import campaign_uuid, registration_uuid
 from ledger.audit import chain
-from tests.helpers import Dump, dump_store
+from tests.support.helpers import Dump, dump_store
 
 Json = dict[str, Any]
 PAGE = 1_000

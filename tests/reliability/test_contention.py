@@ -61,7 +61,8 @@ from ledger.aggregates.registration_events import (
 )
 from ledger.store import recorders
 from ledger.store.plan import CommandRow, WritePlan
-from tests.helpers import (
+from tests.reliability.invariants import check_invariants
+from tests.support.helpers import (
     ACCOUNT,
     ENDS,
     NOW,
@@ -86,8 +87,7 @@ from tests.helpers import (
     slot,
     withdraw,
 )
-from tests.racing import Racers
-from tests.reliability.invariants import check_invariants
+from tests.support.racing import Racers
 
 N = 8
 SEED = 20261111

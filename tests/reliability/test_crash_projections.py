@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 
 from ledger import FixedClock, Ledger
+from ledger.projections.processes import RebuildFailed
 from ledger.projections.registry import projector
-from ledger.projections.runner import Projector, RebuildFailed
-from tests.projection_helpers import (
+from ledger.projections.runner import Projector
+from tests.support.projections import (
     child,
     clone_events,
     event_count,
@@ -32,7 +33,7 @@ from tests.projection_helpers import (
     status_of,
     store_tables,
 )
-from tests.projection_scenarios import PHASES, season
+from tests.support.scenarios import PHASES, season
 
 NewUrl = Callable[[], str]
 Store = tuple[str, Ledger]
@@ -63,7 +64,7 @@ def store(source: Ledger, new_url: NewUrl) -> Iterator[Store]:
 
 def forkserver() -> Any:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.projection_helpers"])
+    context.set_forkserver_preload(["tests.support.projections"])
     return context
 
 

@@ -24,10 +24,10 @@ import pytest
 
 from ledger import FixedClock, Ledger
 from ledger.audit import chain
-from tests.helpers import NOW, Json, dump_store
-from tests.projection_helpers import event_count
 from tests.reliability.crash_writer import script, send_all, writer
 from tests.reliability.test_crash_projections import forkserver
+from tests.support.helpers import NOW, Json, dump_store
+from tests.support.projections import event_count
 
 NewUrl = Callable[[], str]
 KILLS = 4

@@ -29,7 +29,15 @@ from hypothesis import strategies as st
 from ledger import Ledger
 from ledger.commands.parse import MAX_COMMAND_BYTES
 from ledger.projections.registry import projector
-from tests.helpers import (
+from tests.reliability.contract import (
+    assert_shown,
+    instant_values,
+    money_values,
+    read_everything,
+    refused_fields,
+    value_fields,
+)
+from tests.support.helpers import (
     AUTO,
     MANUAL,
     STARTS,
@@ -51,15 +59,7 @@ from tests.helpers import (
     slot,
     withdraw,
 )
-from tests.reliability.contract import (
-    assert_shown,
-    instant_values,
-    money_values,
-    read_everything,
-    refused_fields,
-    value_fields,
-)
-from tests.service_helpers import Api, bearer, in_process
+from tests.support.service import Api, bearer, in_process
 
 # Every error code of DOMAIN.md: the general ones, then the rule codes of the commands table.
 DOMAIN_CODES = frozenset({

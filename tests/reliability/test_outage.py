@@ -40,9 +40,9 @@ from ledger import FixedClock, Ledger
 from ledger.errors import StoreUnavailable
 from ledger.projections.registry import projector
 from tests.conftest import POSTGRES_URL, SKIP_POSTGRES
-from tests.helpers import NOW, Json, create_campaign, iso, register
 from tests.reliability.test_crash_writes import assert_stored, assert_whole, command_rows
-from tests.service_helpers import Server, add_token, free_port, wait_until_up
+from tests.support.helpers import NOW, Json, create_campaign, iso, register
+from tests.support.service import Server, add_token, free_port, wait_until_up
 
 CAMPAIGN = "outage-live"
 LIVE = "outage-live-now"  # a campaign open for registration on the real clock (the service)

@@ -13,8 +13,8 @@ import pytest
 
 from ledger import FixedClock, Ledger
 from ledger.projections.registry import projector
-from tests.helpers import NOW, approve, create_campaign, register
 from tests.reliability.test_storage_faults import cli, one_line, remount, tmpfs
+from tests.support.helpers import NOW, approve, create_campaign, register
 
 
 def make_store(folder: Path) -> tuple[str, str]:

@@ -35,9 +35,9 @@ from ledger import FixedClock, Ledger
 from ledger.aggregates.base import registration_uuid
 from ledger.errors import NotFound, StoreUnavailable
 from tests.conftest import POSTGRES_URL, SKIP_POSTGRES
-from tests.helpers import NOW, Json, create_campaign, dump_store
 from tests.reliability.test_crash_writes import assert_whole
 from tests.reliability.test_outage import registration
+from tests.support.helpers import NOW, Json, create_campaign, dump_store
 
 CAMPAIGN = "outage-live"  # the campaign `registration()` registers for
 SAFE = "sending the same command_id again is safe"

@@ -14,7 +14,7 @@ from typing import Any
 from click.testing import CliRunner, Result
 
 from ledger.cli import main
-from tests.helpers import Json
+from tests.support.helpers import Json
 
 CAMPAIGN = "mega-1111"
 SELLER = "seller-1"

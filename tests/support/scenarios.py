@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ledger import FixedClock, Ledger
 from ledger.aggregates.registration import Registration
-from tests.helpers import (
+from tests.support.helpers import (
     OPERATOR,
     Json,
     approve,

@@ -1,0 +1,378 @@
+"""What the benchmarks share: log lines, the machine, memory, child processes, store options,
+a real `ledger serve` (the tests start theirs with it too) and timed HTTP requests.
+
+Scripts run as `python bench/NAME.py` import it as `common` (their folder is on the path);
+the tests import it as `bench.common`. It imports nothing of bench's scripts or of tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import math
+import multiprocessing
+import os
+import platform
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+from click.testing import CliRunner
+
+from ledger.cli import main as ledger_main
+
+STARTUP = 60.0  # seconds for `ledger serve` to answer /healthz on a busy machine
+
+# The scenario's calendar and actors (bench/commands.py's workload, bench/service.py's too)
+REGISTRATION_OPENS = datetime(2026, 10, 1, tzinfo=UTC)
+REGISTRATION_CLOSES = datetime(2026, 11, 1, tzinfo=UTC)
+CAMPAIGN_STARTS = datetime(2026, 11, 10, tzinfo=UTC)
+CAMPAIGN_ENDS = datetime(2026, 11, 12, tzinfo=UTC)
+IN_WINDOW = datetime(2026, 10, 15, 9, 0, tzinfo=UTC)  # registration open
+AFTER_CAMPAIGN = datetime(2026, 11, 13, 9, 0, tzinfo=UTC)  # reports are due
+CATEGORIES = ("fashion", "beauty", "home")
+OPERATOR = {"id": "ops-1", "role": "operator"}
+REVIEWER = {"id": "reviewer-1", "role": "reviewer"}
+FEED = {"id": "perf-feed", "role": "system"}
+
+
+# Log lines and the report ------------------------------------------------------------------
+
+def iso(at: datetime) -> str:
+    """An instant as commands carry it: ISO-8601, `Z` for UTC."""
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def log(message: str, args: argparse.Namespace | None = None) -> None:
+    """A progress line on stderr, with the time; silent under `--json` unless `--verbose`."""
+    if args is not None and args.json and not args.verbose:
+        return
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def environment() -> dict[str, Any]:
+    """The versions, CPUs and commit a report's figures were measured with."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(), "eventsourcing": metadata.version("eventsourcing"),
+        "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(), "machine": platform.machine(),
+    }
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=True,
+                                        capture_output=True, text=True,
+                                        cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        info["commit"] = None
+    return info
+
+
+def emit(args: argparse.Namespace, report: dict[str, Any],
+         print_tables: Callable[[dict[str, Any]], None]) -> None:
+    """The report: saved as JSON if `--save`, printed as JSON if `--json`, else as tables."""
+    if args.save:
+        Path(args.save).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print_tables(report)
+
+
+def command(name: str, command_id: str, actor: dict[str, str],
+            payload: dict[str, Any]) -> dict[str, Any]:
+    """A command as `ledger send` and `POST /v1/commands` take it."""
+    return {"command": name, "command_id": command_id, "actor": actor, "payload": payload}
+
+
+def campaign_fields(campaign_id: str) -> dict[str, Any]:
+    """A manual live campaign on the scenario's calendar (instants as datetimes)."""
+    return {
+        "campaign_id": campaign_id, "name": f"Bench LIVE {campaign_id}", "kind": "live",
+        "review_mode": "manual", "registration_opens_at": REGISTRATION_OPENS,
+        "registration_closes_at": REGISTRATION_CLOSES, "starts_at": CAMPAIGN_STARTS,
+        "ends_at": CAMPAIGN_ENDS,
+        "requirements": {"min_account_level": 2, "min_livestream_level": 1,
+                         "categories": list(CATEGORIES)},
+        "levels": [
+            {"code": "standard", "name": "Standard", "benefits": ["campaign badge"],
+             "min_livestream_level": 1},
+            {"code": "gold", "name": "Gold", "benefits": ["homepage banner"],
+             "min_livestream_level": 3},
+        ],
+        "allow_duplicates": True, "max_sessions": 10,
+    }
+
+
+def campaign_command(campaign_id: str) -> dict[str, Any]:
+    """The operator's `create_campaign` command for `campaign_fields(campaign_id)`."""
+    payload = {k: iso(v) if isinstance(v, datetime) else v
+               for k, v in campaign_fields(campaign_id).items()}
+    return command("create_campaign", f"create-{campaign_id}", OPERATOR, payload)
+
+
+# Memory and child processes ----------------------------------------------------------------
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not `ru_maxrss`: Linux carries that across exec,
+    so a spawned child would report at least its parent's RSS at the time of the fork."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+class Progress:
+    """The progress callback: counts calls, samples RSS at every tenth of the store."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.last = (0, 0)
+        self.samples: list[tuple[int, float]] = []
+        self.next_sample = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.calls += 1
+        self.last = (done, total)
+        if done >= self.next_sample:
+            self.samples.append((done, round(rss_mb(), 1)))
+            self.next_sample = done + max(1, total // 10)
+
+
+def in_child(func: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """`func(*args)` in a fresh (spawned) process: its memory and caches are its own."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(func, *args).result()
+
+
+def stat_of(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first); None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def group_members(group: int) -> list[int]:
+    """The live processes of a process group (zombies waiting to be reaped left out)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = stat_of(int(entry.name))
+        if fields and int(fields[2]) == group and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+# Synthetic stores: the options ---------------------------------------------------------------
+
+def add_store_options(parser: argparse.ArgumentParser, database: str,
+                      small_help: str) -> None:
+    """The options every bench that builds synthetic stores takes."""
+    parser.add_argument("--events", type=int, default=1_000_000,
+                        help="the big store's events (default 1,000,000)")
+    parser.add_argument("--small", type=int, default=100_000, help=small_help)
+    parser.add_argument("--quick", action="store_true", help="the 100k store only")
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--campaigns", type=int, default=12)
+    parser.add_argument("--events-per-registration", type=int, default=40,
+                        help="registrations = events / this (default 40: 25,000 at 1M)")
+    parser.add_argument("--pg-url", default=f"postgresql://postgres@127.0.0.1:5432/{database}",
+                        help="this database is DROPPED and created again on every run")
+    parser.add_argument("--sqlite-dir", default=None,
+                        help="where the SQLite files go (default: a temporary folder, removed)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--save", default=None, help="also write the JSON figures to this file")
+    parser.add_argument("--verbose", action="store_true")
+
+
+def store_plan(args: argparse.Namespace, prefix: str) -> tuple[list[str], list[int], Path]:
+    """The backends, the store sizes and the SQLite folder the options ask for."""
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    sizes = [args.small] if args.quick else sorted({s for s in (args.small, args.events) if s})
+    tmp = Path(args.sqlite_dir) if args.sqlite_dir else Path(tempfile.mkdtemp(prefix=prefix))
+    tmp.mkdir(parents=True, exist_ok=True)
+    return backends, sizes, tmp
+
+
+# A real `ledger serve` -------------------------------------------------------------------------
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def interrupt(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    """Ctrl-C a process started in a session of its own; if it has not ended after
+    `timeout` seconds, SIGKILL its whole group. Its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait()
+
+
+@dataclass
+class Server:
+    """A `ledger serve` process in a session of its own, its URL and its log file."""
+
+    base: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def wait_until_up(self, within: float = STARTUP) -> None:
+        """Return once /healthz answers 200; RuntimeError (with the log's end) if it
+        exits or does not answer in time."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ledger serve exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"ledger serve did not answer /healthz in {within}s: "
+                           f"{self.log.read_text()[-2000:]}")
+
+    def pids(self) -> list[int]:
+        """The server's live processes (itself, its workers, their helpers)."""
+        return group_members(self.process.pid)
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGINT (Ctrl-C) and wait; kill the whole group if it does not stop in time."""
+        return interrupt(self.process, timeout)
+
+    def group_is_gone(self, within: float = 5.0) -> bool:
+        """No running process is left in the server's process group (workers, the
+        multiprocessing resource tracker); zombies waiting for init to reap them are gone."""
+        deadline = time.monotonic() + within
+        while self.pids():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+
+def start_server(argv: Sequence[str], port: int, log: Path) -> Server:
+    """Start `argv` (a server listening on `port`) in a session of its own, its output to
+    `log`; LEDGER_NOW is not passed on (a server reads the real clock)."""
+    env = {k: v for k, v in os.environ.items() if k != "LEDGER_NOW"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
+    return Server(f"http://127.0.0.1:{port}", process, log)
+
+
+@contextmanager
+def serving(url: str, log: Path, *options: str, within: float = STARTUP,
+            command: Callable[[int], list[str]] | None = None) -> Iterator[Server]:
+    """The real `ledger serve` (`options` added; or `command(port)`, another server) on a
+    free loopback port until the block ends, then stopped with its whole process group."""
+    port = free_port()
+    argv = command(port) if command is not None else [
+        sys.executable, "-m", "ledger", "--db", url, "serve", "--port", str(port), *options]
+    running = start_server(argv, port, log)
+    try:
+        running.wait_until_up(within)
+        yield running
+    finally:
+        running.stop()
+        if not running.group_is_gone():
+            os.killpg(running.process.pid, signal.SIGKILL)
+
+
+# Timed HTTP ------------------------------------------------------------------------------------
+
+def add_token(url: str, role: str, actor_id: str) -> str:
+    """A new bearer token for the actor, issued with `ledger tokens add`."""
+    result = CliRunner().invoke(ledger_main, ["--db", url, "tokens", "add", "--role", role,
+                                              "--id", actor_id])
+    if result.exit_code != 0:
+        raise RuntimeError(f"ledger tokens add failed: {result.output}")
+    return result.stdout.strip()
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header for a token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def timed(conn: http.client.HTTPConnection, method: str, path: str, token: str = "",
+          body: Any | None = None) -> tuple[int, float]:
+    """(status, seconds) of one request on a keep-alive connection."""
+    headers = {"Content-Type": "application/json", **(bearer(token) if token else {})}
+    started = time.perf_counter()
+    conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                 headers=headers)
+    response = conn.getresponse()
+    response.read()
+    return response.status, time.perf_counter() - started
+
+
+@contextmanager
+def hammering(base: str, path: str, token: str, clients: int,
+              within: float = 30.0) -> Iterator[list[int]]:
+    """`clients` threads, each on its own keep-alive connection, GET `path` again and
+    again until the block ends (at most `within` seconds); the block starts once every
+    client has a request in flight, and sees the statuses they got so far."""
+    stop, statuses = threading.Event(), []
+    in_flight = threading.Semaphore(0)
+    host, port = base.removeprefix("http://").split(":")
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=within)
+        deadline = time.monotonic() + within
+        try:
+            conn.request("GET", path, headers=bearer(token))
+            in_flight.release()
+            while True:
+                response = conn.getresponse()
+                response.read()
+                statuses.append(response.status)
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                conn.request("GET", path, headers=bearer(token))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for _ in threads:
+        in_flight.acquire(timeout=within)
+    try:
+        yield statuses
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=within)
+
+
+def p99(seconds: list[float]) -> float:
+    """The 99th percentile (nearest rank)."""
+    return sorted(seconds)[math.ceil(0.99 * len(seconds)) - 1]

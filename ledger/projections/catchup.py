@@ -1,0 +1,243 @@
+"""Catch read models up with the store: one page read and decoded once, applied by all.
+
+One page of notifications is read and decoded once, then each read model applies the
+events past its own position to an in-memory batch and writes the batch with its new
+position in one transaction (one tracking record per page, not per event).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.postgres import PostgresDatastore, PostgresFactory
+from eventsourcing.utils import resolve_topic
+
+from ledger.projections.base import Handler, ReadModel
+from ledger.projections.tables import Batch
+from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
+from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
+
+PAGE = 1000
+REBUILD_PAGE = 5000  # measured: 1.5x the rebuild rate of 1,000 on SQLite, RSS still flat
+FLUSH_EVERY = 100_000  # events between a rebuild's writes
+WORKING_SET = 5_000  # rows per table a rebuild's working set keeps after a write
+Progress = Callable[[int, int], None]
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A notification decoded once per page, for every read model."""
+    position: int
+    event: Any | None  # None: a topic this version of the ledger does not know
+    topic: str
+    originator_id: str
+
+
+
+@contextmanager
+def ddl_lock(app: LedgerApplication) -> Iterator[None]:
+    """Hold the store's DDL advisory lock on PostgreSQL (see `open_application`)."""
+    datastore = getattr(app.factory, "datastore", None)
+    if not isinstance(datastore, PostgresDatastore):
+        yield
+        return
+    with datastore.get_connection() as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
+
+
+def make_view(app: LedgerApplication) -> ViewMixin:
+    """The tracking recorder the read models write through, for the app's backend."""
+    recorder_class = PostgresView if isinstance(app.factory, PostgresFactory) else SQLiteView
+    for attempt in range(5):
+        try:
+            view = app.factory.tracking_recorder(recorder_class)
+            break
+        except IntegrityError:
+            # Two processes creating SQLite's tracking table at once: the library's
+            # migration row is inserted by one of them; the other just tries again.
+            if attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    assert isinstance(view, ViewMixin)
+    return view
+
+
+@dataclass(slots=True)
+class Follow:
+    """One read model's progress through a catch-up: applied in memory up to `position`,
+    written up to `written`, with the counts of what is not written yet."""
+
+    model: ReadModel
+    position: int
+    written: int
+    applied: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unwritten(self) -> int:
+        return self.position - self.written
+
+
+class CatchUp:
+    """Applies the store's events to read models, page by page.
+
+    `page`: events read per page when catching up (each page is written at once).
+    `rebuild_page`: events per page when rebuilding; a rebuild keeps each read model's
+    working set across pages and writes it every `flush_every` events; after a write it
+    keeps at most `working_set` rows per table (the most recent)."""
+
+    def __init__(self, app: LedgerApplication, model_classes: Sequence[type[ReadModel]],
+                 page: int = PAGE, rebuild_page: int | None = None,
+                 flush_every: int | None = None, working_set: int = WORKING_SET,
+                 jobs: int = 1) -> None:
+        self.app = app
+        with ddl_lock(app):
+            self.view = make_view(app)
+            # A store opened read-only (a forensic copy, a standby) is read as it is.
+            if getattr(app.factory, "env_create_table", lambda: True)():
+                for cls in model_classes:
+                    self.view.create_tables(cls.tables)
+        self.models = [cls(self.view) for cls in model_classes]
+        self.page = page
+        self.rebuild_page = rebuild_page or page
+        self.flush_every = flush_every or self.rebuild_page
+        self.working_set = working_set
+        self.jobs = jobs
+        self._topics: dict[str, bool] = {}
+
+    def head(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+    def model(self, name: str) -> ReadModel:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
+    def catch_up(self, names: Sequence[str] | None = None, *, shadow: bool = False,
+                 until: int | None = None, progress: Progress | None = None) -> int:
+        """Apply everything recorded up to `until` (default: the head now); events done.
+
+        Live tables are written once per page. A rebuild (`shadow`) owns its tables, so
+        it keeps each working set across pages and writes every `flush_every` events."""
+        follows = []
+        for model in self.models:
+            if names is None or model.name in names:
+                at = self.view.position(model.name, shadow=shadow)
+                # Shadow tables at position 0 are empty: the working set starts complete.
+                model.batch = Batch(model.tables, complete=shadow and at == 0)
+                follows.append(Follow(model, at, at))
+        stop = self.head() if until is None else until
+        start = min((f.position for f in follows), default=stop)
+        done = 0
+        while start < stop:
+            notifications = self.app.recorder.select_notifications(
+                start, self.rebuild_page if shadow else self.page, stop=stop,
+                inclusive_of_start=False)
+            if not notifications:
+                break
+            page = [self._decode(n) for n in notifications]
+            behind = [f for f in follows if f.position < page[-1].position]
+            for _, group in groupby(sorted(behind, key=attrgetter("position")),
+                                    key=attrgetter("position")):
+                self._apply(list(group), page, shadow)
+            for follow in behind:
+                if (not shadow or follow.unwritten >= self.flush_every
+                        or follow.model.batch.largest() > 2 * self.working_set):
+                    self._write(follow, shadow)
+            start = min(page[-1].position, *(f.position for f in follows))
+            done += len(page)
+            if progress is not None:
+                progress(start, stop)
+        for follow in follows:
+            if follow.unwritten:
+                self._write(follow, shadow)
+            follow.model.batch = Batch(follow.model.tables)  # let the working set go
+        return done
+
+    def _decode(self, notification: Any) -> Decoded:
+        known = self._topics.get(notification.topic)
+        if known is None:
+            try:
+                resolve_topic(notification.topic)
+                known = True
+            except Exception:  # a topic written by a newer version of the ledger
+                known = False
+            self._topics[notification.topic] = known
+        event = self.app.mapper.to_domain_event(notification) if known else None
+        return Decoded(notification.id, event, notification.topic,
+                       str(notification.originator_id))
+
+    def _apply(self, group: list[Follow], page: list[Decoded], shadow: bool) -> None:
+        """Apply the page's events past the group's position (the same for each read model
+        in it) to their working sets, in one pass over the page."""
+        after = group[0].position
+        fresh = page if page[0].position > after else [d for d in page if d.position > after]
+        by_class: dict[type[Any], set[str]] | None = None
+        for follow in group:
+            model, batch = follow.model, follow.model.batch
+            if any(t.name not in batch.complete for t in model.state_tables):
+                if by_class is None:  # the page's aggregates, by event class (once a page)
+                    by_class = {}
+                    for d in fresh:
+                        if d.event is not None:
+                            by_class.setdefault(type(d.event), set()).add(d.originator_id)
+                ids = set().union(*(ids for cls, ids in by_class.items()
+                                    if model.handler(cls) is not None))
+                self.view.prefetch(model.state_tables, ids, batch, shadow=shadow)
+        routes: dict[type[Any], list[tuple[Handler, ReadModel]]] = {}
+        skipped: dict[str, int] = {}
+        for item in fresh:
+            event = item.event
+            if event is None:
+                skipped[item.topic] = skipped.get(item.topic, 0) + 1
+                continue
+            route = routes.get(type(event))
+            if route is None:
+                route = routes[type(event)] = [
+                    (handler, f.model) for f in group
+                    if (handler := f.model.handler(type(event))) is not None]
+            for handler, model in route:
+                handler(model, event, item.originator_id)
+        applied = len(fresh) - sum(skipped.values())
+        for follow in group:
+            follow.applied += applied
+            for topic, count in skipped.items():
+                follow.skipped[topic] = follow.skipped.get(topic, 0) + count
+            follow.position = page[-1].position
+
+    def _write(self, follow: Follow, shadow: bool) -> None:
+        """Write the working set and the position; after a lost compare-and-set (another
+        runner wrote first) drop it and go on from the position now recorded."""
+        model = follow.model
+        model.settle()
+        try:
+            self.view.flush(model.name, model.tables, model.batch, follow.written,
+                            follow.position, follow.applied, follow.skipped, shadow=shadow)
+        except IntegrityError:
+            follow.position = self.view.position(model.name, shadow=shadow)
+            model.batch = Batch(model.tables)
+        else:
+            if not shadow:
+                model.batch = Batch(model.tables)
+            else:
+                model.batch.evict(self.working_set)
+        follow.written = follow.position
+        follow.applied, follow.skipped = 0, {}
+
+    def options(self) -> dict[str, int]:
+        """The page sizes, as keyword arguments that build a like-minded `CatchUp`."""
+        return {"page": self.page, "rebuild_page": self.rebuild_page,
+                "flush_every": self.flush_every, "working_set": self.working_set}
+

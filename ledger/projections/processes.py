@@ -1,0 +1,151 @@
+"""A parallel rebuild's helper processes: start, watch, report progress, die with the parent."""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+from queue import Empty
+from typing import Any
+
+from eventsourcing.utils import get_topic, resolve_topic
+
+from ledger.projections.base import ReadModel
+from ledger.projections.catchup import CatchUp, Progress
+from ledger.projections.rebuild import rebuild_shadow
+from ledger.store.application import LedgerApplication
+
+
+class Helpers:
+    """Rebuild groups of read models in helper processes while this one rebuilds the
+    first group; progress is the slowest group's position. A helper that fails stops the
+    others (their rebuilds resume next time, like an interrupted one)."""
+
+    def __init__(self, projector: CatchUp, groups: list[list[ReadModel]],
+                 restart: bool) -> None:
+        self.projector, self.groups, self.restart = projector, groups, restart
+        self.positions = [0] * len(groups)
+        self.stop = 0
+
+    def run(self, progress: Progress | None) -> int:
+        context = multiprocessing.get_context("spawn")
+        queue: Any = context.Queue()
+        env = dict(self.projector.app.env)
+        topics = [[get_topic(type(m)) for m in group] for group in self.groups]
+        helpers = [context.Process(
+            target=rebuild_in_helper, daemon=True,
+            args=(env, topics[i], self.restart, self.projector.options(), queue, i,
+                  os.getpid()))
+            for i in range(1, len(self.groups))]
+        failures: list[str] = []
+        completed = False
+        try:
+            for helper in helpers:
+                helper.start()
+
+            def mine(position: int, stop: int) -> None:
+                self.positions[0], self.stop = position, max(self.stop, stop)
+                self.drain(queue, failures, progress, block=False)
+
+            done = rebuild_shadow(self.projector, self.groups[0], restart=self.restart,
+                                  progress=mine)
+            self.positions[0] = self.stop = max(self.stop, self.positions[0])
+            finished = 1
+            while finished < len(self.groups) and not failures:
+                finished += self.drain(queue, failures, progress, block=True)
+                if not failures and not any(h.is_alive() for h in helpers):
+                    # All gone: take what they sent last (`empty()` can miss it), then judge.
+                    finished += self.drain(queue, failures, progress, block=True)
+                    if finished < len(self.groups) and not failures:
+                        codes = [h.exitcode for h in helpers]
+                        failures.append(f"a rebuild helper exited with code(s) {codes}")
+            completed = not failures
+        finally:
+            for helper in helpers:
+                if helper.pid is None:
+                    continue  # never started
+                if helper.is_alive() and not completed:
+                    helper.terminate()
+                helper.join(timeout=30)
+        if failures:
+            raise RebuildFailed("; ".join(failures))
+        return done
+
+    def drain(self, queue: Any, failures: list[str], progress: Progress | None,
+              *, block: bool) -> int:
+        """Take the helpers' messages; the number of groups that finished."""
+        finished = 0
+        while True:
+            try:
+                kind, index, *rest = queue.get(timeout=0.5) if block else queue.get_nowait()
+            except Empty:
+                return finished
+            block = False
+            if kind == "progress":
+                self.positions[index], self.stop = rest[0], max(self.stop, rest[1])
+            elif kind == "done":
+                self.positions[index] = self.stop
+                finished += 1
+            else:
+                failures.append(f"rebuilding {', '.join(m.name for m in self.groups[index])} "
+                                f"failed: {rest[0]}")
+            if progress is not None and self.stop:
+                progress(min(self.positions), self.stop)
+
+
+class RebuildFailed(RuntimeError):
+    """A helper process of a parallel rebuild failed (its message says why)."""
+
+
+def rebuild_in_helper(env: dict[str, str], topics: list[str], restart: bool,
+                      options: dict[str, int], queue: Any, index: int, parent: int) -> None:
+    """A helper process: rebuild these read models, reporting progress on `queue`.
+    It stops after the page it is on if the rebuild that started it is gone (killed with
+    SIGKILL, say): an orphan would go on loading the store and swap its half in later."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops helpers itself
+    die_with_parent()
+
+    def report(position: int, stop: int) -> None:
+        if os.getppid() != parent:
+            raise Orphaned
+        queue.put(("progress", index, position, stop))
+
+    try:
+        if os.getppid() != parent:
+            raise Orphaned
+        app = LedgerApplication(env=env)
+        try:
+            projector = CatchUp(app, [resolve_topic(t) for t in topics], **options)
+            rebuild_shadow(projector, projector.models, restart=restart, progress=report)
+        finally:
+            app.close()
+    except Orphaned:
+        sys.exit(1)  # nobody is left to tell; the next rebuild resumes from our pages
+    except BaseException as error:  # reported by the parent, as one line
+        queue.put(("failed", index, f"{type(error).__name__}: {error}"))
+        queue.close()
+        queue.join_thread()
+        sys.exit(1)
+    queue.put(("done", index))
+
+
+class Orphaned(BaseException):
+    """The rebuild that started this helper is gone."""
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def die_with_parent() -> None:
+    """On Linux, have the kernel kill this process with SIGKILL when its parent dies (as a
+    kill of the parent would kill it at that instant: its open transaction is lost, which
+    the read models are built to survive). Elsewhere the per-page check has to do."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass

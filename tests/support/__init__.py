@@ -1,0 +1,1 @@
+"""Helpers the tests share: stores with history, scenarios, racing writers, a real server."""
