@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import click
@@ -91,22 +92,30 @@ def projections_run(settings: Settings, names: tuple[str, ...], interval: float,
         else:
             click.echo(f"{key.replace('_', ' ')} position {position:,}", err=True)
 
-    # SIGTERM (a service manager's stop) interrupts exactly as Ctrl-C does: the page being
-    # written is one transaction, so it is either whole or rolled back.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C or SIGTERM (a service manager's stop) asks the runner to stop between pages;
+    # an exception raised wherever the signal lands could leave the store's connection
+    # pool holding its writer (and the status read below would then wait for it). A
+    # second signal interrupts at once; each page is one transaction either way.
+    stop = threading.Event()
+
+    def ask_to_stop(_signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        p.run(chosen, interval=interval, on_advance=lambda at: say("advanced_to", at))
+        p.run(chosen, interval=interval, should_stop=stop.is_set,
+              on_advance=lambda at: say("advanced_to", at))
     except KeyboardInterrupt:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one: no traceback
-        reached = min(row["position"] for row in p.status()
-                      if chosen is None or row["name"] in chosen)
-        say("stopped_at", reached)
+        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one more while finishing: no traceback
+    reached = min(row["position"] for row in p.status()
+                  if chosen is None or row["name"] in chosen)
+    say("stopped_at", reached)
 
 
 @projections.command("rebuild")
