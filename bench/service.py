@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import itertools
 import json
 import os
 import random
@@ -68,147 +67,32 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
-from commands import (  # bench/commands.py, next to this file: the workload
-    Op,
-    PostgresBackend,
-    Seller,
-    campaign_ids,
-    create_campaign_op,
-)
 from common import (
-    FEED,
-    IN_WINDOW,
-    REVIEWER,
     Server,
     free_port,
-    iso,
     log,
     serving,
     stat_of,
 )
 from psycopg import sql
+from workload import Plan, PostgresBackend, SellerCounter
 
-from ledger import FixedClock, Ledger
+from ledger import Ledger
 from ledger.store import tokens
 from ledger.store.tokens import TokenActor
 
 HERE = Path(__file__).resolve().parent
-ENDED_CAMPAIGN = "bench-ended"  # commands.py's dates: over by now, reports are due
 OPEN_LOOP_AIM_MS = 50.0
 RATIO_AIM = 0.70
-
-
-# The command stream ------------------------------------------------------------------------
-
-def shift_times(value: Any, delta: timedelta) -> Any:
-    """`value` with every ISO time (…Z) in it moved by `delta`."""
-    if isinstance(value, dict):
-        return {k: shift_times(v, delta) for k, v in value.items()}
-    if isinstance(value, list):
-        return [shift_times(v, delta) for v in value]
-    if isinstance(value, str) and value.endswith("Z") and "T" in value:
-        try:
-            moved = datetime.fromisoformat(value.replace("Z", "+00:00")) + delta
-        except ValueError:
-            return value
-        return iso(moved)
-    return value
-
-
-def shifted(op: Op, delta: timedelta) -> dict[str, Any]:
-    return {**op.command, "payload": shift_times(op.command["payload"], delta)}
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What every measurement does: the same setup, then the same per-client streams."""
-
-    clients: int
-    sellers: int  # at most this many sellers (one token each) in one window
-    delta: timedelta = field(default_factory=lambda: timedelta(
-        days=(datetime.now(UTC) - IN_WINDOW).days))
-    campaigns: int = 3
-    ended_per_client: int = 8  # registrations taking each client's reports
-
-    @property
-    def live_campaigns(self) -> list[str]:
-        return campaign_ids(self.campaigns)
-
-    def seller(self, index: int) -> Seller:
-        return Seller(index, self.live_campaigns[index % self.campaigns])
-
-    def ended(self, client: int, k: int) -> Seller:
-        return Seller(client * self.ended_per_client + k, ENDED_CAMPAIGN, prefix="ended")
-
-    def actors(self) -> list[TokenActor]:
-        people = [TokenActor(self.seller(i).actor["id"], "seller") for i in range(self.sellers)]
-        return [*people, TokenActor(REVIEWER["id"], REVIEWER["role"]),
-                TokenActor(FEED["id"], FEED["role"])]
-
-    def setup(self, url: str) -> None:
-        """Campaigns (live ones moved to today), and the ended campaign's approved
-        registrations, written in-process with a fixed clock (not measured)."""
-        clock = FixedClock(datetime.now(UTC))
-        with Ledger.open(url, clock=clock) as ledger:
-            def send(command: dict[str, Any]) -> None:
-                result = ledger.send(command)
-                if not result["ok"]:
-                    raise RuntimeError(f"setup {command['command_id']}: {result['error']}")
-
-            for campaign in self.live_campaigns:
-                send(shifted(create_campaign_op(campaign), self.delta))
-            clock.set(IN_WINDOW)
-            send(create_campaign_op(ENDED_CAMPAIGN).command)
-            for c in range(self.clients):
-                for k in range(self.ended_per_client):
-                    send(self.ended(c, k).register().command)
-                    send(self.ended(c, k).approve().command)
-
-    def stream(self, client: int, next_seller: Callable[[], int | None],
-               first_report: int = 0) -> Iterator[dict[str, Any]]:
-        """One client's commands, one seller at a time, until the sellers run out
-        (report numbers from `first_report`, so that a later window sends new ones)."""
-        reports = itertools.count(first_report)
-        while (index := next_seller()) is not None:
-            seller = self.seller(index)
-            ops = [seller.register(), seller.add_session(), seller.approve()]
-            if index % 5 == 0:
-                ops.append(seller.withdraw())
-            for op in ops:
-                yield shifted(op, self.delta)
-            for _ in range(2):
-                n = next(reports)
-                ended = self.ended(client, n % self.ended_per_client)
-                yield ended.report(n // self.ended_per_client).command
-
-
-class SellerCounter:
-    """Hands out seller indexes to the clients; a later window of the same store goes on
-    from where the earlier one stopped."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.taken = 0
-        self._lock = threading.Lock()
-        self.exhausted = False
-
-    def __call__(self) -> int | None:
-        with self._lock:
-            index = self.taken
-            self.taken += 1
-        if index >= self.limit:
-            self.exhausted = True
-            return None
-        return index
 
 
 # Senders: in-process and over HTTP ---------------------------------------------------------

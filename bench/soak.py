@@ -66,10 +66,9 @@ from uuid import UUID
 
 import httpx
 import psycopg
-from commands import PostgresBackend  # bench/commands.py, next to this file
 from common import interrupt, log, serving, stat_of
 from psycopg import sql
-from service import Plan, SellerCounter  # bench/service.py: the service's workload
+from workload import Plan, PostgresBackend, SellerCounter
 
 from ledger import Ledger
 from ledger.audit import chain

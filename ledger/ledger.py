@@ -36,6 +36,7 @@ OUTAGE_BUDGET = 5.0  # seconds a command keeps trying again while the store is u
 
 
 def refused(command_id: str | None, error: LedgerError) -> dict[str, Any]:
+    """The result of a refused command (DOMAIN.md "Results")."""
     return {"ok": False, "command_id": command_id, "error": error.as_error()}
 
 
@@ -50,6 +51,8 @@ token_id = tokens.token_id  # the id `ledger tokens list` shows: the start of th
 
 
 class Ledger(LedgerReads):
+    """The ledger over one store: commands in, results out, and every read (`LedgerReads`)."""
+
     def __init__(self, app: LedgerApplication, clock: Clock, url: str) -> None:
         self.app = app
         self.clock = clock

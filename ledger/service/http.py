@@ -20,6 +20,7 @@ access_logger = logging.getLogger("ledger.access")
 
 
 def service_of(request: Request) -> Service:
+    """The worker's `Service`, kept on the FastAPI app."""
     service: Service = request.app.state.service
     return service
 

@@ -18,6 +18,8 @@ MAX_BATCH = 500
 
 
 class ErrorDetail(BaseModel):
+    """A refusal: a DOMAIN.md error code, one line saying why, and what it concerns."""
+
     code: str = Field(examples=["session_overlap"])
     message: str
     details: Any = None
@@ -46,10 +48,14 @@ class Accepted(BaseModel):
 
 
 class Health(BaseModel):
+    """`/healthz`: the process answers."""
+
     status: Literal["up"]
 
 
 class ReadModelLag(BaseModel):
+    """How far one read model is behind the store's head."""
+
     name: str
     position: int = Field(description="The last store position the read model applied.")
     lag: int = Field(description="Events stored after it: the head minus the position.")

@@ -26,6 +26,8 @@ ENV = "LEDGER_SERVE_LIMITS"
 
 @dataclass(frozen=True)
 class Limits:
+    """How long a client may take and how much it may send, per connection and request."""
+
     keep_alive: int = 5  # seconds an idle connection is kept (before and between requests)
     header: float = 10.0  # seconds from a request's first byte to the end of its headers
     body: float = 30.0  # seconds from the end of the headers to the end of the body

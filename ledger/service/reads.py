@@ -92,11 +92,13 @@ DecisionsView = Annotated[ViewMixin, fresh_view("review_decisions")]
 
 
 def not_seller(actor: TokenActor, what: str) -> None:
+    """`forbidden` for a seller: `what` is for reviewers and admins."""
     if actor.role == "seller":
         raise Forbidden(f"a seller may not read {what}", {"role": actor.role})
 
 
 def own(actor: TokenActor, seller_id: str) -> None:
+    """`forbidden` for a seller reading another seller's pages."""
     if actor.role == "seller" and actor.id != seller_id:
         raise Forbidden(f"seller {actor.id!r} may not read seller {seller_id!r}'s pages")
 

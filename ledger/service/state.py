@@ -32,6 +32,7 @@ def with_actor(data: Any, actor: TokenActor) -> Any:
 
 
 def store_unavailable(error: BaseException) -> ServiceError:
+    """503 `store_unavailable`, naming the cause."""
     return ServiceError(503, "store_unavailable", str(error))
 
 
@@ -39,6 +40,9 @@ TOKEN_TTL = 60.0  # seconds a worker trusts a token it has looked up
 
 
 class Service:
+    """One worker's state: its Ledger (opened lazily), token look-ups, reads that wait for
+    a read model, and the elected follower."""
+
     def __init__(self, url: str, *, clock: Clock | None = None, pool_size: int = 10,
                  max_body: int = MAX_COMMAND_BYTES, read_timeout: float = READ_TIMEOUT,
                  follow: bool = False, ready_max_lag: int = READY_MAX_LAG) -> None:

@@ -12,8 +12,10 @@ READY_MAX_LAG = 1000  # events a read model may be behind the head while /readyz
 
 
 def follow() -> bool:
+    """Whether this worker may be elected to keep the read models current (`--no-follow`)."""
     return os.environ.get(FOLLOW_ENV, "1") != "0"
 
 
 def ready_max_lag() -> int:
+    """Events a read model may be behind while `/readyz` says ready (`--ready-max-lag`)."""
     return int(os.environ.get(READY_ENV, READY_MAX_LAG))

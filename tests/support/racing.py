@@ -69,25 +69,19 @@ class Racers:
     def race(self, url: str, now: datetime, batches: list[list[Json]], *,
              open_at_once: bool = False) -> list[list[Json]]:
         """Worker i sends batches[i]; returns each worker's results in order."""
-        assert len(batches) == self.n
-        for tasks, batch in zip(self.tasks, batches, strict=True):
-            tasks.put((url, now.isoformat(), batch, open_at_once))
-        found = self._collect()
-        # The worker that failed first aborts the barrier; show its error, not the others'.
-        failures = sorted((text for text in found.values() if isinstance(text, str)),
-                          key=lambda text: "BrokenBarrierError" in text)
-        if failures:
-            self.barrier.reset()
-        assert not failures, failures[0]
-        return [found[i] for i in range(self.n)]
+        return self._run([(url, now.isoformat(), batch, open_at_once) for batch in batches])
 
     def race_at(self, url: str, batches: list[tuple[datetime, list[Json]]]) -> list[list[Json]]:
         """Like `race`, but worker i's clock stands at batches[i][0] (writers whose clocks
         disagree: one still before a deadline, another already after it)."""
-        assert len(batches) == self.n
-        for tasks, (now, batch) in zip(self.tasks, batches, strict=True):
-            tasks.put((url, now.isoformat(), batch, False))
+        return self._run([(url, now.isoformat(), batch, False) for now, batch in batches])
+
+    def _run(self, rounds: list[Task]) -> list[list[Json]]:
+        assert len(rounds) == self.n
+        for tasks, task in zip(self.tasks, rounds, strict=True):
+            tasks.put(task)
         found = self._collect()
+        # The worker that failed first aborts the barrier; show its error, not the others'.
         failures = sorted((text for text in found.values() if isinstance(text, str)),
                           key=lambda text: "BrokenBarrierError" in text)
         if failures:
