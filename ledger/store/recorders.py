@@ -20,7 +20,7 @@ locked in one order and two writers cannot deadlock.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
@@ -46,7 +46,7 @@ from ledger.store.plan import (
     WritePlan,
 )
 
-GUARD_CHUNK = 500  # registration ids per look-up (SQLite allows 32,766 parameters)
+GUARD_CHUNK = 500  # ids per look-up (SQLite allows 32,766 parameters)
 
 
 class _Cursor(Protocol):
@@ -199,14 +199,19 @@ class LedgerRows:
         rows = self._query(
             f"SELECT * FROM {self.t}ledger_commands WHERE command_id={self.p}", (command_id,)
         )
-        if not rows:
-            return None
-        row = rows[0]
-        return CommandRow(
-            command_id=row["command_id"], fingerprint=row["fingerprint"],
-            aggregate_id=str(row["aggregate_id"]), version=row["version"],
-            result=json.loads(row["result"]), recorded_at=_as_datetime(row["recorded_at"]),
-        )
+        return _command_row(rows[0]) if rows else None
+
+    def find_commands(self, command_ids: Collection[str]) -> dict[str, CommandRow]:
+        """The stored rows of those of `command_ids` that are stored: one query per 500."""
+        found: dict[str, CommandRow] = {}
+        ids = list(dict.fromkeys(command_ids))
+        for start in range(0, len(ids), GUARD_CHUNK):
+            chunk = tuple(ids[start:start + GUARD_CHUNK])
+            rows = self._query(
+                f"SELECT * FROM {self.t}ledger_commands "
+                f"WHERE command_id IN ({','.join([self.p] * len(chunk))})", chunk)
+            found.update((row["command_id"], _command_row(row)) for row in rows)
+        return found
 
     def registrations_of(self, campaign_id: str) -> list[str]:
         rows = self._query(
@@ -226,6 +231,14 @@ def write_plan_of(kwargs: dict[str, Any]) -> WritePlan | None:
     if unknown:
         raise TypeError(f"unexpected save arguments: {sorted(unknown)}")
     return plan
+
+
+def _command_row(row: Any) -> CommandRow:
+    return CommandRow(
+        command_id=row["command_id"], fingerprint=row["fingerprint"],
+        aggregate_id=str(row["aggregate_id"]), version=row["version"],
+        result=json.loads(row["result"]), recorded_at=_as_datetime(row["recorded_at"]),
+    )
 
 
 def _as_datetime(value: datetime | str) -> datetime:
