@@ -67,13 +67,26 @@ Raw = dict[str, Any] | str | bytes
 
 
 @dataclass
+class GroupStats:
+    """How a ledger's runs went: committed in one transaction each, decided again after a
+    conflict with another writer, sent one command at a time (conflicts or a refusal that
+    left events behind). A single writer never conflicts: `one_at_a_time` stays 0."""
+
+    committed: int = 0
+    retried: int = 0
+    one_at_a_time: int = 0
+
+
+@dataclass
 class Writer:
-    """What a group needs of the `Ledger`: its store, its clock, and the one-command path
-    (`execute`, which retries and replays on its own) for what goes one at a time."""
+    """What a group needs of the `Ledger`: its store, its clock, the one-command path
+    (`execute`, which retries and replays on its own) for what goes one at a time, and
+    where to count how runs went."""
 
     app: LedgerApplication
     clock: Clock
     execute: Callable[[Command], Result]
+    stats: GroupStats = field(default_factory=GroupStats)
 
 
 class GroupLoads:
@@ -210,16 +223,20 @@ def _commit_run(writer: Writer, run: list[tuple[int, Command]]) -> dict[int, Res
             decided = _decide(writer, run)
             if decided is None:
                 break  # a refusal left events behind: one at a time decides it cleanly
-            return decided.commit(writer.app)
+            results = decided.commit(writer.app)
+            writer.stats.committed += 1
+            return results
         except IntegrityError as e:
             if "ledger_event_hashes" in str(e):
                 break  # not a race (an event deleted outside the ledger): one at a time says so
             conflicts += 1
+            writer.stats.retried += 1
             time.sleep(min(0.2, 0.002 * conflicts) * random.random())
         except StoreErrors as e:
             fault = outage.wait(e)
             if fault is not None:
                 raise GroupUnavailable(fault.headline(), run[0][0]) from None
+    writer.stats.one_at_a_time += 1
     return {index: _alone(writer, index, command) for index, command in run}
 
 

@@ -52,6 +52,7 @@ class Ledger(LedgerReads):
         self.clock = clock
         self.url = url
         self.notices: list[str] = []  # what opening did that a user should hear of
+        self.group_stats = group.GroupStats()  # how send_group's runs went (see group.py)
 
     @classmethod
     def open(cls, url: str | None = None, *, clock: Clock | None = None,
@@ -96,7 +97,8 @@ class Ledger(LedgerReads):
         (`ledger/group.py`); each result is the one `send` would give, one at a time in
         this order. `GroupUnavailable` (a `StoreUnavailable`) says from which command to
         resend when the store fails."""
-        return group.send_group(group.Writer(self.app, self.clock, self._execute), commands)
+        writer = group.Writer(self.app, self.clock, self._execute, self.group_stats)
+        return group.send_group(writer, commands)
 
     def send_many(self, commands: Iterable[dict[str, Any] | str | bytes], *,
                   group_size: int = 200) -> Iterator[dict[str, Any]]:
