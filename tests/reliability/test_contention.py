@@ -677,6 +677,23 @@ def test_a_registration_written_just_after_its_campaign_expired_is_refused(backe
     assert code(result) == "registration_closed", result
 
 
+def test_a_group_decided_before_its_campaign_expired_is_decided_again(backend: str) -> None:
+    """Issue 14: the group read the campaign (prefetched, not expired) and decided both
+    registrations; the expiry commits before the group writes. The group's guards fail
+    and it is decided again on fresh state: both refused, nothing written."""
+    closed_registration(backend)
+    with Ledger.open(backend, clock=FixedClock(ENDS), pool_size=1) as operator:
+        clock = Interleave(NOW, lambda: operator.send(expire_campaign()))
+        with Ledger.open(backend, clock=clock, pool_size=1) as seller_ledger:
+            results = seller_ledger.send_group([register(account_id="shop-late"),
+                                                register(account_id="shop-later")])
+            stats = seller_ledger.group_stats
+    assert clock.result["ok"], clock.result  # the expiry committed first
+    assert_invariants(backend)
+    assert [code(r) for r in results] == ["registration_closed"] * 2, results
+    assert (stats.retried, stats.committed) == (1, 1), stats
+
+
 def test_a_session_written_just_after_its_campaign_expired_is_refused(backend: str) -> None:
     reg = closed_registration(backend)
     with Ledger.open(backend, clock=FixedClock(ENDS), pool_size=1) as operator:
