@@ -87,6 +87,9 @@ class Writer:
     clock: Clock
     execute: Callable[[Command], Result]
     stats: GroupStats = field(default_factory=GroupStats)
+    # The last run's aggregates as it committed them: the next run of the same stream
+    # (`send_many`) reuses those still at that version in the store (see `prefetch`).
+    kept: dict[UUID, LedgerAggregate] = field(default_factory=dict)
 
 
 class GroupLoads:
@@ -101,11 +104,18 @@ class GroupLoads:
         self.topics: dict[UUID, str] = {}  # the last event the run decided, per aggregate
         self.handed: list[LedgerAggregate] = []  # handed to the command being decided
 
-    def prefetch(self, aggregate_ids: set[UUID]) -> None:
-        """Load these aggregates together (`LedgerApplication.get_many`)."""
-        found = self.app.get_many(aggregate_ids)
+    def prefetch(self, aggregate_ids: set[UUID], kept: dict[UUID, LedgerAggregate]) -> None:
+        """Load these aggregates together (`LedgerApplication.get_many`). Those `kept`
+        from the stream's previous run are reused when the store still holds them at the
+        same version (one query for all): as fresh as a load, without decoding again."""
+        reuse = {i: kept[i] for i in aggregate_ids if i in kept}
+        if reuse:
+            stored = self.app.store.versions_of(reuse)
+            reuse = {i: a for i, a in reuse.items() if stored.get(i) == a.version}
+        found = self.app.get_many(aggregate_ids - reuse.keys())
+        self.cached.update(reuse)
         self.cached.update(found)
-        self.missing |= aggregate_ids - found.keys()
+        self.missing |= aggregate_ids - found.keys() - reuse.keys()
 
     def get(self, aggregate_id: UUID, version: int | None = None) -> Any:
         """The aggregate as the run left it (at `version`: from the store)."""
@@ -161,6 +171,7 @@ class Decided:
     # accepted: (input index, result without position, events before it, its events)
     accepted: list[tuple[int, Result, int, int]] = field(default_factory=list)
     copies: list[tuple[int, int]] = field(default_factory=list)  # (index, its first's index)
+    view_after: dict[UUID, LedgerAggregate] = field(default_factory=dict)  # once committed
 
     def accept(self, index: int, result: Result, row: CommandRow, outcome: Outcome) -> None:
         """Collect the command's events now, in its order (others, then main)."""
@@ -219,12 +230,14 @@ def _commit_run(writer: Writer, run: list[tuple[int, Command]]) -> dict[int, Res
     outage = Outage()
     conflicts = 0
     while conflicts < CONFLICT_ATTEMPTS:
+        kept, writer.kept = writer.kept, {}  # kept again only once this run commits
         try:
-            decided = _decide(writer, run)
+            decided = _decide(writer, run, kept)
             if decided is None:
                 break  # a refusal left events behind: one at a time decides it cleanly
             results = decided.commit(writer.app)
             writer.stats.committed += 1
+            writer.kept = decided.view_after
             return results
         except IntegrityError as e:
             if "ledger_event_hashes" in str(e):
@@ -240,10 +253,11 @@ def _commit_run(writer: Writer, run: list[tuple[int, Command]]) -> dict[int, Res
     return {index: _alone(writer, index, command) for index, command in run}
 
 
-def _decide(writer: Writer, run: list[tuple[int, Command]]) -> Decided | None:
+def _decide(writer: Writer, run: list[tuple[int, Command]],
+            kept: dict[UUID, LedgerAggregate]) -> Decided | None:
     app = writer.app
     view = GroupLoads(app)
-    view.prefetch(_aggregate_ids(command for _, command in run))
+    view.prefetch(_aggregate_ids(command for _, command in run), kept)
     stored = app.store.find_commands([command.command_id for _, command in run])
     decided = Decided()
     firsts: dict[str, tuple[str, int]] = {}  # command_id accepted in this run: body, index
@@ -274,6 +288,7 @@ def _decide(writer: Writer, run: list[tuple[int, Command]]) -> Decided | None:
             view.keep(outcome.aggregates)
             view.topics.update(_last_topics(decided))
             firsts[command.command_id] = (fingerprint, index)
+    decided.view_after = view.cached
     return decided
 
 

@@ -109,9 +109,12 @@ class Ledger(LedgerReads):
             raise ValueError("group_size must be at least 1")
         done = 0
         source = iter(commands)
+        # One writer for the stream: a group reuses the aggregates the one before it
+        # committed, when the store shows them unchanged (group.GroupLoads.prefetch).
+        writer = group.Writer(self.app, self.clock, self._execute, self.group_stats)
         while chunk := list(islice(source, group_size)):
             try:
-                results = self.send_group(chunk)
+                results = group.send_group(writer, chunk)
             except GroupUnavailable as e:
                 raise e.after(done) from None
             done += len(chunk)

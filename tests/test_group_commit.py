@@ -28,6 +28,7 @@ from ledger.projections.registry import projector
 from tests.support.helpers import (
     ACCOUNT,
     ENDS,
+    NOW,
     REVIEWER,
     STARTS,
     Json,
@@ -353,3 +354,22 @@ def test_send_many_streams_results_in_input_order_one_group_at_a_time(
     assert world.ledger.group_stats.committed == 3
     with pytest.raises(ValueError, match="group_size"):
         next(world.ledger.send_many([], group_size=0))
+
+
+def test_a_stream_sees_what_another_writer_did_between_its_groups(
+    world: World, manual: str
+) -> None:
+    """`send_many` reuses the aggregates its previous group committed only while the store
+    still holds them at that version: a session another writer added in between is seen."""
+    reg = world.register(register(manual))
+
+    def feed(other: Ledger) -> Iterator[Json]:
+        yield add_session(reg, slot(5))  # the first group: s3
+        assert other.send(add_session(reg, slot(8)))["ok"]  # s4, by another writer
+        yield approve(reg, ["s4"])
+
+    with Ledger.open(world.url, clock=FixedClock(NOW), pool_size=1) as other:
+        results = list(world.ledger.send_many(feed(other), group_size=1))
+    assert codes(results) == ["ok", "ok"]
+    assert world.ledger.group_stats.retried == 0  # decided on fresh state the first time
+    assert world.session_statuses(reg)["s4"] == "approved"
