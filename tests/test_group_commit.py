@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from ledger import FixedClock, Ledger
 from ledger.aggregates.base import registration_uuid
 from ledger.projections.registry import projector
+from ledger.store import recorders
 from tests.support.helpers import (
     ACCOUNT,
     ENDS,
@@ -373,3 +374,18 @@ def test_a_stream_sees_what_another_writer_did_between_its_groups(
     assert codes(results) == ["ok", "ok"]
     assert world.ledger.group_stats.retried == 0  # decided on fresh state the first time
     assert world.session_statuses(reg)["s4"] == "approved"
+
+
+@pytest.mark.parametrize("chunk", [500, 2])
+def test_a_group_sent_again_replays_every_command(
+    world: World, manual: str, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also with the command ids looked up a few at a time (`find_commands` in chunks)."""
+    monkeypatch.setattr(recorders, "GUARD_CHUNK", chunk)
+    commands = [register(manual, account_id=f"shop-{n}") for n in range(5)]
+    first = world.ledger.send_group(commands)
+    before = world.dump()
+    again = world.ledger.send_group(copy.deepcopy(commands))
+    assert codes(again) == ["replayed"] * 5
+    assert again == [{**r, "replayed": True} for r in first]
+    assert world.dump() == before
