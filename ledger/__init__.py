@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ledger.clock import Clock, FixedClock, SystemClock
-from ledger.errors import LedgerError
+from ledger.errors import GroupUnavailable, LedgerError, StoreUnavailable
 from ledger.ledger import Ledger
 
-__all__ = ["Clock", "FixedClock", "Ledger", "LedgerError", "SystemClock"]
+__all__ = ["Clock", "FixedClock", "GroupUnavailable", "Ledger", "LedgerError",
+           "StoreUnavailable", "SystemClock"]

@@ -17,6 +17,8 @@ LedgerError (code)                     refusals: a result with ok=false, nothing
                            session_overlap, too_many_sessions
 
 StoreUnavailable                       not a refusal: the store cannot be reached
+└── GroupUnavailable                   ... while writing many commands: `done` of them
+                                       have their final results; resend from the next
 ```
 """
 
@@ -126,4 +128,28 @@ def first_line(error: BaseException) -> str:
 
 
 class StoreUnavailable(Exception):
-    """The event store cannot be reached or opened (a one-line message names it)."""
+    """The event store cannot be reached or opened (a one-line message names it;
+    `headline` is its cause alone, without advice on resending)."""
+
+    def __init__(self, message: str, headline: str | None = None) -> None:
+        super().__init__(message)
+        self.headline = headline or message
+
+
+class GroupUnavailable(StoreUnavailable):
+    """The store failed while a group of commands was written (`Ledger.send_group`,
+    `send_many`): the first `done` commands have their final results (stored, refused or
+    replayed) and nothing of the others was stored. Resending from command `done + 1` is
+    enough; resending them all is safe too (stored commands replay)."""
+
+    def __init__(self, fault: str, done: int) -> None:
+        self.fault = fault
+        self.done = done
+        resend = (f"; the first {done} commands are done, resend from command {done + 1}"
+                  " (sending them all again is safe too)" if done
+                  else "; sending the same commands again is safe")
+        super().__init__(f"{fault}{resend}", fault)
+
+    def after(self, earlier: int) -> GroupUnavailable:
+        """The same failure, counted in a stream where `earlier` commands came first."""
+        return GroupUnavailable(self.fault, self.done + earlier)

@@ -5,25 +5,27 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
+from ledger import group
 from ledger.aggregates.base import Cause
 from ledger.audit import chain, integrity
 from ledger.audit import seals as sealing
 from ledger.clock import Clock, SystemClock
 from ledger.commands.context import Context, Outcome
 from ledger.commands.handlers import handle
-from ledger.commands.parse import Command, command_id_of, load_json, parse_command
-from ledger.commands.schemas import ROLES
-from ledger.errors import Conflict, Forbidden, LedgerError
+from ledger.commands.parse import Command
+from ledger.commands.results import accepted, admit, command_row, refused, replayed
+from ledger.errors import Conflict, GroupUnavailable, LedgerError
 from ledger.reads import LedgerReads
 from ledger.store import tokens
 from ledger.store.application import LedgerApplication, open_application
-from ledger.store.faults import Fault, StoreErrors, classify, read_only_folder
-from ledger.store.plan import CommandRow
+from ledger.store.faults import Fault, Outage, StoreErrors, classify, read_only_folder
 from ledger.store.tokens import TokenActor, TokenRow
 from ledger.store.urls import DEFAULT_URL, check_reachable, parse_url
 
@@ -32,12 +34,6 @@ __all__ = ["DEFAULT_URL", "Ledger", "TokenActor", "TokenRow", "refused", "store_
            "token_id"]
 
 MAX_ATTEMPTS = 100
-OUTAGE_BUDGET = 5.0  # seconds a command keeps trying again while the store is unreachable
-
-
-def refused(command_id: str | None, error: LedgerError) -> dict[str, Any]:
-    """The result of a refused command (DOMAIN.md "Results")."""
-    return {"ok": False, "command_id": command_id, "error": error.as_error()}
 
 
 def store_fault(error: BaseException) -> str | None:
@@ -58,6 +54,7 @@ class Ledger(LedgerReads):
         self.clock = clock
         self.url = url
         self.notices: list[str] = []  # what opening did that a user should hear of
+        self.group_stats = group.GroupStats()  # how send_group's runs went (see group.py)
 
     @classmethod
     def open(cls, url: str | None = None, *, clock: Clock | None = None,
@@ -93,21 +90,41 @@ class Ledger(LedgerReads):
 
     def send(self, command: dict[str, Any] | str | bytes) -> dict[str, Any]:
         """Execute one command (a dict, or its JSON text) and return its result dict."""
-        data: Any = command
-        try:
-            if isinstance(command, str | bytes):
-                data = load_json(command)
-            parsed = parse_command(data)
-            if parsed.actor.role not in ROLES[parsed.name]:
-                raise Forbidden(f"a {parsed.actor.role} may not {parsed.name}",
-                                {"role": parsed.actor.role, "allowed": sorted(ROLES[parsed.name])})
-        except LedgerError as e:
-            return refused(command_id_of(data), e)
-        return self._execute(parsed)
+        admitted = admit(command)
+        return self._execute(admitted) if isinstance(admitted, Command) else admitted
+
+    def send_group(self, commands: Sequence[dict[str, Any] | str | bytes]
+                   ) -> list[dict[str, Any]]:
+        """Execute the commands as one group: decided in input order, committed together
+        (`ledger/group.py`); each result is the one `send` would give, one at a time in
+        this order. `GroupUnavailable` (a `StoreUnavailable`) says from which command to
+        resend when the store fails."""
+        writer = group.Writer(self.app, self.clock, self._execute, self.group_stats)
+        return group.send_group(writer, commands)
+
+    def send_many(self, commands: Iterable[dict[str, Any] | str | bytes], *,
+                  group_size: int = 200) -> Iterator[dict[str, Any]]:
+        """Results in input order, `group_size` commands per group (and per transaction);
+        only one group is held in memory. A store failure's `GroupUnavailable` counts
+        from the first command of `commands`."""
+        if group_size < 1:
+            raise ValueError("group_size must be at least 1")
+        done = 0
+        source = iter(commands)
+        # One writer for the stream: a group reuses the aggregates the one before it
+        # committed, when the store shows them unchanged (group.GroupLoads.prefetch).
+        writer = group.Writer(self.app, self.clock, self._execute, self.group_stats)
+        while chunk := list(islice(source, group_size)):
+            try:
+                results = group.send_group(writer, chunk)
+            except GroupUnavailable as e:
+                raise e.after(done) from None
+            done += len(chunk)
+            yield from results
 
     def _execute(self, command: Command) -> dict[str, Any]:
         fingerprint = command.fingerprint()
-        outages, first_fault = 0, 0.0
+        outage = Outage()
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return self._attempt(command, fingerprint)
@@ -126,17 +143,9 @@ class Ledger(LedgerReads):
                 # unreachable or locked) is tried again for a few seconds: safe, since if
                 # the lost write did commit, its command row replays. A full disk or a
                 # read-only database will not change in seconds: the caller hears at once.
-                fault = classify(e)
-                if fault is None:
-                    raise
-                outages += 1
-                now = time.monotonic()
-                first_fault = first_fault or now
-                delay = min(1.0, 0.05 * 2 ** outages)
-                if (not fault.transient or fault.down_for > OUTAGE_BUDGET
-                        or now + delay - first_fault > OUTAGE_BUDGET):
+                fault = outage.wait(e)
+                if fault is not None:
                     raise fault.unavailable(resend=True) from None
-                time.sleep(delay)
         return refused(command.command_id, Conflict(
             f"gave up after {MAX_ATTEMPTS} attempts: too many concurrent writers", {}))
 
@@ -160,29 +169,11 @@ class Ledger(LedgerReads):
 
     def _replay(self, command: Command, fingerprint: str) -> dict[str, Any] | None:
         stored = self.app.store.find_command(command.command_id)
-        if stored is None:
-            return None
-        if stored.fingerprint != fingerprint:
-            return refused(command.command_id, Conflict(
-                f"command_id {command.command_id!r} was already used for a different command",
-                {"command_id": command.command_id, "reason": "command_id_reused"}))
-        position = None
-        if stored.version is not None and stored.result.get("events"):
-            position = self.app.store.position_of(stored.aggregate_id, stored.version)
-        return {**stored.result, "replayed": True, "position": position}
+        return None if stored is None else replayed(self.app, fingerprint, stored)
 
     def _save(self, command: Command, fingerprint: str, outcome: Outcome) -> dict[str, Any]:
-        result = {
-            "ok": True,
-            "command_id": command.command_id,
-            "aggregate_id": outcome.aggregate_id,
-            "version": outcome.main.version,
-            "events": outcome.event_names(),
-            "replayed": False,
-        }
-        row = CommandRow(command_id=command.command_id, fingerprint=fingerprint,
-                         aggregate_id=str(outcome.main.id), version=outcome.main.version,
-                         result=result, recorded_at=self.clock.now())
+        result = accepted(command, outcome)
+        row = command_row(command, fingerprint, outcome, result, self.clock.now())
         recordings = self.app.save(*outcome.aggregates, plan=outcome.plan.with_command(row))
         position = recordings[-1].notification.id if recordings else None
         return {**result, "position": position}

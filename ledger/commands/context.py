@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -15,7 +15,6 @@ from ledger.aggregates.registration import Registration
 from ledger.clock import SKEW
 from ledger.commands.parse import Command
 from ledger.errors import ClockBehind, Conflict, NotFound
-from ledger.store.application import LedgerApplication
 from ledger.store.plan import WritePlan
 
 A = TypeVar("A", bound=LedgerAggregate)
@@ -41,12 +40,26 @@ class Outcome:
         return [type(e).__name__ for agg in self.aggregates for e in agg.pending_events]
 
 
+class Loads(Protocol):
+    """What a handler reads of the store: the application itself (`LedgerApplication`), or
+    a group's view of it (`ledger.group.GroupLoads`: aggregates as the group's earlier
+    commands left them, else the store)."""
+
+    def get(self, aggregate_id: UUID, version: int | None = None) -> Any: ...
+
+    def exists(self, aggregate_id: UUID) -> bool: ...
+
+    def last_event_topic(self, aggregate_id: UUID) -> str | None: ...
+
+    def registrations_of(self, campaign_id: str) -> list[str]: ...
+
+
 @dataclass
 class Context:
     """`cause.at` starts at the clock's reading and is raised (by `writes`) to the last
     event of each aggregate the command writes, so that rules and new events use it."""
 
-    app: LedgerApplication
+    app: Loads
     command: Command
     cause: Cause
     clock: datetime = field(init=False)
@@ -111,7 +124,7 @@ def visible_to(reg: Registration, registration_id: str, reader: Reader) -> Regis
 
 
 def load(
-    app: LedgerApplication, aggregate_id: UUID, kind: type[A], label: str,
+    app: Loads, aggregate_id: UUID, kind: type[A], label: str,
     version: int | None = None,
 ) -> A:
     """The aggregate `aggregate_id` (at `version`) as `kind`; NotFound naming `label`."""

@@ -114,7 +114,7 @@ def expire_campaign(p: s.ExpireCampaign, ctx: Context) -> Outcome:
     ctx.expect_version(campaign)
     campaign.check_not_expired()
     ctx.writes(campaign)
-    ids = ctx.app.store.registrations_of(p.campaign_id)
+    ids = ctx.app.registrations_of(p.campaign_id)
     expiring: list[Registration] = []
     skipped: dict[UUID, int] = {}
     for reg_id in ids:

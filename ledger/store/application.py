@@ -6,12 +6,12 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any, ClassVar
 from uuid import UUID
 
 import psycopg
-from eventsourcing.application import Application
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
     EventStore,
     IntegrityError,
@@ -85,12 +85,27 @@ class LedgerApplication(Application[UUID]):
         """Load an aggregate (at a version); AggregateNotFoundError when there is none."""
         return self.repository.get(aggregate_id, version=version, projector_func=project)
 
+    def get_many(self, aggregate_ids: Collection[UUID]) -> dict[UUID, Any]:
+        """The aggregates of `aggregate_ids` that exist (missing ids are absent), each as
+        `get` loads it. One `get` each: simple and correct; a bulk load may replace it."""
+        found: dict[UUID, Any] = {}
+        for aggregate_id in aggregate_ids:
+            try:
+                found[aggregate_id] = self.get(aggregate_id)
+            except AggregateNotFoundError:
+                continue
+        return found
+
     def exists(self, aggregate_id: UUID) -> bool:
         return bool(self.recorder.select_events(aggregate_id, limit=1))
 
     def last_event_topic(self, aggregate_id: UUID) -> str | None:
         events = self.recorder.select_events(aggregate_id, desc=True, limit=1)
         return events[0].topic if events else None
+
+    def registrations_of(self, campaign_id: str) -> list[str]:
+        """The campaign's registration ids, from the write-side index."""
+        return self.store.registrations_of(campaign_id)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

@@ -66,7 +66,40 @@ class Fault:
     def unavailable(self, *, resend: bool = False) -> StoreUnavailable:
         """The one-line error a user sees; for a command (`resend`), that resending is safe."""
         safe = "; sending the same command_id again is safe" if resend else ""
-        return StoreUnavailable(f"store unavailable: {self.describe()}{safe}")
+        return StoreUnavailable(f"{self.headline()}{safe}", self.headline())
+
+    def headline(self) -> str:
+        """`store unavailable: <cause> (<the database's words>)`."""
+        return f"store unavailable: {self.describe()}"
+
+
+OUTAGE_BUDGET = 5.0  # seconds a write keeps trying again while the store is unreachable
+
+
+@dataclass
+class Outage:
+    """A write's patience with a failing store: a transient fault (connection lost, the
+    database unreachable or locked) is waited out, with backoff, for up to OUTAGE_BUDGET
+    seconds from the first; a full disk or a read-only database ends it at once."""
+
+    faults: int = 0
+    first: float = 0.0
+
+    def wait(self, error: BaseException) -> Fault | None:
+        """Sleep before the next attempt and return None; or return the fault to report
+        (the budget is spent, or waiting cannot help). Re-raises what is not a store fault."""
+        fault = classify(error)
+        if fault is None:
+            raise error
+        self.faults += 1
+        now = time.monotonic()
+        self.first = self.first or now
+        delay = min(1.0, 0.05 * 2 ** self.faults)
+        if (not fault.transient or fault.down_for > OUTAGE_BUDGET
+                or now + delay - self.first > OUTAGE_BUDGET):
+            return fault
+        time.sleep(delay)
+        return None
 
 
 class StoreUnreachable(OperationalError):

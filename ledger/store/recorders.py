@@ -20,7 +20,7 @@ locked in one order and two writers cannot deadlock.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
@@ -46,7 +46,7 @@ from ledger.store.plan import (
     WritePlan,
 )
 
-GUARD_CHUNK = 500  # registration ids per look-up (SQLite allows 32,766 parameters)
+GUARD_CHUNK = 500  # ids per look-up (SQLite allows 32,766 parameters)
 
 
 class _Cursor(Protocol):
@@ -119,11 +119,7 @@ class LedgerRows:
             keys = list(expected)
             for start in range(0, len(keys), GUARD_CHUNK):
                 chunk = keys[start:start + GUARD_CHUNK]
-                curs.execute(
-                    f"SELECT originator_id AS id, MAX(originator_version) AS v "
-                    f"FROM {self.events_table} "
-                    f"WHERE originator_id IN ({','.join([p] * len(chunk))}) "
-                    "GROUP BY originator_id", chunk)
+                curs.execute(self._versions_sql(len(chunk)), chunk)
                 for row in curs.fetchall():
                     if row["v"] != expected[row["id"]]:
                         raise GuardFailed(f"registration {row['id']} changed meanwhile")
@@ -136,6 +132,22 @@ class LedgerRows:
             if found != guard.count:
                 raise GuardFailed(f"campaign {guard.campaign_id} has {found} registrations, "
                                   f"not {guard.count}")
+
+    def _versions_sql(self, count: int) -> str:
+        return (f"SELECT originator_id AS id, MAX(originator_version) AS v "
+                f"FROM {self.events_table} "
+                f"WHERE originator_id IN ({','.join([self.p] * count)}) GROUP BY originator_id")
+
+    def versions_of(self, aggregate_ids: Collection[UUID]) -> dict[UUID, int]:
+        """The stored version of each of these aggregates (absent: none stored), read
+        outside any write: one query per 500 ids."""
+        keys = [self.db_id(aggregate_id) for aggregate_id in aggregate_ids]
+        found: dict[UUID, int] = {}
+        for start in range(0, len(keys), GUARD_CHUNK):
+            chunk = tuple(keys[start:start + GUARD_CHUNK])
+            for row in self._query(self._versions_sql(len(chunk)), chunk):
+                found[_as_uuid(row["id"])] = int(row["v"])
+        return found
 
     # The hash chains (ledger.store.hashing) ----------------------------------------------
 
@@ -199,14 +211,19 @@ class LedgerRows:
         rows = self._query(
             f"SELECT * FROM {self.t}ledger_commands WHERE command_id={self.p}", (command_id,)
         )
-        if not rows:
-            return None
-        row = rows[0]
-        return CommandRow(
-            command_id=row["command_id"], fingerprint=row["fingerprint"],
-            aggregate_id=str(row["aggregate_id"]), version=row["version"],
-            result=json.loads(row["result"]), recorded_at=_as_datetime(row["recorded_at"]),
-        )
+        return _command_row(rows[0]) if rows else None
+
+    def find_commands(self, command_ids: Collection[str]) -> dict[str, CommandRow]:
+        """The stored rows of those of `command_ids` that are stored: one query per 500."""
+        found: dict[str, CommandRow] = {}
+        ids = list(dict.fromkeys(command_ids))
+        for start in range(0, len(ids), GUARD_CHUNK):
+            chunk = tuple(ids[start:start + GUARD_CHUNK])
+            rows = self._query(
+                f"SELECT * FROM {self.t}ledger_commands "
+                f"WHERE command_id IN ({','.join([self.p] * len(chunk))})", chunk)
+            found.update((row["command_id"], _command_row(row)) for row in rows)
+        return found
 
     def registrations_of(self, campaign_id: str) -> list[str]:
         rows = self._query(
@@ -226,6 +243,18 @@ def write_plan_of(kwargs: dict[str, Any]) -> WritePlan | None:
     if unknown:
         raise TypeError(f"unexpected save arguments: {sorted(unknown)}")
     return plan
+
+
+def _command_row(row: Any) -> CommandRow:
+    return CommandRow(
+        command_id=row["command_id"], fingerprint=row["fingerprint"],
+        aggregate_id=str(row["aggregate_id"]), version=row["version"],
+        result=json.loads(row["result"]), recorded_at=_as_datetime(row["recorded_at"]),
+    )
+
+
+def _as_uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
 
 
 def _as_datetime(value: datetime | str) -> datetime:

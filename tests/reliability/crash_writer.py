@@ -1,9 +1,12 @@
-"""The writer that `test_crash_writes.py` kills: a fixed list of commands, sent in order,
-each result reported to the parent over a pipe as soon as `Ledger.send` returns."""
+"""The writer that `test_crash_writes.py` kills: a fixed list of commands, sent in order
+(one at a time, or in groups with `send_many`), each result reported to the parent over a
+pipe as soon as the ledger returns it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
+from itertools import groupby
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -57,21 +60,31 @@ def script() -> list[Step]:
     return steps
 
 
-def send_all(ledger: Ledger, clock: FixedClock, steps: list[Step]) -> list[dict[str, Any]]:
-    results = []
-    for moment, cmd in steps:
+def send_all(ledger: Ledger, clock: FixedClock, steps: list[Step], group_size: int = 0
+             ) -> list[dict[str, Any]]:
+    """Every step's result, in order (in groups of `group_size` if set)."""
+    return [result for _, result in sent(ledger, clock, steps, group_size)]
+
+
+def sent(ledger: Ledger, clock: FixedClock, steps: list[Step], group_size: int
+         ) -> Iterator[tuple[Json, dict[str, Any]]]:
+    """Each command and its result as soon as the ledger returns it. Grouped: the steps
+    that share a clock reading go through `send_many` together."""
+    for moment, together in groupby(steps, key=lambda step: step[0]):
         clock.set(moment)
-        results.append(ledger.send(cmd))
-    return results
+        commands = [cmd for _, cmd in together]
+        if group_size:
+            yield from zip(commands, ledger.send_many(commands, group_size=group_size),
+                           strict=True)
+        else:
+            yield from ((cmd, ledger.send(cmd)) for cmd in commands)
 
 
-def writer(url: str, out: Connection) -> None:
+def writer(url: str, out: Connection, group_size: int = 0) -> None:
     """Send every command from the first, reporting ("result", command_id, result) each."""
     clock = FixedClock(NOW)
     with Ledger.open(url, clock=clock, pool_size=1) as ledger:
         out.send(("ready", None, None))
-        for moment, cmd in script():
-            clock.set(moment)
-            result = ledger.send(cmd)
+        for cmd, result in sent(ledger, clock, script(), group_size):
             out.send(("result", cmd["command_id"], result))
     out.send(("done", None, None))

@@ -92,6 +92,7 @@ from tests.support.racing import Racers
 N = 8
 SEED = 20261111
 ROUNDS = 8
+GROUPED_ROUNDS = 4  # per group size
 MAX_SESSIONS = 4
 DECIDED_AT = STARTS + hours(6)  # the campaign runs; sessions at slot(0) and slot(2) started
 LATE = ENDS - hours(2)  # a writer whose clock is still before the campaign's end
@@ -516,9 +517,11 @@ def end_of_auto_campaign(s: Scene) -> Group:
 # Running a phase ------------------------------------------------------------------------------
 
 def run_phase(racers: Racers, url: str, rng: random.Random, groups: list[Group],
-              clocks: list[datetime], tally: Counter[tuple[str, str]]) -> list[Json]:
+              clocks: list[datetime], tally: Counter[tuple[str, str]],
+              group_size: int = 0) -> list[Json]:
     """Deal the groups' commands to the workers (a group's commands to different workers,
-    from a random one on; each worker's batch shuffled), race them, check every result."""
+    from a random one on; each worker's batch shuffled), race them (each worker sending
+    in groups of `group_size` if set), check every result."""
     slots: list[list[tuple[int, int]]] = [[] for _ in range(N)]
     for g, group in enumerate(groups):
         by_clock: dict[datetime, list[int]] = defaultdict(list)
@@ -534,7 +537,8 @@ def run_phase(racers: Racers, url: str, rng: random.Random, groups: list[Group],
     sent = [(clocks[w], [groups[g].plans[p].cmd for g, p in batch])
             for w, batch in enumerate(slots)]
     found: dict[tuple[int, int], Json] = {}
-    for batch, results in zip(slots, racers.race_at(url, sent), strict=True):
+    for batch, results in zip(slots, racers.race_at(url, sent, group_size=group_size),
+                              strict=True):
         found.update(zip(batch, results, strict=True))
     everything = []
     for g, group in enumerate(groups):
@@ -561,7 +565,7 @@ def check_result(group: str, planned: Planned, result: Json) -> None:
 
 
 def play_round(racers: Racers, url: str, seed: int, round_no: int,
-               tally: Counter[tuple[str, str]]) -> list[Json]:
+               tally: Counter[tuple[str, str]], group_size: int = 0) -> list[Json]:
     rng = random.Random(seed * 1000 + round_no)
     scene = Scene(url, rng, round_no)
     try:
@@ -578,9 +582,9 @@ def play_round(racers: Racers, url: str, seed: int, round_no: int,
         running += [maker(scene, live, DECIDED_AT) for maker in (capacity, decisions)
                     if rng.random() < 0.6]
         ending = [end_of_campaign(scene), end_of_auto_campaign(scene)]
-        results = run_phase(racers, url, rng, opening, [NOW] * N, tally)
-        results += run_phase(racers, url, rng, running, [DECIDED_AT] * N, tally)
-        results += run_phase(racers, url, rng, ending, END_CLOCKS, tally)
+        results = run_phase(racers, url, rng, opening, [NOW] * N, tally, group_size)
+        results += run_phase(racers, url, rng, running, [DECIDED_AT] * N, tally, group_size)
+        results += run_phase(racers, url, rng, ending, END_CLOCKS, tally, group_size)
         return results
     finally:
         scene.close()
@@ -606,6 +610,24 @@ def test_eight_writers_racing_conflicting_commands_break_no_invariant(
                        "too_many_sessions"}, tally
     print(f"\n{len(results)} results in {time.monotonic() - started:.1f}s: "
           + ", ".join(f"{name} {c} x{n}" for (name, c), n in sorted(tally.items())))
+
+
+@pytest.mark.parametrize("group_size", [2, 200])
+def test_eight_writers_sending_groups_of_conflicting_commands_break_no_invariant(
+    new_url: NewUrl, racers: Racers, group_size: int
+) -> None:
+    """The same rounds, each worker sending its batch with `send_many`: several commands
+    per transaction, conflicting with the other workers' groups (issue 14)."""
+    url = new_url()
+    tally: Counter[tuple[str, str]] = Counter()
+    results: list[Json] = []
+    for round_no in range(GROUPED_ROUNDS):
+        results += play_round(racers, url, SEED + group_size, round_no, tally, group_size)
+    problems = check_invariants(url, results)
+    assert problems == [], "\n".join(problems)
+    refused = {c for (_, c), n in tally.items() if c != "ok" and n}
+    assert refused >= {"already_registered", "conflict", "invalid_transition", "session_overlap",
+                       "too_many_sessions"}, tally
 
 
 # Minimal reproductions of what the suite found ---------------------------------------------------
@@ -653,6 +675,23 @@ def test_a_registration_written_just_after_its_campaign_expired_is_refused(backe
     assert clock.result["ok"], clock.result  # the expiry committed first
     assert_invariants(backend)
     assert code(result) == "registration_closed", result
+
+
+def test_a_group_decided_before_its_campaign_expired_is_decided_again(backend: str) -> None:
+    """Issue 14: the group read the campaign (prefetched, not expired) and decided both
+    registrations; the expiry commits before the group writes. The group's guards fail
+    and it is decided again on fresh state: both refused, nothing written."""
+    closed_registration(backend)
+    with Ledger.open(backend, clock=FixedClock(ENDS), pool_size=1) as operator:
+        clock = Interleave(NOW, lambda: operator.send(expire_campaign()))
+        with Ledger.open(backend, clock=clock, pool_size=1) as seller_ledger:
+            results = seller_ledger.send_group([register(account_id="shop-late"),
+                                                register(account_id="shop-later")])
+            stats = seller_ledger.group_stats
+    assert clock.result["ok"], clock.result  # the expiry committed first
+    assert_invariants(backend)
+    assert [code(r) for r in results] == ["registration_closed"] * 2, results
+    assert (stats.retried, stats.committed) == (1, 1), stats
 
 
 def test_a_session_written_just_after_its_campaign_expired_is_refused(backend: str) -> None:

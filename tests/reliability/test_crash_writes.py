@@ -4,7 +4,9 @@ nothing is half-written (every event belongs to a recorded command, the hash cha
 verify), and resending every command (same `command_id`s) creates nothing new.
 
 The writer (`crash_writer.writer`) restarts from the first command after each kill: the
-commands already stored come back as replays. It reports each result over a pipe as soon
+commands already stored come back as replays. It sends one command at a time, or (issue
+14) in groups of 7 with `send_many`, one transaction per group: killed mid-group, the
+whole group is stored or none of it. It reports each result over a pipe as soon
 as `Ledger.send` returns, so what the parent was told is exactly what a client was told.
 """
 
@@ -54,13 +56,14 @@ def receive(receiver: Connection, reported: dict[str, Json]) -> str:
     return str(kind)
 
 
-def run_writer(url: str, results: int, rng: random.Random, reported: dict[str, Json]) -> bool:
+def run_writer(url: str, results: int, rng: random.Random, reported: dict[str, Json],
+               group_size: int = 0) -> bool:
     """Start the writer; kill -9 it once it has reported `results` results and a random
     instant has passed. Collects every result it reported, before and after the kill.
     Killed (or did it finish first)?"""
     context = forkserver()
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=writer, args=(url, sender), daemon=True)
+    process = context.Process(target=writer, args=(url, sender, group_size), daemon=True)
     process.start()
     sender.close()
     try:
@@ -140,14 +143,17 @@ def assert_stored(reported: dict[str, Json], commands: dict[str, Json]) -> None:
 
 # The test -------------------------------------------------------------------------------------
 
-def test_a_writer_killed_at_random_moments_leaves_whole_commands_only(new_url: NewUrl) -> None:
+@pytest.mark.parametrize("group_size", [0, 7], ids=["one-at-a-time", "groups-of-7"])
+def test_a_writer_killed_at_random_moments_leaves_whole_commands_only(
+    new_url: NewUrl, group_size: int
+) -> None:
     url = new_url()
     steps = script()
-    rng = random.Random(20261106)
+    rng = random.Random(20261106 + group_size)
     reported: dict[str, Json] = {}
     # Each kill further on than the last: it lands among new writes, not replays.
     targets = sorted(rng.sample(range(3, len(steps) - 20), KILLS))
-    killed = sum(run_writer(url, target, rng, reported) for target in targets)
+    killed = sum(run_writer(url, target, rng, reported, group_size) for target in targets)
     assert reported, "the writer reported nothing"
 
     clock = FixedClock(NOW)
@@ -156,7 +162,7 @@ def test_a_writer_killed_at_random_moments_leaves_whole_commands_only(new_url: N
         assert_stored(reported, assert_whole(url, ledger))
 
         # Finish the list once: stored commands replay, the others run for the first time.
-        finished = send_all(ledger, clock, steps)
+        finished = send_all(ledger, clock, steps, group_size)
         assert all(r["ok"] for r in finished), [r for r in finished if not r["ok"]]
         for result in finished:
             if result["command_id"] in reported:
@@ -168,7 +174,7 @@ def test_a_writer_killed_at_random_moments_leaves_whole_commands_only(new_url: N
 
         # (3) Resending every command creates nothing new: all replays, not a row changed.
         before = dump_store(url)
-        again = send_all(ledger, clock, steps)
+        again = send_all(ledger, clock, steps, group_size)
         assert [r["replayed"] for r in again] == [True] * len(steps)
         assert [same(r) for r in again] == [same(r) for r in finished]
         assert dump_store(url) == before

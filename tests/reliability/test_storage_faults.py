@@ -33,7 +33,7 @@ from psycopg import sql
 
 from ledger import FixedClock, Ledger
 from ledger.aggregates.base import registration_uuid
-from ledger.errors import NotFound, StoreUnavailable
+from ledger.errors import GroupUnavailable, NotFound, StoreUnavailable
 from tests.conftest import POSTGRES_URL, SKIP_POSTGRES
 from tests.reliability.test_crash_writes import assert_whole
 from tests.reliability.test_outage import registration
@@ -323,3 +323,39 @@ def test_postgres_tablespace_full_then_freed(tmp_path: Path) -> None:
                 assert_clean(url)
         finally:
             admin.execute(sql.SQL("DROP TABLESPACE IF EXISTS {}").format(sql.Identifier(space)))
+
+
+@pytest.mark.postgres
+def test_a_stream_of_groups_meeting_a_read_only_database_says_where_to_resend_from() -> None:
+    """Issue 14: `send_many` commits its first group, then the database turns read-only.
+    One line names the cause and the first command not done; resending from there goes
+    through once it is writable, and resending everything replays what was stored."""
+    commands = [registration(n, "pgro-group") for n in range(6)]
+
+    def feed(admin: Admin, name: str) -> Iterator[Json]:
+        for n, cmd in enumerate(commands):
+            if n == 2:  # the first group (0, 1) is committed: the next one meets the fault
+                read_only(admin, name, True)
+            yield cmd
+
+    with _admin() as admin, database(admin) as name:
+        url = _url(name)
+        with Ledger.open(url, clock=FixedClock(NOW), pool_size=1) as ledger:
+            assert ledger.send(create_campaign(CAMPAIGN))["ok"]
+            printed: list[Json] = []
+            try:
+                with pytest.raises(GroupUnavailable) as raised:
+                    printed.extend(ledger.send_many(feed(admin, name), group_size=2))
+                stored = dump_store(url)
+            finally:
+                read_only(admin, name, False)
+            message = str(raised.value)
+            assert message.startswith("store unavailable: the database is read-only"), message
+            assert "the first 2 commands are done, resend from command 3" in message, message
+            assert [r["ok"] for r in printed] == [True, True]
+            assert len(stored["ledger_commands"]) == 3  # the campaign and the first group
+            rest = list(ledger.send_many(commands[2:], group_size=2))
+            assert [(r["ok"], r["replayed"]) for r in rest] == [(True, False)] * 4
+            again = list(ledger.send_many(commands, group_size=4))
+            assert [r["replayed"] for r in again] == [True] * 6
+        assert_clean(url)

@@ -2,7 +2,8 @@
 
 `Racers` keeps N spawned worker processes for a whole test module (spawning is the slow
 part). Each round, every worker opens a Ledger on the given URL, waits at a shared barrier,
-sends its commands, and reports the results.
+sends its commands (one at a time, or with `send_many` in groups of `group_size`), and
+reports the results.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ledger import FixedClock, Ledger
 
 Json = dict[str, Any]
 TIMEOUT = 60
-Task = tuple[str, str, list[Json], bool]  # url, now, commands, open at once
+Task = tuple[str, str, list[Json], bool, int]  # url, now, commands, open at once, group size
 
 
 def _serve(index: int, tasks: Queue[Task | None], results: Queue[tuple[int, Any]],
@@ -33,7 +34,7 @@ def _serve(index: int, tasks: Queue[Task | None], results: Queue[tuple[int, Any]
             results.put((index, traceback.format_exc()))
 
 
-def _round(url: str, now: str, commands: list[Json], open_at_once: bool, *,
+def _round(url: str, now: str, commands: list[Json], open_at_once: bool, group_size: int, *,
            barrier: Barrier, open_lock: Lock) -> list[Json]:
     clock = FixedClock(datetime.fromisoformat(now))
     if open_at_once:
@@ -45,6 +46,8 @@ def _round(url: str, now: str, commands: list[Json], open_at_once: bool, *,
     with ledger:
         if not open_at_once:
             barrier.wait(TIMEOUT)
+        if group_size:
+            return list(ledger.send_many(commands, group_size=group_size))
         return [ledger.send(cmd) for cmd in commands]
 
 
@@ -67,14 +70,18 @@ class Racers:
             process.start()
 
     def race(self, url: str, now: datetime, batches: list[list[Json]], *,
-             open_at_once: bool = False) -> list[list[Json]]:
-        """Worker i sends batches[i]; returns each worker's results in order."""
-        return self._run([(url, now.isoformat(), batch, open_at_once) for batch in batches])
+             open_at_once: bool = False, group_size: int = 0) -> list[list[Json]]:
+        """Worker i sends batches[i] (in groups of `group_size` if set); returns each
+        worker's results in order."""
+        return self._run([(url, now.isoformat(), batch, open_at_once, group_size)
+                          for batch in batches])
 
-    def race_at(self, url: str, batches: list[tuple[datetime, list[Json]]]) -> list[list[Json]]:
+    def race_at(self, url: str, batches: list[tuple[datetime, list[Json]]], *,
+                group_size: int = 0) -> list[list[Json]]:
         """Like `race`, but worker i's clock stands at batches[i][0] (writers whose clocks
         disagree: one still before a deadline, another already after it)."""
-        return self._run([(url, now.isoformat(), batch, False) for now, batch in batches])
+        return self._run([(url, now.isoformat(), batch, False, group_size)
+                          for now, batch in batches])
 
     def _run(self, rounds: list[Task]) -> list[list[Json]]:
         assert len(rounds) == self.n
