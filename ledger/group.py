@@ -271,25 +271,32 @@ def _decide(writer: Writer, run: list[tuple[int, Command]],
                 decided.copies.append((index, first))
             else:
                 decided.results[index] = reused(command.command_id)
-        else:
-            cause = Cause(actor={"id": command.actor.id, "role": command.actor.role},
-                          command_id=command.command_id, at=writer.clock.now())
-            view.handed.clear()
-            try:
-                outcome = handle(Context(view, command, cause))
-            except LedgerError as e:
-                if view.left_pending():
-                    return None
-                decided.results[index] = refused(command.command_id, e)
-                continue
-            result = accepted(command, outcome)
-            row = command_row(command, fingerprint, outcome, result, writer.clock.now())
-            decided.accept(index, result, row, outcome)
-            view.keep(outcome.aggregates)
-            view.topics.update(_last_topics(decided))
+        elif _decide_one(writer, view, decided, index, command, fingerprint):
             firsts[command.command_id] = (fingerprint, index)
+        elif view.left_pending():
+            return None
     decided.view_after = view.cached
     return decided
+
+
+def _decide_one(writer: Writer, view: GroupLoads, decided: Decided, index: int,
+                command: Command, fingerprint: str) -> bool:
+    """Decide a command through its handler, on the run's view: accepted (its events
+    collected, its aggregates kept for the next commands) or refused (its result noted)."""
+    cause = Cause(actor={"id": command.actor.id, "role": command.actor.role},
+                  command_id=command.command_id, at=writer.clock.now())
+    view.handed.clear()
+    try:
+        outcome = handle(Context(view, command, cause))
+    except LedgerError as e:
+        decided.results[index] = refused(command.command_id, e)
+        return False
+    result = accepted(command, outcome)
+    row = command_row(command, fingerprint, outcome, result, writer.clock.now())
+    decided.accept(index, result, row, outcome)
+    view.keep(outcome.aggregates)
+    view.topics.update(_last_topics(decided))
+    return True
 
 
 def _last_topics(decided: Decided) -> dict[UUID, str]:

@@ -17,6 +17,7 @@ import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -24,6 +25,9 @@ from hypothesis import strategies as st
 
 from ledger import FixedClock, Ledger
 from ledger.aggregates.base import registration_uuid
+from ledger.commands import handlers
+from ledger.commands.context import Context, Outcome
+from ledger.errors import RuleBroken
 from ledger.projections.registry import projector
 from ledger.store import recorders
 from tests.support.helpers import (
@@ -389,3 +393,25 @@ def test_a_group_sent_again_replays_every_command(
     assert codes(again) == ["replayed"] * 5
     assert again == [{**r, "replayed": True} for r in first]
     assert world.dump() == before
+
+
+def test_a_refusal_that_left_events_behind_sends_its_run_one_at_a_time(
+    world: World, manual: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No handler records before it refuses; if one ever did, the events it left on a
+    registration the run shares must not reach the store: the run goes one at a time."""
+    reg = world.register(register(manual))
+
+    def records_then_refuses(p: Any, ctx: Context) -> Outcome:
+        registration = ctx.registration(p.registration_id)
+        registration.approve(None, "half-done", None, ctx.cause)
+        raise RuleBroken("invalid_transition", "refused after recording")
+
+    monkeypatch.setitem(handlers.HANDLERS, "reject", records_then_refuses)
+    results = world.ledger.send_group([add_session(reg, slot(5)), reject(reg),
+                                       withdraw(reg, ["s1"])])
+    assert codes(results) == ["ok", "invalid_transition", "ok"]
+    assert world.ledger.group_stats.one_at_a_time == 1
+    assert "Approved" not in world.event_names(reg)
+    assert world.session_statuses(reg) == {"s1": "withdrawn", "s2": "under_review",
+                                           "s3": "under_review"}
