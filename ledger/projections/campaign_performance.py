@@ -13,7 +13,7 @@ from ledger.aggregates.registration import derive_status
 from ledger.errors import NotFound
 from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Table
-from ledger.projections.view import ViewMixin
+from ledger.projections.view import ViewMixin, physical
 from ledger.projections.ytd import MEASURES, add_report, fetch, figures, totals
 from ledger.values import jsonable
 
@@ -166,4 +166,27 @@ def campaign_performance_report(view: ViewMixin, campaign_id: str) -> dict[str, 
         "registrations": {"total": len(registrations), "by_status": dict(sorted(
             by_status.items()))},
         "approval": approval(registrations),
+    }
+
+
+def under_review(view: ViewMixin, limit: int = 50) -> dict[str, Any]:
+    """The review queue: registrations under review now, counted per campaign, and the
+    first `limit` of them (by campaign, then registration id) with their sessions waiting."""
+    d = view.dialect
+    rows = view.query(f"SELECT * FROM {d.q(physical(REGISTRATIONS, False))} "
+                      f"WHERE status = {d.p}", ("under_review",))
+    waiting = sorted((view.decode_row(REGISTRATIONS, row) for row in rows),
+                     key=lambda row: (row["campaign_id"], row["registration_id"]))
+    per_campaign: dict[str, int] = {}
+    for row in waiting:
+        per_campaign[row["campaign_id"]] = per_campaign.get(row["campaign_id"], 0) + 1
+    return {
+        "total": len(waiting),
+        "campaigns": [{"campaign_id": k, "under_review": n}
+                      for k, n in sorted(per_campaign.items())],
+        "registrations": [
+            {k: row[k] for k in ("registration_id", "campaign_id", "seller_id", "account_id")}
+            | {"sessions_under_review": sum(1 for s in row["sessions"].values()
+                                            if s == "under_review")}
+            for row in waiting[:limit]],
     }

@@ -80,6 +80,19 @@ class ViewMixin:
         with self._txn() as c:
             return self.position_in(c, name, shadow=shadow)
 
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        """The live positions of read models `names`, read in one transaction (0: none)."""
+        d = self.dialect
+        keys = {tracking_key(name, False): name for name in names}
+        with self._txn() as c:
+            c.execute(f"SELECT application_name, notification_id FROM {self._tracking_table()} "
+                      f"WHERE application_name IN ({', '.join([d.p] * len(keys))})",
+                      tuple(keys))
+            found = {keys[row[0] if not isinstance(row, dict) else row["application_name"]]:
+                     int(row[1] if not isinstance(row, dict) else row["notification_id"])
+                     for row in c.fetchall()}
+        return {name: found.get(name, 0) for name in names}
+
     def position_in(self, c: Any, name: str, *, shadow: bool = False) -> int:
         """The tracked position, read in the caller's transaction."""
         c.execute(f"SELECT notification_id FROM {self._tracking_table()} "
