@@ -86,7 +86,9 @@ function chart(title, xs, series, { time = true, bars = false, step = 3600 } = {
     const width = Math.max(box.clientWidth, 240);
     const opts = {
       width, height: Math.round(Math.min(280, Math.max(180, width * 0.45))),
-      scales: { x: { time, range: (u, min, max) => [min - step / 2, max + step / 2] },
+      // From the data, not from uPlot's min/max: with one point on a time scale, uPlot
+      // 1.6.32 widens the range by 86,400,000 s (years), not by a day.
+      scales: { x: { time, range: () => [xs[0] - step / 2, xs[xs.length - 1] + step / 2] },
                 y: { range: fromZero }, y2: { range: fromZero } },
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
       legend: { show: true },
