@@ -10,13 +10,14 @@ served by worker 2 moves when worker 1's follower writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
 
 from starlette.concurrency import run_in_threadpool
 
-POLL = 0.2  # seconds between looks at the positions while a stream is open
+POLL = 0.1  # seconds between looks at the positions while a stream is open (one query)
 HEARTBEAT = 15.0  # seconds between comment lines, so proxies keep a quiet stream open
 # A stream ends after this long and the page opens another at once: `uvicorn` waits for
 # open responses before a worker stops, so an endless stream would hold a shutdown.
@@ -42,28 +43,38 @@ class Changes:
         they change; `unavailable` when the store cannot be read; a comment line every
         `HEARTBEAT` seconds; for `lifetime` seconds."""
         self._listeners += 1
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._poll())
         try:
             deadline = time.monotonic() + lifetime
             said: Positions | None = None
             failed: str | None = None
+            self._keep_polling()
             yield f"retry: 500\n: positions every {self.every:g} s\n\n"
+            quiet_since = time.monotonic()
             while (left := deadline - time.monotonic()) > 0:
                 if self.positions is not None and self.positions != said:
                     said = self.positions
+                    quiet_since = time.monotonic()
                     yield event("moved", {"position": min(said.values(), default=0),
                                           "read_models": said})
                 if self.failure != failed:
                     failed = self.failure
                     if failed is not None:
                         yield event("unavailable", {"message": failed})
-                try:
-                    await asyncio.wait_for(self._event().wait(), min(left, HEARTBEAT))
-                except TimeoutError:
+                if time.monotonic() - quiet_since >= HEARTBEAT:
+                    quiet_since = time.monotonic()
                     yield ": still here\n\n"
+                self._keep_polling()
+                with contextlib.suppress(TimeoutError):  # at least once a second, look again
+                    await asyncio.wait_for(self._event().wait(), min(left, 1.0))
         finally:
             self._listeners -= 1
+
+    def _keep_polling(self) -> None:
+        """Start the poll if none runs (the first listener, or the last poll ended: it
+        ends when nobody listens, and a request's cancellation may take it along)."""
+        if self._task is None or self._task.done():
+            self.positions = None  # what an earlier poll saw may be old: say nothing
+            self._task = asyncio.create_task(self._poll())  # until this one has looked
 
     def _event(self) -> asyncio.Event:
         """The event the next change sets (made in the running loop, on first use)."""

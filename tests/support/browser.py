@@ -75,8 +75,12 @@ def sign_in(driver: WebDriver, base: str, token: str) -> None:
 
 def figure(driver: WebDriver, name: str) -> str | None:
     """The raw value behind a figure on the page (`data-value`), or None if not shown."""
-    found = driver.find_elements(By.CSS_SELECTOR, f'[data-figure="{name}"]')
-    return found[0].get_attribute("data-value") if found else None
+    # Read in one script: the page redraws on every live event, so an element found in
+    # one call may be gone by the next.
+    value: str | None = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.dataset.value : null",
+        f'[data-figure="{name}"]')
+    return value
 
 
 def screenshot(driver: WebDriver, name: str) -> Path:
@@ -86,3 +90,12 @@ def screenshot(driver: WebDriver, name: str) -> Path:
     driver.save_screenshot(str(path))
     print(f"screenshot: {path}")
     return path
+
+
+def table_rows(driver: WebDriver, name: str) -> list[list[str]]:
+    """The cells' text of a table's body rows (`data-table` NAME), read in one script."""
+    rows: list[list[str]] = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map("
+        "(row) => [...row.cells].map((cell) => cell.textContent))",
+        f'[data-table="{name}"] tbody tr')
+    return rows

@@ -154,10 +154,12 @@ async function campaignView() {
   ];
   const cards = [];
   if (currency) {
-    cards.push(chart(`GMV per hour (${currency}, UTC) and orders`, hours.map((h) => epoch(h.hour)), [
+    // A bar stands in the middle of its hour or day.
+    cards.push(chart(`GMV per hour (${currency}, UTC) and orders`,
+                     hours.map((h) => epoch(h.hour) + 1800), [
       { label: `GMV ${currency}`, color: "#0b63ce", values: hours.map((h) => Number(h.gmv)) },
       { label: "Orders", color: "#e8710a", values: hours.map((h) => h.orders) }], { bars: true }));
-    cards.push(chart(`GMV per day (${currency})`, days.map((d) => epoch(`${d.day}T00:00:00Z`)), [
+    cards.push(chart(`GMV per day (${currency})`, days.map((d) => epoch(`${d.day}T12:00:00Z`)), [
       { label: `GMV ${currency}`, color: "#0b63ce", values: days.map((d) => Number(d.gmv)) },
       { label: "Orders", color: "#e8710a", values: days.map((d) => d.orders) }],
       { bars: true, step: 86400 }));
