@@ -5,6 +5,7 @@ checks; and the package ships the page's files (the chart library with its licen
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -115,9 +116,13 @@ def test_the_page_and_its_files_are_served_without_a_token_and_run_only_their_ow
     assert page.status_code == 200
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert '<form id="sign-in"' in page.text
-    for path in ("/dashboard/static/dashboard.js", "/dashboard/static/vendor/uplot/LICENSE",
-                 "/dashboard/static/vendor/uplot/uPlot.iife.min.js"):
-        assert api.client.get(path).status_code == 200, path
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    assert {"/dashboard/static/dashboard.js", "/dashboard/static/vendor/uplot/uPlot.iife.min.js",
+            "/dashboard/static/vendor/uplot/uPlot.min.css"} <= set(urls)
+    for url in [*urls, "/dashboard/static/vendor/uplot/LICENSE"]:  # nothing from elsewhere
+        assert url.startswith("/"), url
+        assert not url.startswith("//"), url
+        assert api.client.get(url).status_code == 200, url
     assert api.client.get("/dashboard/static/nothing.js").status_code == 404
 
 
