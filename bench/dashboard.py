@@ -6,7 +6,9 @@ answer to a `moved` event (read models at or past its position) on the live feed
     python bench/dashboard.py --db postgresql://postgres@127.0.0.1:5432/postgres?schema=d1
 
 Prints one JSON line: listeners, commands, and the p50/p99/max of that delay over every
-(command, listener) pair. The page then fetches its figures (one more round trip).
+(command, listener) pair; and, to tell the two parts apart, of the time until the read
+models themselves had reached the command (the follower's part, watched from the bench
+every 10 ms). The page then fetches its figures (one more round trip).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from pathlib import Path
 import httpx
 from common import add_token, bearer, campaign_command, p99, serving
 
+from ledger import Ledger
+from ledger.service.dashboard import READ_MODELS
+
 
 def listen(base: str, token: str, seen: list[tuple[float, int]], stop: threading.Event) -> None:
     """Read the live feed, noting (time, position) of every `moved` event, until `stop`."""
@@ -34,6 +39,20 @@ def listen(base: str, token: str, seen: list[tuple[float, int]], stop: threading
                                  json.loads(line.removeprefix("data:"))["position"]))
                 if stop.is_set():
                     return
+
+
+def watch(url: str, seen: list[tuple[float, int]], stop: threading.Event) -> None:
+    """Note (time, lowest position) of the read models every 10 ms, until `stop`."""
+    with Ledger.open(url, pool_size=1) as ledger:
+        view = ledger.projector().view
+        while not stop.is_set():
+            seen.append((time.perf_counter(), min(view.positions(READ_MODELS).values())))
+            time.sleep(0.01)
+
+
+def figures(delays: list[float]) -> dict[str, float]:
+    return {"p50": round(statistics.median(delays) * 1000, 1),
+            "p99": round(p99(delays) * 1000, 1), "max": round(max(delays) * 1000, 1)}
 
 
 def main() -> None:
@@ -51,6 +70,8 @@ def main() -> None:
             feeds: list[list[tuple[float, int]]] = [[] for _ in range(args.listeners)]
             threads = [threading.Thread(target=listen, args=(server.base, operator, seen, stop),
                                         daemon=True) for seen in feeds]
+            models: list[tuple[float, int]] = []
+            threads.append(threading.Thread(target=watch, args=(url, models, stop), daemon=True))
             for thread in threads:
                 thread.start()
             time.sleep(2)  # every listener connected and told the positions now
@@ -67,12 +88,13 @@ def main() -> None:
               for at, wanted in sent for seen in feeds
               if any(position >= wanted for _, position in seen)]
     missed = len(sent) * len(feeds) - len(delays)
+    followed = [max(0.0, next(t for t, position in models if position >= wanted) - at)
+                for at, wanted in sent if any(position >= wanted for _, position in models)]
     print(json.dumps({
         "db": url.split(":")[0], "workers": 2, "listeners": args.listeners,
         "commands": args.commands, "missed": missed,
-        "command_to_event_ms": {"p50": round(statistics.median(delays) * 1000, 1),
-                                "p99": round(p99(delays) * 1000, 1),
-                                "max": round(max(delays) * 1000, 1)}}))
+        "command_to_event_ms": figures(delays),
+        "command_to_read_models_ms": figures(followed)}))
 
 
 if __name__ == "__main__":

@@ -8,11 +8,14 @@ import json
 import re
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ledger import FixedClock, Ledger
@@ -27,7 +30,7 @@ from tests.support.helpers import (
     register,
     reject,
 )
-from tests.support.service import Api, in_process
+from tests.support.service import Api, add_token, bearer, in_process, serving
 
 ROOT = Path(__file__).parents[1]
 
@@ -140,3 +143,35 @@ def test_the_wheel_ships_the_page_the_chart_library_and_its_licence(tmp_path: Pa
     assert len(library) < 100_000  # tens of KB, not megabytes
     assert b"MIT License" in zipfile.ZipFile(wheel).read(f"{static}vendor/uplot/LICENSE")
 
+
+
+def test_an_open_live_feed_does_not_hold_up_stopping_the_server(tmp_path: Path) -> None:
+    # The feed never ends by itself for minutes: a stopping worker must end it (SQLite is
+    # enough: this is the HTTP layer's behaviour, the same on both backends).
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    token = add_token(url, "operator", "ops")
+    with serving(url, tmp_path / "serve.log", "--workers", "2") as server:
+        opened = threading.Event()
+        ended: list[str] = []
+
+        def listen() -> None:
+            try:
+                with httpx.stream("GET", f"{server.base}/dashboard/api/changes",
+                                  headers=bearer(token), timeout=30) as response:
+                    for line in response.iter_lines():
+                        if line.startswith("event: moved"):
+                            opened.set()
+                ended.append("cleanly")
+            except httpx.HTTPError as e:
+                ended.append(f"{type(e).__name__}: {e}")
+
+        reader = threading.Thread(target=listen, daemon=True)
+        reader.start()
+        assert opened.wait(15), "the feed sent no event"
+        started = time.monotonic()
+        assert server.stop() == 0
+        took = time.monotonic() - started
+        reader.join(5)
+        assert not reader.is_alive(), "the feed's response did not end"
+        assert ended == ["cleanly"]  # a whole response: the page simply opens another
+    assert took < 8, f"stopping took {took:.1f} s with a feed open"

@@ -19,9 +19,9 @@ from starlette.concurrency import run_in_threadpool
 
 POLL = 0.1  # seconds between looks at the positions while a stream is open (one query)
 HEARTBEAT = 15.0  # seconds between comment lines, so proxies keep a quiet stream open
-# A stream ends after this long and the page opens another at once: `uvicorn` waits for
-# open responses before a worker stops, so an endless stream would hold a shutdown.
-LIFETIME = 10.0
+# A stream ends after this long and the page opens another at once (so a revoked token's
+# stream ends too). A worker that stops ends its streams at once (protocol.ENDLESS).
+LIFETIME = 300.0
 
 Positions = dict[str, int]
 

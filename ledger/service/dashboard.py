@@ -20,6 +20,7 @@ from ledger.projections.campaign_performance import under_review
 from ledger.projections.decisions import decisions_report, time_to_decide
 from ledger.service.changes import Changes
 from ledger.service.http import AuthActor, service_of
+from ledger.service.protocol import ENDLESS
 from ledger.service.reads import After, Fresh, not_seller
 
 STATIC = Path(__file__).parent / "static"
@@ -33,6 +34,7 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache"}
 
+(FEED,) = ENDLESS  # the live feed: ended by the protocol when a worker stops
 router = APIRouter(tags=["dashboard"])
 
 
@@ -81,7 +83,7 @@ async def review(request: Request, actor: AuthActor, after: After = None,
     return await run_in_threadpool(read)
 
 
-@router.get("/dashboard/api/changes", include_in_schema=False)
+@router.get(FEED, include_in_schema=False)
 async def changes(request: Request, actor: AuthActor) -> StreamingResponse:
     """Server-sent events: `moved` when the read models' positions move (the page then
     fetches again). Read with fetch() and the bearer header, so no token is in a URL."""
