@@ -19,7 +19,6 @@ import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select
 
 from ledger import FixedClock, Ledger
 from tests.support.browser import (
@@ -160,8 +159,6 @@ def test_the_campaign_page_shows_what_the_read_models_hold(site: Site, laptop: W
 def test_a_command_shows_on_the_open_page_within_a_second_without_a_reload(
         site: Site, laptop: WebDriver) -> None:
     sign_in(laptop, site.base, site.tokens["operator"])
-    Select(wait_for(laptop, lambda d: d.find_element(By.ID, "campaign-id"))
-           ).select_by_value(CAMPAIGN)
     before = wait_for(laptop, lambda d: figure(d, "gmv"), what="the GMV")
     wait_for(laptop, lambda d: "live" in d.find_element(By.ID, "live").get_attribute("class")
              and d.find_element(By.ID, "live").text.startswith("live ·"), what="the live feed")

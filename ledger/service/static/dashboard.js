@@ -126,8 +126,11 @@ async function campaignView() {
   const select = $("campaign-id");
   const campaigns = await api("/v1/campaigns");
   const chosen = select.value || new URLSearchParams(location.hash.slice(1)).get("campaign");
-  select.replaceChildren(...campaigns.map((c) => el("option", { value: c.campaign_id },
-                                                    `${c.name} (${c.status})`)));
+  const labels = campaigns.map((c) => [c.campaign_id, `${c.name} (${c.status})`]);
+  if (JSON.stringify(labels) !== select.dataset.labels) {  // an open list is left alone
+    select.replaceChildren(...labels.map(([id, label]) => el("option", { value: id }, label)));
+    select.dataset.labels = JSON.stringify(labels);
+  }
   if (!campaigns.length) {
     $("campaign-body").replaceChildren(el("p", { class: "note" }, "No campaigns yet."));
     return;
@@ -361,6 +364,8 @@ function signOut(message) {
   dropCharts();
   Object.assign(state, { token: null, actor: null, position: null, live: null });
   for (const name of Object.keys(VIEWS)) { $(name).hidden = true; $(`${name}-body`).replaceChildren(); }
+  $("campaign-id").replaceChildren();
+  delete $("campaign-id").dataset.labels;
   $("who").hidden = true;
   $("tabs").hidden = true;
   $("sign-in").hidden = false;
