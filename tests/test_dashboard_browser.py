@@ -160,8 +160,10 @@ def test_a_command_shows_on_the_open_page_within_a_second_without_a_reload(
         site: Site, laptop: WebDriver) -> None:
     sign_in(laptop, site.base, site.tokens["operator"])
     before = wait_for(laptop, lambda d: figure(d, "gmv"), what="the GMV")
-    wait_for(laptop, lambda d: "live" in d.find_element(By.ID, "live").get_attribute("class")
-             and d.find_element(By.ID, "live").text.startswith("live ·"), what="the live feed")
+    wait_for(laptop, lambda d: d.execute_script(
+        "const live = document.getElementById('live');"
+        "return live.classList.contains('on') && live.textContent.includes('position')"),
+        what="the live feed")
     laptop.execute_script("window.notReloaded = true")
 
     site.report("seller-2", "100.00")
