@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
-from common import add_token, bearer, campaign_command, p99, serving
+from common import add_token, bearer, campaign_command, serving
+from common import latency_figures as figures
 
 from ledger import Ledger
 from ledger.service.dashboard import READ_MODELS
@@ -48,11 +48,6 @@ def watch(url: str, seen: list[tuple[float, int]], stop: threading.Event) -> Non
         while not stop.is_set():
             seen.append((time.perf_counter(), min(view.positions(READ_MODELS).values())))
             time.sleep(0.01)
-
-
-def figures(delays: list[float]) -> dict[str, float]:
-    return {"p50": round(statistics.median(delays) * 1000, 1),
-            "p99": round(p99(delays) * 1000, 1), "max": round(max(delays) * 1000, 1)}
 
 
 def main() -> None:
@@ -93,8 +88,8 @@ def main() -> None:
     print(json.dumps({
         "db": url.split(":")[0], "workers": 2, "listeners": args.listeners,
         "commands": args.commands, "missed": missed,
-        "command_to_event_ms": figures(delays),
-        "command_to_read_models_ms": figures(followed)}))
+        "command_to_event": figures(delays),
+        "command_to_read_models": figures(followed)}))
 
 
 if __name__ == "__main__":
