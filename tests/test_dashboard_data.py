@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 
 from ledger import FixedClock, Ledger
 from ledger.service.dashboard import READ_MODELS
@@ -175,3 +180,45 @@ def test_an_open_live_feed_does_not_hold_up_stopping_the_server(tmp_path: Path) 
         assert not reader.is_alive(), "the feed's response did not end"
         assert ended == ["cleanly"]  # a whole response: the page simply opens another
     assert took < 8, f"stopping took {took:.1f} s with a feed open"
+
+
+def hide_tracking(url: str, hidden: bool) -> None:
+    """Rename the read models' tracking table away (or back): a store that cannot be read,
+    made by the database itself."""
+    names = ("tracking", "tracking_hidden") if url.startswith("sqlite") else (
+        "ledger_tracking", "ledger_tracking_hidden")
+    old, new = names[::-1] if not hidden else names
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            conn.execute(f'ALTER TABLE "{old}" RENAME TO "{new}"')
+            conn.commit()
+        return
+    parts = urlsplit(url)
+    schema = parse_qs(parts.query)["schema"][0]
+    with psycopg.connect(urlunsplit(parts._replace(query="")), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER TABLE {}.{} RENAME TO {}").format(
+            sql.Identifier(schema), sql.Identifier(old), sql.Identifier(new)))
+
+
+def test_the_feed_says_when_the_store_cannot_be_read_and_when_it_can_again(
+        api: Api, ledger: Ledger, backend: str) -> None:
+    api.accept("operator", create_campaign())
+    ledger.projector().catch_up()
+    events: list[tuple[str, Any]] = []
+    with api.client.stream("GET", "/dashboard/api/changes",
+                           headers={"Authorization": f"Bearer {api.tokens['seller']}"}) as feed:
+        name = ""
+        for line in feed.iter_lines():
+            if line.startswith("event:"):
+                name = line.removeprefix("event:").strip()
+            elif line.startswith("data:"):
+                events.append((name, json.loads(line.removeprefix("data:"))))
+                if len(events) == 1:
+                    hide_tracking(backend, hidden=True)
+                elif name == "unavailable":
+                    hide_tracking(backend, hidden=False)
+                elif len(events) == 3:
+                    break
+    assert [name for name, _ in events] == ["moved", "unavailable", "moved"]
+    assert events[2][1] == events[0][1]  # nothing moved: it says where things are again
+    assert "tracking" in events[1][1]["message"]

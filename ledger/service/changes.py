@@ -58,8 +58,10 @@ class Changes:
                                           "read_models": said})
                 if self.failure != failed:
                     failed = self.failure
-                    if failed is not None:
-                        yield event("unavailable", {"message": failed})
+                    if failed is None:  # readable again: say where things are, even if
+                        said = None     # nothing moved meanwhile
+                        continue
+                    yield event("unavailable", {"message": failed})
                 if time.monotonic() - quiet_since >= HEARTBEAT:
                     quiet_since = time.monotonic()
                     yield ": still here\n\n"
@@ -85,13 +87,14 @@ class Changes:
     async def _poll(self) -> None:
         while self._listeners > 0:
             positions: Positions | None
+            failure = self.failure
             try:
                 positions = await run_in_threadpool(self.read)
                 self.failure = None
             except Exception as e:  # the store is down: streams wait, and the page says so
                 self.failure = f"{type(e).__name__}: {e}".splitlines()[0]
                 positions = self.positions
-            if positions != self.positions or self.failure is not None:
+            if positions != self.positions or self.failure != failure:
                 self.positions = positions
                 woken, self._moved = self._event(), asyncio.Event()
                 woken.set()
