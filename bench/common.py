@@ -17,6 +17,7 @@ import platform
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -376,3 +377,9 @@ def hammering(base: str, path: str, token: str, clients: int,
 def p99(seconds: list[float]) -> float:
     """The 99th percentile (nearest rank)."""
     return sorted(seconds)[math.ceil(0.99 * len(seconds)) - 1]
+
+
+def latency_figures(seconds: list[float]) -> dict[str, float]:
+    """The median, 99th percentile and maximum of some delays, in milliseconds."""
+    return {"p50_ms": round(statistics.median(seconds) * 1000, 1),
+            "p99_ms": round(p99(seconds) * 1000, 1), "max_ms": round(max(seconds) * 1000, 1)}

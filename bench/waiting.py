@@ -14,17 +14,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import statistics
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-from common import add_token, campaign_command, hammering, p99, serving, timed
-
-
-def figures(seconds: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(seconds) * 1000, 1),
-            "p99_ms": round(p99(seconds) * 1000, 1), "max_ms": round(max(seconds) * 1000, 1)}
+from common import add_token, campaign_command, hammering, serving, timed
+from common import latency_figures as figures
 
 
 def main() -> None:

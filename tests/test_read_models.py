@@ -140,6 +140,10 @@ def test_campaign_performance_counts_statuses_and_the_approval_rate_of_decided_o
         ("2026-11-11", "THB", "10.05")]
     assert [(s["seller_id"], s["currency"], s["gmv"]) for s in result["sellers"]] == [
         ("seller-a", "THB", "10.05"), ("seller-c", "THB", "20.10"), ("seller-c", "USD", "1.50")]
+    # The hour the period starts in, spelt in UTC (Bangkok's 01:00 is 18:00Z the day before).
+    assert [(h["hour"], h["currency"], h["gmv"]) for h in result["hours"]] == [
+        ("2026-11-10T02:00:00Z", "THB", "20.10"), ("2026-11-10T03:00:00Z", "USD", "1.50"),
+        ("2026-11-10T18:00:00Z", "THB", "10.05")]
 
 
 def test_the_system_s_auto_decisions_count_in_the_approval_rate(world: World) -> None:

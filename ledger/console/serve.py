@@ -56,6 +56,11 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
     clock: --now / LEDGER_NOW is refused.
 
     \b
+    Dashboard: open http://HOST:PORT/dashboard in a browser and sign in with a token; it
+    shows the campaign, seller-year and review-queue figures the token may read, and
+    follows new commands within a second (no internet needed: its files are in the package).
+
+    \b
     Limits (per worker): a connection idle for --timeout-keep-alive seconds is closed; a
     request whose headers or body do not arrive within --header-timeout / --body-timeout
     is answered 408 and its connection closed; past --limit-concurrency requests at once,

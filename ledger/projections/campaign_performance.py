@@ -1,7 +1,9 @@
-"""Campaign performance: per campaign, sums per currency by day and seller, and its reviews."""
+"""Campaign performance: per campaign, sums per currency by hour, day and seller, and its
+reviews."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -11,7 +13,7 @@ from ledger.aggregates.registration import derive_status
 from ledger.errors import NotFound
 from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Table
-from ledger.projections.view import ViewMixin
+from ledger.projections.view import ViewMixin, physical
 from ledger.projections.ytd import MEASURES, add_report, fetch, figures, totals
 from ledger.values import jsonable
 
@@ -27,15 +29,21 @@ REGISTRATIONS = Table("cp_registrations", ("aggregate_id",), {
     "status": "text"})
 DAYS = Table("cp_days", ("campaign_id", "day", "currency"), {
     "campaign_id": "text", "day": "text", "currency": "text", **MEASURES})
+# The hour a report's period starts in, as UTC text (`2026-11-11T13:00:00Z`): truncated in
+# the report's own offset, so a +05:30 report's hour is its local hour, then spelt in UTC
+# so that the text sorts as the instants do on both backends.
+HOURS = Table("cp_hours", ("campaign_id", "hour", "currency"), {
+    "campaign_id": "text", "hour": "text", "currency": "text", **MEASURES})
 SELLERS = Table("cp_sellers", ("campaign_id", "seller_id", "currency"), {
     "campaign_id": "text", "seller_id": "text", "currency": "text", **MEASURES})
 
 
 class CampaignPerformance(ReadModel):
-    """Per campaign: sums per currency by day and seller, statuses, approval rate."""
+    """Per campaign: sums per currency by hour, day and seller, statuses, approval rate."""
     name = "campaign_performance"
-    description = "per campaign: sums per currency by day and seller, statuses, approval rate"
-    tables = (CAMPAIGNS, REGISTRATIONS, DAYS, SELLERS)
+    description = ("per campaign: sums per currency by hour, day and seller, statuses, "
+                   "approval rate")
+    tables = (CAMPAIGNS, REGISTRATIONS, DAYS, HOURS, SELLERS)
     state_tables = (CAMPAIGNS, REGISTRATIONS)
     weight = 4  # handles every performance report (90% of a season's events)
 
@@ -86,19 +94,27 @@ class CampaignPerformance(ReadModel):
 
     @handles(r.PerformanceRecorded)
     def on_performance(self, e: r.PerformanceRecorded, aid: str) -> None:
-        # The day in the report's own offset, as the seller and the campaign team saw it.
-        add_report(self.batch.cells, (aid, e.period_start.date(), e.currency), e)
+        # The hour (and so the day) in the report's own offset, as the seller and the
+        # campaign team saw it.
+        hour = e.period_start.replace(minute=0, second=0, microsecond=0)
+        add_report(self.batch.cells, (aid, hour, e.currency), e)
 
     def settle(self) -> None:
         batch = self.batch
-        for (aid, day, currency), amounts in batch.cells.items():
+        for (aid, hour, currency), amounts in batch.cells.items():
             row = batch.get(REGISTRATIONS, aid)
             if row is None:
                 continue  # a report of a registration this read model never saw
             campaign = row["campaign_id"]
-            batch.add(DAYS, (campaign, day.isoformat(), currency), amounts)
+            batch.add(DAYS, (campaign, hour.date().isoformat(), currency), amounts)
+            batch.add(HOURS, (campaign, utc_hour(hour), currency), amounts)
             batch.add(SELLERS, (campaign, row["seller_id"], currency), amounts)
         batch.cells.clear()
+
+
+def utc_hour(hour: datetime) -> str:
+    """An hour's start as UTC text, the `hour` key of `cp_hours`."""
+    return hour.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def restatus(row: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +138,8 @@ def approval(registrations: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def campaign_performance_report(view: ViewMixin, campaign_id: str) -> dict[str, Any]:
-    """The campaign's totals, days, sellers, registrations by status and approval rate."""
+    """The campaign's totals, days, hours, sellers, registrations by status and approval
+    rate."""
     where = {"campaign_id": campaign_id}
     campaign = next(iter(fetch(view, CAMPAIGNS, where)), None)
     registrations = fetch(view, REGISTRATIONS, where)
@@ -142,9 +159,34 @@ def campaign_performance_report(view: ViewMixin, campaign_id: str) -> dict[str, 
         "totals": totals(days),
         "days": [{"day": row["day"], **figures(row)}
                  for row in days],
+        "hours": [{"hour": row["hour"], **figures(row)}
+                  for row in fetch(view, HOURS, where, ("hour", "currency"))],
         "sellers": [{"seller_id": row["seller_id"], **figures(row)}
                     for row in fetch(view, SELLERS, where, ("seller_id", "currency"))],
         "registrations": {"total": len(registrations), "by_status": dict(sorted(
             by_status.items()))},
         "approval": approval(registrations),
+    }
+
+
+def under_review(view: ViewMixin, limit: int = 50) -> dict[str, Any]:
+    """The review queue: registrations under review now, counted per campaign, and the
+    first `limit` of them (by campaign, then registration id) with their sessions waiting."""
+    d = view.dialect
+    rows = view.query(f"SELECT * FROM {d.q(physical(REGISTRATIONS, False))} "
+                      f"WHERE status = {d.p}", ("under_review",))
+    waiting = sorted((view.decode_row(REGISTRATIONS, row) for row in rows),
+                     key=lambda row: (row["campaign_id"], row["registration_id"]))
+    per_campaign: dict[str, int] = {}
+    for row in waiting:
+        per_campaign[row["campaign_id"]] = per_campaign.get(row["campaign_id"], 0) + 1
+    return {
+        "total": len(waiting),
+        "campaigns": [{"campaign_id": k, "under_review": n}
+                      for k, n in sorted(per_campaign.items())],
+        "registrations": [
+            {k: row[k] for k in ("registration_id", "campaign_id", "seller_id", "account_id")}
+            | {"sessions_under_review": sum(1 for s in row["sessions"].values()
+                                            if s == "under_review")}
+            for row in waiting[:limit]],
     }

@@ -119,3 +119,28 @@ def decisions_report(view: ViewMixin, reviewer: str | None = None,
     # Sorted here, not in SQL: SQLite keeps times as text with their own offsets.
     decoded.sort(key=lambda row: (row["decided_at"], row["aggregate_id"], row["version"]))
     return [jsonable(row) for row in decoded]
+
+
+def time_to_decide(decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """How long decisions took (seconds from submission), for people and for the system
+    apart: count, median, 90th percentile (nearest rank) and longest; and the overrides."""
+    def summary(seconds: list[int]) -> dict[str, Any]:
+        ordered = sorted(seconds)
+        if not ordered:
+            return {"decisions": 0, "median": None, "p90": None, "max": None}
+        return {"decisions": len(ordered), "median": nearest_rank(ordered, 50),
+                "p90": nearest_rank(ordered, 90), "max": ordered[-1]}
+
+    people = [row["seconds_to_decide"] for row in decisions if row["reviewer_role"] != "system"]
+    system = [row["seconds_to_decide"] for row in decisions if row["reviewer_role"] == "system"]
+    overrides = [row for row in decisions if row["override_reason"] is not None]
+    return {"reviewers": summary(people), "system": summary(system),
+            "overrides": len(overrides), "approved": sum(
+                1 for row in decisions if row["decision"] == "approved"),
+            "rejected": sum(1 for row in decisions if row["decision"] == "rejected")}
+
+
+def nearest_rank(ordered: list[int], percent: int) -> int:
+    """The nearest-rank percentile of sorted values (a value that occurred, not a blend)."""
+    rank = max(1, -(-len(ordered) * percent // 100))
+    return ordered[rank - 1]

@@ -47,6 +47,7 @@ class ViewMixin:
     """Read-model writes that are the same on both backends; `dialect` says the rest."""
 
     dialect: Dialect
+    datastore: Any  # the library recorder's (SQLite or PostgreSQL)
     # A rebuild's shadow tables are swapped in; a verify's are compared, then dropped.
     aside: str = REBUILD
 
@@ -79,6 +80,21 @@ class ViewMixin:
     def position(self, name: str, *, shadow: bool = False) -> int:
         with self._txn() as c:
             return self.position_in(c, name, shadow=shadow)
+
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        """The live positions of read models `names`, read in one transaction (0: none)."""
+        d = self.dialect
+        keys = {tracking_key(name, False): name for name in names}
+        # A read-only transaction: on SQLite the library's pool lets readers in alongside
+        # a writer of this process (the follower's page), where `_txn` would wait for it.
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT application_name, notification_id FROM {self._tracking_table()} "
+                      f"WHERE application_name IN ({', '.join([d.p] * len(keys))})",
+                      tuple(keys))
+            found = {keys[row[0] if not isinstance(row, dict) else row["application_name"]]:
+                     int(row[1] if not isinstance(row, dict) else row["notification_id"])
+                     for row in c.fetchall()}
+        return {name: found.get(name, 0) for name in names}
 
     def position_in(self, c: Any, name: str, *, shadow: bool = False) -> int:
         """The tracked position, read in the caller's transaction."""

@@ -1,4 +1,5 @@
-"""The FastAPI application: commands, health, and the read endpoints (`reads.py`).
+"""The FastAPI application: commands, health, the read endpoints (`reads.py`) and the
+dashboard (`dashboard.py`).
 
 `create_app(url)` builds it for one store; `from_env()` is the factory uvicorn's worker
 processes call (`ledger serve` passes the store in LEDGER_DATABASE_URL).
@@ -28,6 +29,7 @@ from ledger.errors import LedgerError, StoreUnavailable
 from ledger.ledger import DEFAULT_URL, store_fault
 from ledger.projections.follower import log as follower_log
 from ledger.service import reads, worker_env
+from ledger.service.dashboard import add_dashboard
 from ledger.service.http import AccessLog, AuthActor, access_logger, read_body, service_of
 from ledger.service.models import Accepted, Health, Readiness, Refused, add_command_bodies
 from ledger.service.state import READ_TIMEOUT, Service
@@ -76,6 +78,7 @@ def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
     _add_error_handlers(app)
     _add_routes(app)
     app.include_router(reads.router)
+    add_dashboard(app)
     _describe_command_bodies(app)
     return app
 

@@ -50,6 +50,11 @@ def response(status: int, reason: str, code: str, message: str,
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+# Responses that never end by themselves (the dashboard's live feed): told that their
+# client left when the worker stops, instead of holding the stop for as long as they last.
+ENDLESS = frozenset({"/dashboard/api/changes"})
+
+
 class LimitedProtocol(HttpToolsProtocol):
     """HttpToolsProtocol with Limits.from_env() (read once per worker process)."""
 
@@ -78,6 +83,18 @@ class LimitedProtocol(HttpToolsProtocol):
         # uvicorn's keep-alive timer starts after a first response: start it now too.
         self.timeout_keep_alive_task = self.loop.call_later(
             self.limits.keep_alive, self.timeout_keep_alive_handler)
+
+    def shutdown(self) -> None:
+        cycle = self.cycle
+        if (cycle is not None and not cycle.response_complete
+                and cycle.scope["path"] in ENDLESS):
+            cycle.disconnected = True  # the app's receive() says http.disconnect, so the
+            cycle.message_event.set()  # stream ends; what it still sends is dropped
+            # The body's last chunk, so the client sees a stream that ended (and opens
+            # another, on a worker that runs), then the connection goes.
+            self._close_with(b"0\r\n\r\n" if cycle.chunked_encoding else b"")
+            return
+        super().shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
