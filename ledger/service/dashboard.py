@@ -54,6 +54,7 @@ def page() -> FileResponse:
 
 @router.get("/dashboard/", include_in_schema=False)
 def page_slash() -> RedirectResponse:
+    """`/dashboard/` is `/dashboard`."""
     return RedirectResponse("/dashboard")
 
 
