@@ -20,7 +20,7 @@ locked in one order and two writers cannot deadlock.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
@@ -34,9 +34,10 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
+from psycopg import Cursor
 from psycopg.sql import SQL
 
-from ledger.store import hashing, tokens
+from ledger.store import copying, hashing, tokens
 from ledger.store.plan import (
     CampaignNotExpired,
     CommandRow,
@@ -50,8 +51,8 @@ GUARD_CHUNK = 500  # registration ids per look-up (SQLite allows 32,766 paramete
 
 
 class _Cursor(Protocol):
-    def execute(self, query: Any, params: Any = ..., **kwargs: Any) -> Any: ...
-    def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> Any: ...
+    def execute(self, query: Any, params: Any = ..., *, prepare: bool | None = ...) -> Any: ...
+    def executemany(self, query: Any, params_seq: Any) -> Any: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> Any: ...
 
@@ -98,8 +99,37 @@ class LedgerRows:
                 [(r.registration_id, r.campaign_id, r.account_id, r.seller_id)
                  for r in plan.registrations],
             )
-        for guard in plan.guards:
-            self._check(curs, guard)
+        self.check_guards(curs, plan.guards)
+
+    def check_guards(self, curs: _Cursor, guards: Sequence[Guard]) -> None:
+        """Every guard, under the write lock; a group's many `CampaignNotExpired` (one per
+        registration or session) in one look-up per 500 campaigns."""
+        campaigns: dict[UUID, str] = {}
+        for guard in guards:
+            if isinstance(guard, CampaignNotExpired):
+                campaigns.setdefault(guard.campaign_id, guard.expired_topic)
+            else:
+                self._check(curs, guard)
+        if len(campaigns) == 1:
+            (campaign_id, topic), = campaigns.items()
+            self._check(curs, CampaignNotExpired(campaign_id, topic))
+        elif campaigns:
+            self._check_not_expired(curs, campaigns)
+
+    def _check_not_expired(self, curs: _Cursor, campaigns: dict[UUID, str]) -> None:
+        p = self.p
+        expired = {self.db_id(cid): topic for cid, topic in campaigns.items()}
+        keys = list(expired)
+        for start in range(0, len(keys), GUARD_CHUNK):
+            chunk = keys[start:start + GUARD_CHUNK]
+            curs.execute(
+                f"SELECT e.originator_id AS id, e.topic FROM {self.events_table} e "
+                f"WHERE e.originator_id IN ({','.join([p] * len(chunk))}) "
+                "AND e.originator_version = (SELECT MAX(originator_version) "
+                f"FROM {self.events_table} m WHERE m.originator_id = e.originator_id)", chunk)
+            for row in curs.fetchall():
+                if row["topic"] == expired[row["id"]]:
+                    raise GuardFailed("the campaign expired meanwhile")
 
     def _check(self, curs: _Cursor, guard: Guard) -> None:
         """Expiry against the writers that race it, under the write lock: a registration or
@@ -139,11 +169,15 @@ class LedgerRows:
 
     # The hash chains (ledger.store.hashing) ----------------------------------------------
 
-    def write_hashes(self, curs: _Cursor, stored_events: Sequence[StoredEvent]) -> None:
-        """Chain the batch's events to their aggregates' stored heads: one read, one insert."""
+    def write_hashes(self, curs: _Cursor, stored_events: Sequence[StoredEvent], *,
+                     bulk: bool = False) -> None:
+        """Chain the batch's events to their aggregates' stored heads: one read, one insert
+        (`bulk`: by COPY, on PostgreSQL outside the library's pipeline)."""
         wanted = hashing.previous_links(stored_events)
         previous = self._previous_hashes(curs, wanted) if wanted else {}
-        self._insert_hashes(curs, hashing.link(stored_events, previous))
+        links = hashing.link(stored_events, previous)
+        if links:
+            self._insert_hashes(curs, links, bulk=bulk)
 
     def _previous_hashes(self, curs: _Cursor, wanted: list[tuple[UUID, int]]
                          ) -> dict[UUID, bytes]:
@@ -160,7 +194,8 @@ class LedgerRows:
             found.update((UUID(row["originator_id"]), row["hash"]) for row in curs.fetchall())
         return found
 
-    def _insert_hashes(self, curs: _Cursor, rows: list[hashing.Link]) -> None:
+    def _insert_hashes(self, curs: _Cursor, rows: list[hashing.Link], *,
+                       bulk: bool = False) -> None:
         curs.executemany("INSERT INTO ledger_event_hashes VALUES (?,?,?)",
                          [(oid.hex, version, digest) for oid, version, digest in rows])
 
@@ -207,6 +242,28 @@ class LedgerRows:
             aggregate_id=str(row["aggregate_id"]), version=row["version"],
             result=json.loads(row["result"]), recorded_at=_as_datetime(row["recorded_at"]),
         )
+
+    def events_after(self, after: Mapping[UUID, int]) -> dict[UUID, list[StoredEvent]]:
+        """The events of many aggregates, each after a version (its snapshot's, or 0), in
+        version order: 200 aggregates a query."""
+        found: dict[UUID, list[StoredEvent]] = {oid: [] for oid in after}
+        wanted = list(after.items())
+        for start in range(0, len(wanted), 200):
+            sql, params = self._after_query(wanted[start:start + 200])
+            for row in self._query(sql, params):
+                oid = hashing.as_uuid(row["originator_id"])
+                found[oid].append(StoredEvent(
+                    originator_id=oid, originator_version=row["originator_version"],
+                    topic=row["topic"], state=bytes(row["state"])))
+        return found
+
+    def _after_query(self, wanted: list[tuple[UUID, int]]) -> tuple[str, tuple[Any, ...]]:
+        # ORs of key ranges: SQLite answers each from the primary key.
+        return (f"SELECT originator_id, originator_version, topic, state "
+                f"FROM {self.events_table} WHERE "
+                + " OR ".join(["(originator_id = ? AND originator_version > ?)"] * len(wanted))
+                + " ORDER BY originator_id, originator_version",
+                tuple(x for oid, version in wanted for x in (oid.hex, version)))
 
     def registrations_of(self, campaign_id: str) -> list[str]:
         rows = self._query(
@@ -293,6 +350,53 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
         self.sql_create_statements.extend(
             SQL(s).format() for s in self.ledger_create_statements()
         )
+        self._sequence: str | None = None
+
+    def insert_events(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        """Many rows (a group's save) by binary COPY (`ledger.store.copying`); few by the
+        library's pipelined INSERT, which needs one round trip to COPY's several."""
+        plan = write_plan_of(kwargs)
+        if (kwargs.get("tracking") is None and not self.datastore.enable_db_functions
+                and copying.rows_of(stored_events, plan) >= copying.COPY_MIN_ROWS):
+            ids: Sequence[int] = self.copy_save(stored_events, plan)
+            return ids
+        inserted: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+        return inserted
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the library's
+    def copy_save(self, stored_events: Sequence[StoredEvent],
+                  plan: WritePlan | None) -> Sequence[int]:
+        """The events, the plan's rows and guards, and the hash links in one transaction,
+        under the library's table lock, by COPY; the events' notification ids in order."""
+        datastore = self.datastore
+        sequence = self._sequence or self._notification_sequence()
+        with datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(copying.lock_and_draw_ids(
+                datastore.schema, self.events_table_name, sequence, datastore.lock_timeout,
+                self.channel_name, len(stored_events)))
+            ids = copying.drawn_ids(curs)
+            if plan is not None:
+                self.copy_plan(curs, plan)
+            copying.copy_rows(curs, SQL(self.events_table), copying.EVENT_COLUMNS,
+                              copying.EVENT_TYPES, copying.event_values(stored_events, ids))
+            self.write_hashes(curs, stored_events, bulk=True)
+        return ids
+
+    def _notification_sequence(self) -> str:
+        rows = self._query("SELECT pg_get_serial_sequence(%s, 'notification_id') AS s",
+                           (self.events_table,))
+        self._sequence = str(rows[0]["s"])
+        return self._sequence
+
+    def copy_plan(self, curs: Cursor[Any], plan: WritePlan) -> None:
+        """The plan's rows by binary COPY, then its guards (`write_plan`'s work)."""
+        copying.copy_rows(curs, SQL(f"{self.t}ledger_commands"), copying.COMMAND_COLUMNS,
+                          copying.COMMAND_TYPES, map(copying.command_values, plan.commands))
+        copying.copy_rows(curs, SQL(f"{self.t}ledger_registrations"),
+                          copying.REGISTRATION_COLUMNS, copying.REGISTRATION_TYPES,
+                          map(copying.registration_values, plan.registrations))
+        self.check_guards(curs, plan.guards)
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -320,7 +424,12 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
         )
         return {row["originator_id"]: row["hash"] for row in curs.fetchall()}
 
-    def _insert_hashes(self, curs: _Cursor, rows: list[hashing.Link]) -> None:
+    def _insert_hashes(self, curs: _Cursor, rows: list[hashing.Link], *,
+                       bulk: bool = False) -> None:
+        if bulk and isinstance(curs, Cursor):
+            copying.copy_rows(curs, SQL(self.hashes_table), hashing.HASH_COLUMNS,
+                              copying.HASH_TYPES, rows)
+            return
         curs.execute(
             f"INSERT INTO {self.hashes_table} "
             "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bytea[])",
@@ -333,6 +442,13 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
 
     def db_id(self, originator_id: UUID) -> Any:
         return originator_id
+
+    def _after_query(self, wanted: list[tuple[UUID, int]]) -> tuple[str, tuple[Any, ...]]:
+        return (f"SELECT e.originator_id, e.originator_version, e.topic, e.state "
+                f"FROM {self.events_table} e JOIN unnest(%s::uuid[], %s::bigint[]) "
+                "AS w(id, after) ON e.originator_id = w.id AND e.originator_version > w.after "
+                "ORDER BY e.originator_id, e.originator_version",
+                ([oid for oid, _ in wanted], [version for _, version in wanted]))
 
     def db_time(self, moment: datetime) -> Any:
         return moment
