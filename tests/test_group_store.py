@@ -5,20 +5,18 @@ nothing and raises the library's `IntegrityError`; the chains still verify."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from uuid import UUID
 
 import psycopg
 import pytest
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import IntegrityError
 
+from bench.common import Step, save_steps, steps_of
 from ledger import FixedClock, Ledger
 from ledger.audit import integrity
 from ledger.store.application import LedgerApplication
-from ledger.store.plan import CommandRow, RegistrationRow, WritePlan
+from ledger.store.plan import WritePlan
 from tests.conftest import NewUrl
 from tests.support.helpers import (
     NOW,
@@ -32,15 +30,6 @@ from tests.support.helpers import (
 )
 
 
-@dataclass(frozen=True)
-class Step:
-    """What one command wrote: its events (in order), its command row, its index rows."""
-
-    events: tuple[StoredEvent, ...]
-    command: CommandRow
-    registrations: tuple[RegistrationRow, ...]
-
-
 def send_season(url: str, accounts: int, reports: int) -> None:
     """A campaign, `accounts` registrations, `reports` reports for each (one by one)."""
     clock = FixedClock(NOW)
@@ -52,40 +41,6 @@ def send_season(url: str, accounts: int, reports: int) -> None:
         for j in range(reports):
             for reg in ids:
                 assert ledger.send(record_performance(reg, report_id=f"r{j}", actor=SYSTEM))["ok"]
-
-
-def steps_of(url: str) -> list[Step]:
-    """Every command a store holds, with what it wrote, in the order it was written."""
-    with Ledger.open(url, pool_size=1) as ledger:
-        store = ledger.app.store
-        stored = ledger.app.recorder.select_notifications(start=1, limit=1_000_000)
-        by_command: dict[str, list[StoredEvent]] = {}
-        for n in stored:
-            event = StoredEvent(originator_id=n.originator_id,
-                                originator_version=n.originator_version,
-                                topic=n.topic, state=n.state)
-            by_command.setdefault(json.loads(n.state)["command_id"], []).append(event)
-        index = store._query(f"SELECT * FROM {store.t}ledger_registrations", ())
-        steps = []
-        for command_id, events in by_command.items():
-            row = store.find_command(command_id)
-            assert row is not None
-            registrations = tuple(
-                RegistrationRow(str(r["registration_id"]), r["campaign_id"], r["account_id"],
-                                r["seller_id"]) for r in index
-                if str(UUID(str(r["registration_id"]))) == row.aggregate_id
-                and events[0].originator_version == 1)
-            steps.append(Step(tuple(events), row, registrations))
-        return steps
-
-
-def save(app: LedgerApplication, steps: list[Step]) -> list[int]:
-    """Save the steps in one `Application.save` (events in order), as a group commit does;
-    the notification ids of its recordings."""
-    events = [app.mapper.to_domain_event(e) for step in steps for e in step.events]
-    plan = WritePlan(commands=tuple(s.command for s in steps),
-                     registrations=tuple(r for s in steps for r in s.registrations))
-    return [r.notification.id for r in app.save(*events, plan=plan)]
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +63,9 @@ def test_one_save_of_many_commands_writes_what_one_save_per_command_writes(
     one_by_one, grouped = new_url(), new_url()
     with Ledger.open(one_by_one, pool_size=1) as ledger:
         for step in season:
-            save(ledger.app, [step])
+            save_steps(ledger.app, [step])
     with Ledger.open(grouped, pool_size=1) as ledger:
-        ids = save(ledger.app, season)
+        ids = save_steps(ledger.app, season)
     assert len(ids) == sum(len(s.events) for s in season) > 100
     assert dump_store(grouped) == dump_store(one_by_one)
 
@@ -118,8 +73,8 @@ def test_one_save_of_many_commands_writes_what_one_save_per_command_writes(
 def test_a_group_save_returns_the_notification_ids_of_its_events_in_the_order_given(
         season: list[Step], store: tuple[str, LedgerApplication]) -> None:
     _, app = store
-    first = save(app, season[:30])
-    second = save(app, season[30:])
+    first = save_steps(app, season[:30])
+    second = save_steps(app, season[30:])
     ids = first + second
     assert ids == list(range(1, len(ids) + 1))
     events = [e for step in season for e in step.events]
@@ -134,31 +89,31 @@ def test_a_group_save_returns_the_notification_ids_of_its_events_in_the_order_gi
 def test_an_event_stored_meanwhile_fails_the_whole_group_and_writes_nothing(
         season: list[Step], store: tuple[str, LedgerApplication]) -> None:
     url, app = store
-    save(app, season[:5])
+    save_steps(app, season[:5])
     taken = season[30]
     app.recorder.insert_events(list(taken.events))  # its events, without its command row
     before = dump_store(url)
     with pytest.raises(IntegrityError):
-        save(app, season[5:50])  # the duplicate key is in the middle of the events
+        save_steps(app, season[5:50])  # the duplicate key is in the middle of the events
     assert dump_store(url) == before
 
 
 def test_a_command_id_stored_meanwhile_fails_the_whole_group_and_writes_nothing(
         season: list[Step], store: tuple[str, LedgerApplication]) -> None:
     url, app = store
-    save(app, season[:5])
+    save_steps(app, season[:5])
     app.recorder.insert_events([], plan=WritePlan(commands=(season[30].command,)))
     before = dump_store(url)
     with pytest.raises(IntegrityError):
-        save(app, season[5:50])  # the duplicate key is in the middle of the command rows
+        save_steps(app, season[5:50])  # the duplicate key is in the middle of the command rows
     assert dump_store(url) == before
 
 
 def test_a_store_written_in_big_groups_verifies_clean(
         season: list[Step], store: tuple[str, LedgerApplication]) -> None:
     _, app = store
-    save(app, season[:25])
-    save(app, season[25:])
+    save_steps(app, season[:25])
+    save_steps(app, season[25:])
     checked = integrity.verify(app)
     assert checked.report.findings == []
     assert checked.commands == len(season)
@@ -176,7 +131,7 @@ def test_a_group_save_on_postgres_waits_for_the_events_table_lock(
         done = threading.Event()
         with psycopg.connect(postgres_database) as holder:
             holder.execute(f'LOCK TABLE "{schema}".ledger_events IN EXCLUSIVE MODE')
-            writer = threading.Thread(target=lambda: (save(ledger.app, season), done.set()))
+            writer = threading.Thread(target=lambda: (save_steps(ledger.app, season), done.set()))
             writer.start()
             assert not done.wait(0.5)  # blocked while the lock is held
             holder.rollback()

@@ -12,13 +12,15 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 import psycopg
-from eventsourcing.application import Application
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.persistence import (
     EventStore,
     IntegrityError,
     JSONTranscoder,
     OperationalError,
     PersistenceError,
+    Recording,
     StoredEvent,
     Transcoding,
 )
@@ -86,6 +88,28 @@ class LedgerApplication(Application[UUID]):
         if factory.env_create_table():
             recorder.create_table()
         return self.factory.event_store(mapper=self.mapper, recorder=recorder)
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """The library's save (record, snapshot, notify), collecting events and aggregates
+        by their classes: its `collect_events` asks `isinstance(obj, DomainEventProtocol)`
+        of every object, a runtime protocol check of ~100 µs here, which on a group commit
+        (hundreds of events per save) cost more than the whole insert. Anything else goes
+        through the library's collection as before."""
+        processing: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, DomainEvent):
+                processing.events.append(obj)
+            elif isinstance(obj, Aggregate):
+                processing.events.extend(obj.collect_events())
+                processing.aggregates[obj.id] = obj
+            else:
+                processing.collect_events(obj)
+        processing.saved_kwargs.update(kwargs)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        self.notify(processing.events)  # the library's deprecated hook, as its save calls it
+        return recordings
 
     def get(self, aggregate_id: UUID, version: int | None = None) -> Any:
         """Load an aggregate (at a version); AggregateNotFoundError when there is none."""

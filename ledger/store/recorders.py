@@ -343,6 +343,7 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
     big_type = "bigint"
     serial_key = "bigserial PRIMARY KEY"
     position_column = "notification_id"
+    copy_min_rows = copying.COPY_MIN_ROWS  # bench/group_store.py sets it to compare paths
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
@@ -358,7 +359,7 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
         library's pipelined INSERT, which needs one round trip to COPY's several."""
         plan = write_plan_of(kwargs)
         if (kwargs.get("tracking") is None and not self.datastore.enable_db_functions
-                and copying.rows_of(stored_events, plan) >= copying.COPY_MIN_ROWS):
+                and copying.rows_of(stored_events, plan) >= self.copy_min_rows):
             ids: Sequence[int] = self.copy_save(stored_events, plan)
             return ids
         inserted: Sequence[int] | None = super().insert_events(stored_events, **kwargs)

@@ -1,0 +1,237 @@
+"""The store side of group commit: how fast one transaction writes many commands.
+
+A realistic season (bench/commands.py's mix: campaigns, registrations, sessions, approvals,
+withdrawals, then performance reports) is sent once through `Ledger.send` into a scratch
+SQLite store; what each command wrote (its events, its `ledger_commands` row, its index
+rows) is read back (`common.steps_of`). Then, for each backend, in one run and each in a
+fresh store, the same writes are made again:
+
+- **floor**: one durable one-row transaction per command (a bare `INSERT` of a 200-byte
+  row, committed; WAL with the library's settings on SQLite): what one command per
+  transaction cannot beat;
+- **per command**: one `Application.save` per command (today's write of one command);
+- **group, INSERT**: one save per group of `--group` commands through the library's insert
+  (PostgreSQL: `INSERT ... unnest(...)`, pipelined; what a group save did before COPY);
+- **group, ours**: the same saves through our path (PostgreSQL: binary COPY).
+
+Rows are events + hash links + command rows + index rows. On PostgreSQL it then saves
+groups of 1 to 64 commands both ways, the measurement behind the size from which a save
+uses COPY (`ledger/store/copying.py: COPY_MIN_ROWS`).
+
+    python bench/group_store.py                     # both backends, about a minute
+    python bench/group_store.py --sellers 200 --backends postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import psycopg
+from commands import plan_mix
+from common import Step, environment, group_save, log, steps_of
+from psycopg import sql
+
+from ledger import FixedClock, Ledger
+from ledger.store.application import LedgerApplication
+from ledger.store.recorders import LedgerPostgresRecorder
+
+THRESHOLD_SIZES = (1, 2, 4, 8, 16, 64)  # commands per save, for the COPY threshold
+
+
+def season(directory: Path, sellers: int, reports: int) -> list[Step]:
+    """What a season's commands wrote, sent one by one into a scratch SQLite store."""
+    url = f"sqlite:///{directory / 'season.db'}"
+    clock = FixedClock(plan_mix(1, 1, 1, 5)[0].at)
+    with Ledger.open(url, clock=clock) as ledger:
+        for phase in plan_mix(sellers, campaigns=2, reports=reports, withdraw_every=5):
+            clock.set(phase.at)
+            for op in phase.ops:
+                result = ledger.send(op.command)
+                if not result["ok"]:
+                    raise SystemExit(f"the season's command was refused: {result}")
+    return steps_of(url)
+
+
+# Stores --------------------------------------------------------------------------------------
+
+class Stores:
+    """Fresh stores: SQLite files in a folder, schemas in a PostgreSQL database."""
+
+    def __init__(self, directory: Path, pg_url: str) -> None:
+        self.directory = directory
+        self.pg_url = pg_url
+
+    def new(self, backend: str) -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{self.directory / f'{uuid4().hex[:8]}.db'}"
+        schema = f"g_{uuid4().hex[:10]}"
+        with psycopg.connect(self.pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        return f"{self.pg_url}?schema={schema}"
+
+
+@contextmanager
+def opened(url: str, *, copy: bool = True) -> Iterator[LedgerApplication]:
+    """The application on a store; `copy=False`: PostgreSQL saves keep the library's INSERT."""
+    with Ledger.open(url, pool_size=2) as ledger:
+        recorder = ledger.app.recorder
+        if not copy and isinstance(recorder, LedgerPostgresRecorder):
+            recorder.copy_min_rows = sys.maxsize
+        yield ledger.app
+
+
+# The runs --------------------------------------------------------------------------------------
+
+def floor(backend: str, stores: Stores, commands: int) -> float:
+    """Seconds for `commands` durable one-row transactions."""
+    row = b"x" * 200
+    if backend == "sqlite":
+        path = stores.new("sqlite").removeprefix("sqlite:///")
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload BLOB)")
+        started = time.perf_counter()
+        for i in range(commands):
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO t VALUES (?, ?)", (i, row))
+            conn.execute("COMMIT")
+        seconds = time.perf_counter() - started
+        conn.close()
+        return seconds
+    with psycopg.connect(stores.pg_url, autocommit=True) as conn:
+        table = f"floor_{uuid4().hex[:8]}"
+        conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, payload bytea)")
+                     .format(sql.Identifier(table)))
+        insert = sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(sql.Identifier(table))
+        started = time.perf_counter()
+        for i in range(commands):
+            conn.execute(insert, (i, row), prepare=True)
+        seconds = time.perf_counter() - started
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
+        return seconds
+
+
+def groups(steps: Sequence[Step], size: int) -> list[Sequence[Step]]:
+    return [steps[i:i + size] for i in range(0, len(steps), size)]
+
+
+def timed_saves(url: str, steps: Sequence[Step], size: int, *, copy: bool,
+                copy_min_rows: int | None = None) -> float:
+    """Seconds to save `steps` in groups of `size` commands, one transaction each (the
+    events decoded before the clock starts: a group commit has them as objects)."""
+    with opened(url, copy=copy) as app:
+        if copy_min_rows is not None and isinstance(app.recorder, LedgerPostgresRecorder):
+            app.recorder.copy_min_rows = copy_min_rows
+        saves = [group_save(app, group) for group in groups(steps, size)]
+        started = time.perf_counter()
+        for events, plan in saves:
+            app.save(*events, plan=plan)
+        return time.perf_counter() - started
+
+
+def measure(backend: str, stores: Stores, steps: list[Step], size: int) -> dict[str, Any]:
+    """Commands/s and rows/s of each way, side by side on one backend."""
+    rows = sum(s.rows for s in steps)
+    runs: dict[str, Callable[[], float]] = {
+        "floor (1-row tx per command)": lambda: floor(backend, stores, len(steps)),
+        "per command (1 save each)": lambda: timed_saves(stores.new(backend), steps, 1,
+                                                         copy=False),
+        f"group of {size}, INSERT": lambda: timed_saves(stores.new(backend), steps, size,
+                                                        copy=False),
+        f"group of {size}, ours": lambda: timed_saves(stores.new(backend), steps, size,
+                                                      copy=True),
+    }
+    figures = {}
+    for name, run in runs.items():
+        seconds = run()
+        figures[name] = {"seconds": seconds, "commands_per_s": len(steps) / seconds,
+                         "rows_per_s": (len(steps) if name.startswith("floor") else rows)
+                         / seconds}
+        log(f"{backend}: {name}: {len(steps) / seconds:,.0f} commands/s")
+    return figures
+
+
+def threshold(stores: Stores, steps: list[Step]) -> dict[int, dict[str, float]]:
+    """PostgreSQL: commands/s of saves of 1..64 commands, INSERT and COPY side by side."""
+    found: dict[int, dict[str, float]] = {}
+    for size in THRESHOLD_SIZES:
+        part = steps[:max(size * 40, 200)]
+        found[size] = {}
+        for way, copy in (("INSERT", False), ("COPY", True)):
+            seconds = timed_saves(stores.new("postgres"), part, size, copy=copy,
+                                  copy_min_rows=1 if copy else None)
+            found[size][way] = len(part) / seconds
+        log(f"postgres: groups of {size}: INSERT {found[size]['INSERT']:,.0f}, "
+            f"COPY {found[size]['COPY']:,.0f} commands/s")
+    return found
+
+
+def print_tables(report: dict[str, Any]) -> None:
+    steps = report["workload"]
+    print(f"\nWorkload: {steps['commands']:,} commands writing {steps['events']:,} events "
+          f"({steps['rows']:,} rows with hash links, command and index rows); "
+          f"groups of {report['group']} commands")
+    print(f"{'backend':<9} {'way':<30} {'commands/s':>11} {'rows/s':>9} {'vs floor':>9}")
+    for backend, figures in report["backends"].items():
+        base = next(iter(figures.values()))["commands_per_s"]
+        for name, f in figures.items():
+            print(f"{backend:<9} {name:<30} {f['commands_per_s']:>11,.0f} "
+                  f"{f['rows_per_s']:>9,.0f} {f['commands_per_s'] / base:>8.2f}x")
+    if report.get("threshold"):
+        print("\nPostgreSQL, commands per save: commands/s by the library's INSERT and by COPY")
+        print(f"{'commands':>8} {'INSERT':>9} {'COPY':>9} {'COPY/INSERT':>12}")
+        for size, f in report["threshold"].items():
+            print(f"{size:>8} {f['INSERT']:>9,.0f} {f['COPY']:>9,.0f} "
+                  f"{f['COPY'] / f['INSERT']:>11.2f}x")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--sellers", type=int, default=400,
+                        help="sellers in the season (default 400: ~2,500 commands)")
+    parser.add_argument("--reports", type=int, default=3, help="reports per seller")
+    parser.add_argument("--group", type=int, default=200, help="commands per group save")
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/ledger_group_bench",
+                        help="this database is DROPPED and created again on every run")
+    args = parser.parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    with tempfile.TemporaryDirectory(prefix="group-store-") as folder:
+        directory = Path(folder)
+        log(f"sending the season ({args.sellers} sellers) into a scratch store")
+        steps = season(directory, args.sellers, args.reports)
+        if "postgres" in backends:
+            recreate(args.pg_url)
+        stores = Stores(directory, args.pg_url)
+        report: dict[str, Any] = {
+            "environment": environment(), "group": args.group,
+            "workload": {"commands": len(steps), "events": sum(len(s.events) for s in steps),
+                         "rows": sum(s.rows for s in steps)},
+            "backends": {b: measure(b, stores, steps, args.group) for b in backends},
+        }
+        if "postgres" in backends:
+            report["threshold"] = threshold(stores, steps)
+    print_tables(report)
+    return 0
+
+
+def recreate(url: str) -> None:
+    """Drop and create the bench's PostgreSQL database."""
+    admin, name = url.rsplit("/", 1)
+    with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
