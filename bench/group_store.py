@@ -11,8 +11,10 @@ fresh store, the same writes are made again:
   transaction cannot beat;
 - **per command**: one `Application.save` per command (today's write of one command);
 - **group, INSERT**: one save per group of `--group` commands through the library's insert
-  (PostgreSQL: `INSERT ... unnest(...)`, pipelined; what a group save did before COPY);
-- **group, ours**: the same saves through our path (PostgreSQL: binary COPY).
+  (PostgreSQL: `INSERT ... unnest(...)`, pipelined; SQLite: one `execute` per event):
+  what a group save did before this work;
+- **group, ours**: the same saves through the bulk path (PostgreSQL: binary COPY; SQLite:
+  one `executemany` for the events).
 
 Rows are events + hash links + command rows + index rows. On PostgreSQL it then saves
 groups of 1 to 64 commands both ways, the measurement behind the size from which a save
@@ -25,7 +27,9 @@ uses COPY (`ledger/store/copying.py: COPY_MIN_ROWS`).
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -37,12 +41,11 @@ from uuid import uuid4
 
 import psycopg
 from commands import plan_mix
-from common import Step, environment, group_save, log, steps_of
+from common import Step, emit, environment, group_save, log, steps_of
 from psycopg import sql
 
 from ledger import FixedClock, Ledger
 from ledger.store.application import LedgerApplication
-from ledger.store.recorders import LedgerPostgresRecorder
 
 THRESHOLD_SIZES = (1, 2, 4, 8, 16, 64)  # commands per save, for the COPY threshold
 
@@ -83,9 +86,8 @@ class Stores:
 def opened(url: str, *, copy: bool = True) -> Iterator[LedgerApplication]:
     """The application on a store; `copy=False`: PostgreSQL saves keep the library's INSERT."""
     with Ledger.open(url, pool_size=2) as ledger:
-        recorder = ledger.app.recorder
-        if not copy and isinstance(recorder, LedgerPostgresRecorder):
-            recorder.copy_min_rows = sys.maxsize
+        if not copy:
+            ledger.app.store.bulk_min_rows = sys.maxsize
         yield ledger.app
 
 
@@ -129,8 +131,8 @@ def timed_saves(url: str, steps: Sequence[Step], size: int, *, copy: bool,
     """Seconds to save `steps` in groups of `size` commands, one transaction each (the
     events decoded before the clock starts: a group commit has them as objects)."""
     with opened(url, copy=copy) as app:
-        if copy_min_rows is not None and isinstance(app.recorder, LedgerPostgresRecorder):
-            app.recorder.copy_min_rows = copy_min_rows
+        if copy_min_rows is not None:
+            app.store.bulk_min_rows = copy_min_rows
         saves = [group_save(app, group) for group in groups(steps, size)]
         started = time.perf_counter()
         for events, plan in saves:
@@ -138,8 +140,10 @@ def timed_saves(url: str, steps: Sequence[Step], size: int, *, copy: bool,
         return time.perf_counter() - started
 
 
-def measure(backend: str, stores: Stores, steps: list[Step], size: int) -> dict[str, Any]:
-    """Commands/s and rows/s of each way, side by side on one backend."""
+def measure(backend: str, stores: Stores, steps: list[Step], size: int,
+            repeat: int) -> dict[str, Any]:
+    """Commands/s and rows/s of each way, side by side on one backend: the ways take turns,
+    `repeat` rounds, and each figure is the median round (drift hits every way alike)."""
     rows = sum(s.rows for s in steps)
     runs: dict[str, Callable[[], float]] = {
         "floor (1-row tx per command)": lambda: floor(backend, stores, len(steps)),
@@ -150,26 +154,33 @@ def measure(backend: str, stores: Stores, steps: list[Step], size: int) -> dict[
         f"group of {size}, ours": lambda: timed_saves(stores.new(backend), steps, size,
                                                       copy=True),
     }
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for round_ in range(repeat):
+        for name, run in runs.items():
+            seconds[name].append(run())
+            log(f"{backend}: round {round_ + 1}: {name}: "
+                f"{len(steps) / seconds[name][-1]:,.0f} commands/s")
     figures = {}
-    for name, run in runs.items():
-        seconds = run()
-        figures[name] = {"seconds": seconds, "commands_per_s": len(steps) / seconds,
+    for name, taken in seconds.items():
+        median = statistics.median(taken)
+        figures[name] = {"seconds": taken, "commands_per_s": len(steps) / median,
                          "rows_per_s": (len(steps) if name.startswith("floor") else rows)
-                         / seconds}
-        log(f"{backend}: {name}: {len(steps) / seconds:,.0f} commands/s")
+                         / median}
     return figures
 
 
-def threshold(stores: Stores, steps: list[Step]) -> dict[int, dict[str, float]]:
-    """PostgreSQL: commands/s of saves of 1..64 commands, INSERT and COPY side by side."""
+def threshold(stores: Stores, steps: list[Step], repeat: int) -> dict[int, dict[str, float]]:
+    """PostgreSQL: commands/s of saves of 1..64 commands, INSERT and COPY taking turns
+    (the median of `repeat` rounds)."""
     found: dict[int, dict[str, float]] = {}
     for size in THRESHOLD_SIZES:
-        part = steps[:max(size * 40, 200)]
-        found[size] = {}
-        for way, copy in (("INSERT", False), ("COPY", True)):
-            seconds = timed_saves(stores.new("postgres"), part, size, copy=copy,
-                                  copy_min_rows=1 if copy else None)
-            found[size][way] = len(part) / seconds
+        part = steps[:max(size * 20, 100)]
+        taken: dict[str, list[float]] = {"INSERT": [], "COPY": []}
+        for _ in range(repeat):
+            for way, copy in (("INSERT", False), ("COPY", True)):
+                taken[way].append(timed_saves(stores.new("postgres"), part, size, copy=copy,
+                                              copy_min_rows=1 if copy else None))
+        found[size] = {way: len(part) / statistics.median(t) for way, t in taken.items()}
         log(f"postgres: groups of {size}: INSERT {found[size]['INSERT']:,.0f}, "
             f"COPY {found[size]['COPY']:,.0f} commands/s")
     return found
@@ -177,7 +188,10 @@ def threshold(stores: Stores, steps: list[Step]) -> dict[int, dict[str, float]]:
 
 def print_tables(report: dict[str, Any]) -> None:
     steps = report["workload"]
-    print(f"\nWorkload: {steps['commands']:,} commands writing {steps['events']:,} events "
+    env = report["environment"]
+    print(f"\n{env['cpus']} CPUs, load average {report['load_average_before'][0]:.1f} before, "
+          f"{report['load_average_after'][0]:.1f} after; commit {env['commit']}")
+    print(f"Workload: {steps['commands']:,} commands writing {steps['events']:,} events "
           f"({steps['rows']:,} rows with hash links, command and index rows); "
           f"groups of {report['group']} commands")
     print(f"{'backend':<9} {'way':<30} {'commands/s':>11} {'rows/s':>9} {'vs floor':>9}")
@@ -200,9 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="sellers in the season (default 400: ~2,500 commands)")
     parser.add_argument("--reports", type=int, default=3, help="reports per seller")
     parser.add_argument("--group", type=int, default=200, help="commands per group save")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds, the ways taking turns; figures are medians (default 3)")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/ledger_group_bench",
                         help="this database is DROPPED and created again on every run")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--save", default=None, help="also write the JSON figures to this file")
+    parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     with tempfile.TemporaryDirectory(prefix="group-store-") as folder:
@@ -214,13 +233,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         stores = Stores(directory, args.pg_url)
         report: dict[str, Any] = {
             "environment": environment(), "group": args.group,
+            "load_average_before": os.getloadavg(),
             "workload": {"commands": len(steps), "events": sum(len(s.events) for s in steps),
                          "rows": sum(s.rows for s in steps)},
-            "backends": {b: measure(b, stores, steps, args.group) for b in backends},
+            "backends": {b: measure(b, stores, steps, args.group, args.repeat)
+                         for b in backends},
         }
         if "postgres" in backends:
-            report["threshold"] = threshold(stores, steps)
-    print_tables(report)
+            report["threshold"] = threshold(stores, steps, args.repeat)
+        report["load_average_after"] = os.getloadavg()
+    emit(args, report, print_tables)
     return 0
 
 
