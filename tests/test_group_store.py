@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
@@ -14,16 +16,21 @@ from eventsourcing.persistence import IntegrityError
 
 from bench.common import Step, save_steps, steps_of
 from ledger import FixedClock, Ledger
+from ledger.aggregates.base import campaign_uuid
 from ledger.audit import integrity
+from ledger.commands.handlers import not_expired
 from ledger.store.application import LedgerApplication
-from ledger.store.plan import WritePlan
+from ledger.store.plan import GuardFailed, WritePlan
 from tests.conftest import NewUrl
 from tests.support.helpers import (
+    AUTO,
+    ENDS,
     NOW,
     STARTS,
     SYSTEM,
     create_auto_campaign,
     dump_store,
+    expire_campaign,
     hours,
     record_performance,
     register_auto,
@@ -117,6 +124,37 @@ def test_a_store_written_in_big_groups_verifies_clean(
     checked = integrity.verify(app)
     assert checked.report.findings == []
     assert checked.commands == len(season)
+
+
+def guarded(steps: list[Step], *campaigns: UUID) -> tuple[list[Any], WritePlan]:
+    """The steps as one save whose plan also holds `not_expired` guards of `campaigns`."""
+    plan = WritePlan(commands=tuple(s.command for s in steps),
+                     registrations=tuple(r for s in steps for r in s.registrations),
+                     guards=tuple(not_expired(c) for c in campaigns))
+    return [e for s in steps for e in s.events], plan
+
+
+def test_a_group_with_a_campaign_that_expired_meanwhile_fails_whole_and_writes_nothing(
+        season: list[Step], store: tuple[str, LedgerApplication]) -> None:
+    url, app = store
+    save_steps(app, season[:1])  # the campaign
+    campaign = campaign_uuid(AUTO)
+    with Ledger.open(url, clock=FixedClock(ENDS), pool_size=1) as other:
+        assert other.send(expire_campaign(AUTO))["ok"]
+    before = dump_store(url)
+    events, plan = guarded(season[1:60], uuid4(), campaign, uuid4())
+    with pytest.raises(GuardFailed):
+        app.recorder.insert_events(events, plan=plan)
+    assert dump_store(url) == before
+
+
+def test_a_group_whose_campaigns_did_not_expire_passes_their_guards(
+        season: list[Step], store: tuple[str, LedgerApplication]) -> None:
+    _, app = store
+    save_steps(app, season[:1])
+    events, plan = guarded(season[1:60], uuid4(), campaign_uuid(AUTO), uuid4())
+    app.recorder.insert_events(events, plan=plan)
+    assert app.recorder.max_notification_id() == sum(len(s.events) for s in season[:60])
 
 
 @pytest.mark.postgres

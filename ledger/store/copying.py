@@ -70,12 +70,18 @@ def registration_values(row: RegistrationRow) -> tuple[Any, ...]:
     return (UUID(row.registration_id), row.campaign_id, row.account_id, row.seller_id)
 
 
+def stored_values(stored_events: Iterable[StoredEvent]) -> Iterable[tuple[Any, ...]]:
+    """Stored events (or snapshots) as rows of their table, typed for binary COPY."""
+    for event in stored_events:
+        yield (hashing.as_uuid(event.originator_id), event.originator_version, event.topic,
+               event.state)
+
+
 def event_values(stored_events: Sequence[StoredEvent], ids: Sequence[int]
                  ) -> Iterable[tuple[Any, ...]]:
     """The events' rows with the notification ids drawn for them, in the given order."""
-    for event, notification_id in zip(stored_events, ids, strict=True):
-        yield (hashing.as_uuid(event.originator_id), event.originator_version, event.topic,
-               event.state, notification_id)
+    for row, notification_id in zip(stored_values(stored_events), ids, strict=True):
+        yield (*row, notification_id)
 
 
 def lock_and_draw_ids(schema: str, table: str, sequence: str, lock_timeout: int, channel: str,
