@@ -16,11 +16,13 @@ fresh store, the same writes are made again:
 - **group, ours**: the same saves through the bulk path (PostgreSQL: binary COPY; SQLite:
   one `executemany` for the events).
 
-Rows are events + hash links + command rows + index rows. On PostgreSQL it then saves
-groups of 1 to 64 commands both ways, the measurement behind the size from which a save
-uses COPY (`ledger/store/copying.py: COPY_MIN_ROWS`).
+Rows are events + hash links + command rows + index rows. The last two lines of each
+backend time the recorder alone (`insert_events` of events already encoded): the part of
+a save that this path changes; the save's figures also hold the library's JSON encoding.
+On PostgreSQL it then saves groups of 1 to 64 commands both ways, the measurement behind
+the size from which a save uses COPY (`ledger/store/copying.py: COPY_MIN_ROWS`).
 
-    python bench/group_store.py                     # both backends, about a minute
+    python bench/group_store.py                     # both backends, 5-10 minutes
     python bench/group_store.py --sellers 200 --backends postgres
 """
 
@@ -140,6 +142,18 @@ def timed_saves(url: str, steps: Sequence[Step], size: int, *, copy: bool,
         return time.perf_counter() - started
 
 
+def timed_inserts(url: str, steps: Sequence[Step], size: int, *, copy: bool) -> float:
+    """Seconds for the recorder alone to insert `steps` in groups of `size` (the events
+    already encoded): the part of a save this work changes."""
+    with opened(url, copy=copy) as app:
+        inserts = [([e for s in group for e in s.events], group_save(app, group)[1])
+                   for group in groups(steps, size)]
+        started = time.perf_counter()
+        for stored, plan in inserts:
+            app.recorder.insert_events(stored, plan=plan)
+        return time.perf_counter() - started
+
+
 def measure(backend: str, stores: Stores, steps: list[Step], size: int,
             repeat: int) -> dict[str, Any]:
     """Commands/s and rows/s of each way, side by side on one backend: the ways take turns,
@@ -152,6 +166,10 @@ def measure(backend: str, stores: Stores, steps: list[Step], size: int,
         f"group of {size}, INSERT": lambda: timed_saves(stores.new(backend), steps, size,
                                                         copy=False),
         f"group of {size}, ours": lambda: timed_saves(stores.new(backend), steps, size,
+                                                      copy=True),
+        "  insert only, INSERT": lambda: timed_inserts(stores.new(backend), steps, size,
+                                                        copy=False),
+        "  insert only, ours": lambda: timed_inserts(stores.new(backend), steps, size,
                                                       copy=True),
     }
     seconds: dict[str, list[float]] = {name: [] for name in runs}

@@ -20,6 +20,7 @@ from ledger.aggregates.base import campaign_uuid
 from ledger.audit import integrity
 from ledger.commands.handlers import not_expired
 from ledger.store.application import LedgerApplication
+from ledger.store.hashing import as_uuid
 from ledger.store.plan import GuardFailed, WritePlan
 from tests.conftest import NewUrl
 from tests.support.helpers import (
@@ -124,6 +125,38 @@ def test_a_store_written_in_big_groups_verifies_clean(
     checked = integrity.verify(app)
     assert checked.report.findings == []
     assert checked.commands == len(season)
+
+
+def test_concurrent_group_and_single_saves_interleave_whole_transactions_only(
+        season: list[Step], new_url: NewUrl) -> None:
+    """Three writers at once (two in groups, one command at a time), each on its own
+    aggregates: every group's events get consecutive ids (no other writer's event falls
+    inside a group: its lock is held from its first id to its commit), nothing is lost,
+    and the chains verify."""
+    url = new_url()
+    first, rest = season[0], season[1:]
+    lanes: list[list[Step]] = [[], [], []]
+    for step in rest:
+        lanes[as_uuid(step.events[0].originator_id).int % 3].append(step)
+    ids: list[list[int]] = []
+    with Ledger.open(url, pool_size=4) as ledger:
+        app = ledger.app
+        save_steps(app, [first])
+
+        def write(lane: int) -> None:
+            size = 1 if lane == 0 else 8
+            for start in range(0, len(lanes[lane]), size):
+                ids.append(save_steps(app, lanes[lane][start:start + size]))
+
+        writers = [threading.Thread(target=write, args=(lane,)) for lane in range(3)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(60)
+        assert all(group == list(range(group[0], group[0] + len(group))) for group in ids)
+        assert sorted(i for group in ids for i in group) == list(
+            range(2, sum(len(s.events) for s in season) + 1))
+        assert integrity.verify(app).report.findings == []
 
 
 def guarded(steps: list[Step], *campaigns: UUID) -> tuple[list[Any], WritePlan]:
