@@ -50,6 +50,7 @@ from ledger import FixedClock, Ledger
 from ledger.store.application import LedgerApplication
 
 THRESHOLD_SIZES = (1, 2, 4, 8, 16, 64)  # commands per save, for the COPY threshold
+FEW = ("floor (1-row tx per command)", "per command (1 save each)")  # on --single commands
 
 
 def season(directory: Path, sellers: int, reports: int) -> list[Step]:
@@ -155,13 +156,14 @@ def timed_inserts(url: str, steps: Sequence[Step], size: int, *, copy: bool) -> 
 
 
 def measure(backend: str, stores: Stores, steps: list[Step], size: int,
-            repeat: int) -> dict[str, Any]:
+            repeat: int, single: int) -> dict[str, Any]:
     """Commands/s and rows/s of each way, side by side on one backend: the ways take turns,
     `repeat` rounds, and each figure is the median round (drift hits every way alike)."""
     rows = sum(s.rows for s in steps)
+    few = steps[:single]  # one transaction per command: a rate, measured on fewer commands
     runs: dict[str, Callable[[], float]] = {
-        "floor (1-row tx per command)": lambda: floor(backend, stores, len(steps)),
-        "per command (1 save each)": lambda: timed_saves(stores.new(backend), steps, 1,
+        "floor (1-row tx per command)": lambda: floor(backend, stores, len(few)),
+        "per command (1 save each)": lambda: timed_saves(stores.new(backend), few, 1,
                                                          copy=False),
         f"group of {size}, INSERT": lambda: timed_saves(stores.new(backend), steps, size,
                                                         copy=False),
@@ -176,14 +178,17 @@ def measure(backend: str, stores: Stores, steps: list[Step], size: int,
     for round_ in range(repeat):
         for name, run in runs.items():
             seconds[name].append(run())
+            commands = len(few) if name in FEW else len(steps)
             log(f"{backend}: round {round_ + 1}: {name}: "
-                f"{len(steps) / seconds[name][-1]:,.0f} commands/s")
+                f"{commands / seconds[name][-1]:,.0f} commands/s")
     figures = {}
     for name, taken in seconds.items():
         median = statistics.median(taken)
-        figures[name] = {"seconds": taken, "commands_per_s": len(steps) / median,
-                         "rows_per_s": (len(steps) if name.startswith("floor") else rows)
-                         / median}
+        commands = len(few) if name in FEW else len(steps)
+        written = (commands if name.startswith("floor") else
+                   sum(s.rows for s in few) if name in FEW else rows)
+        figures[name] = {"seconds": taken, "commands": commands,
+                         "commands_per_s": commands / median, "rows_per_s": written / median}
     return figures
 
 
@@ -211,7 +216,8 @@ def print_tables(report: dict[str, Any]) -> None:
           f"{report['load_average_after'][0]:.1f} after; commit {env['commit']}")
     print(f"Workload: {steps['commands']:,} commands writing {steps['events']:,} events "
           f"({steps['rows']:,} rows with hash links, command and index rows); "
-          f"groups of {report['group']} commands")
+          f"groups of {report['group']} commands; the floor and per-command ways on the "
+          f"first {report['single']:,}; medians of {report['repeat']} rounds")
     print(f"{'backend':<9} {'way':<30} {'commands/s':>11} {'rows/s':>9} {'vs floor':>9}")
     for backend, figures in report["backends"].items():
         base = next(iter(figures.values()))["commands_per_s"]
@@ -232,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="sellers in the season (default 400: ~2,500 commands)")
     parser.add_argument("--reports", type=int, default=3, help="reports per seller")
     parser.add_argument("--group", type=int, default=200, help="commands per group save")
+    parser.add_argument("--single", type=int, default=500,
+                        help="commands of the one-transaction-per-command ways (default 500)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds, the ways taking turns; figures are medians (default 3)")
     parser.add_argument("--backends", default="sqlite,postgres")
@@ -251,10 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stores = Stores(directory, args.pg_url)
         report: dict[str, Any] = {
             "environment": environment(), "group": args.group,
-            "load_average_before": os.getloadavg(),
+            "load_average_before": os.getloadavg(), "repeat": args.repeat,
+            "single": min(args.single, len(steps)),
             "workload": {"commands": len(steps), "events": sum(len(s.events) for s in steps),
                          "rows": sum(s.rows for s in steps)},
-            "backends": {b: measure(b, stores, steps, args.group, args.repeat)
+            "backends": {b: measure(b, stores, steps, args.group, args.repeat, args.single)
                          for b in backends},
         }
         if "postgres" in backends:
