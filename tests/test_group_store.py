@@ -117,6 +117,17 @@ def test_a_command_id_stored_meanwhile_fails_the_whole_group_and_writes_nothing(
     assert dump_store(url) == before
 
 
+def test_a_group_of_commands_that_wrote_no_events_stores_their_command_rows(
+        season: list[Step], store: tuple[str, LedgerApplication]) -> None:
+    """(A report seen before is accepted without an event: only its command row.)"""
+    url, app = store
+    rows = tuple(step.command for step in season[:40])
+    assert app.save(plan=WritePlan(commands=rows)) == []
+    assert sorted(r[0] for r in dump_store(url)["ledger_commands"]) == sorted(
+        r.command_id for r in rows)
+    assert app.recorder.max_notification_id() is None
+
+
 def test_a_store_written_in_big_groups_verifies_clean(
         season: list[Step], store: tuple[str, LedgerApplication]) -> None:
     _, app = store

@@ -14,7 +14,12 @@ chain goes to `ledger_event_hashes` (`ledger.store.hashing`): one read of the pr
 hashes, one insert.
 
 On PostgreSQL we take the library's table lock first, so that our rows and its events are
-locked in one order and two writers cannot deadlock.
+locked in one order and two writers cannot deadlock. A save of many rows (a group commit)
+is written by binary COPY instead, under the same lock (`ledger.store.copying`); on SQLite
+its events go in one `executemany`.
+
+`events_after` (with `CheckedSnapshots.latest_of`) is the read half of a group:
+`LedgerApplication.get_many` loads many aggregates with it in a few queries.
 """
 
 from __future__ import annotations
@@ -406,9 +411,10 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
             ids = copying.drawn_ids(curs)
             if plan is not None:
                 self.copy_plan(curs, plan)
-            copying.copy_rows(curs, SQL(self.events_table), copying.EVENT_COLUMNS,
-                              copying.EVENT_TYPES, copying.event_values(stored_events, ids))
-            self.write_hashes(curs, stored_events, bulk=True)
+            if stored_events:
+                copying.copy_rows(curs, SQL(self.events_table), copying.EVENT_COLUMNS,
+                                  copying.EVENT_TYPES, copying.event_values(stored_events, ids))
+                self.write_hashes(curs, stored_events, bulk=True)
         return ids
 
     def _notification_sequence(self) -> str:
@@ -419,11 +425,13 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
 
     def copy_plan(self, curs: Cursor[Any], plan: WritePlan) -> None:
         """The plan's rows by binary COPY, then its guards (`write_plan`'s work)."""
-        copying.copy_rows(curs, SQL(f"{self.t}ledger_commands"), copying.COMMAND_COLUMNS,
-                          copying.COMMAND_TYPES, map(copying.command_values, plan.commands))
-        copying.copy_rows(curs, SQL(f"{self.t}ledger_registrations"),
-                          copying.REGISTRATION_COLUMNS, copying.REGISTRATION_TYPES,
-                          map(copying.registration_values, plan.registrations))
+        if plan.commands:
+            copying.copy_rows(curs, SQL(f"{self.t}ledger_commands"), copying.COMMAND_COLUMNS,
+                              copying.COMMAND_TYPES, map(copying.command_values, plan.commands))
+        if plan.registrations:
+            copying.copy_rows(curs, SQL(f"{self.t}ledger_registrations"),
+                              copying.REGISTRATION_COLUMNS, copying.REGISTRATION_TYPES,
+                              map(copying.registration_values, plan.registrations))
         self.check_guards(curs, plan.guards)
 
     def _insert_events(
