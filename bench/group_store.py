@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -96,7 +97,24 @@ def opened(url: str, *, copy: bool = True) -> Iterator[LedgerApplication]:
 
 # The runs --------------------------------------------------------------------------------------
 
-def floor(backend: str, stores: Stores, commands: int) -> float:
+@dataclass
+class Timing:
+    """Wall-clock seconds, and this process's CPU seconds (on PostgreSQL the server's are
+    not in them): with the disk shared, the CPU figure is the steadier one."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+
+@contextmanager
+def timing() -> Iterator[Timing]:
+    taken = Timing()
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield taken
+    taken.wall, taken.cpu = time.perf_counter() - wall, time.process_time() - cpu
+
+
+def floor(backend: str, stores: Stores, commands: int) -> Timing:
     """Seconds for `commands` durable one-row transactions."""
     row = b"x" * 200
     if backend == "sqlite":
@@ -104,25 +122,23 @@ def floor(backend: str, stores: Stores, commands: int) -> float:
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload BLOB)")
-        started = time.perf_counter()
-        for i in range(commands):
-            conn.execute("BEGIN")
-            conn.execute("INSERT INTO t VALUES (?, ?)", (i, row))
-            conn.execute("COMMIT")
-        seconds = time.perf_counter() - started
+        with timing() as taken:
+            for i in range(commands):
+                conn.execute("BEGIN")
+                conn.execute("INSERT INTO t VALUES (?, ?)", (i, row))
+                conn.execute("COMMIT")
         conn.close()
-        return seconds
+        return taken
     with psycopg.connect(stores.pg_url, autocommit=True) as conn:
         table = f"floor_{uuid4().hex[:8]}"
         conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, payload bytea)")
                      .format(sql.Identifier(table)))
         insert = sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(sql.Identifier(table))
-        started = time.perf_counter()
-        for i in range(commands):
-            conn.execute(insert, (i, row), prepare=True)
-        seconds = time.perf_counter() - started
+        with timing() as taken:
+            for i in range(commands):
+                conn.execute(insert, (i, row), prepare=True)
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
-        return seconds
+        return taken
 
 
 def groups(steps: Sequence[Step], size: int) -> list[Sequence[Step]]:
@@ -130,29 +146,29 @@ def groups(steps: Sequence[Step], size: int) -> list[Sequence[Step]]:
 
 
 def timed_saves(url: str, steps: Sequence[Step], size: int, *, copy: bool,
-                copy_min_rows: int | None = None) -> float:
+                copy_min_rows: int | None = None) -> Timing:
     """Seconds to save `steps` in groups of `size` commands, one transaction each (the
     events decoded before the clock starts: a group commit has them as objects)."""
     with opened(url, copy=copy) as app:
         if copy_min_rows is not None:
             app.store.bulk_min_rows = copy_min_rows
         saves = [group_save(app, group) for group in groups(steps, size)]
-        started = time.perf_counter()
-        for events, plan in saves:
-            app.save(*events, plan=plan)
-        return time.perf_counter() - started
+        with timing() as taken:
+            for events, plan in saves:
+                app.save(*events, plan=plan)
+        return taken
 
 
-def timed_inserts(url: str, steps: Sequence[Step], size: int, *, copy: bool) -> float:
+def timed_inserts(url: str, steps: Sequence[Step], size: int, *, copy: bool) -> Timing:
     """Seconds for the recorder alone to insert `steps` in groups of `size` (the events
     already encoded): the part of a save this work changes."""
     with opened(url, copy=copy) as app:
         inserts = [([e for s in group for e in s.events], group_save(app, group)[1])
                    for group in groups(steps, size)]
-        started = time.perf_counter()
-        for stored, plan in inserts:
-            app.recorder.insert_events(stored, plan=plan)
-        return time.perf_counter() - started
+        with timing() as taken:
+            for stored, plan in inserts:
+                app.recorder.insert_events(stored, plan=plan)
+        return taken
 
 
 def measure(backend: str, stores: Stores, steps: list[Step], size: int,
@@ -161,7 +177,7 @@ def measure(backend: str, stores: Stores, steps: list[Step], size: int,
     `repeat` rounds, and each figure is the median round (drift hits every way alike)."""
     rows = sum(s.rows for s in steps)
     few = steps[:single]  # one transaction per command: a rate, measured on fewer commands
-    runs: dict[str, Callable[[], float]] = {
+    runs: dict[str, Callable[[], Timing]] = {
         "floor (1-row tx per command)": lambda: floor(backend, stores, len(few)),
         "per command (1 save each)": lambda: timed_saves(stores.new(backend), few, 1,
                                                          copy=False),
@@ -174,21 +190,23 @@ def measure(backend: str, stores: Stores, steps: list[Step], size: int,
         "  insert only, ours": lambda: timed_inserts(stores.new(backend), steps, size,
                                                       copy=True),
     }
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    seconds: dict[str, list[Timing]] = {name: [] for name in runs}
     for round_ in range(repeat):
         for name, run in runs.items():
             seconds[name].append(run())
             commands = len(few) if name in FEW else len(steps)
             log(f"{backend}: round {round_ + 1}: {name}: "
-                f"{commands / seconds[name][-1]:,.0f} commands/s")
+                f"{commands / seconds[name][-1].wall:,.0f} commands/s")
     figures = {}
     for name, taken in seconds.items():
-        median = statistics.median(taken)
+        median = statistics.median(t.wall for t in taken)
+        cpu = statistics.median(t.cpu for t in taken)
         commands = len(few) if name in FEW else len(steps)
         written = (commands if name.startswith("floor") else
                    sum(s.rows for s in few) if name in FEW else rows)
-        figures[name] = {"seconds": taken, "commands": commands,
-                         "commands_per_s": commands / median, "rows_per_s": written / median}
+        figures[name] = {"seconds": [t.wall for t in taken], "commands": commands,
+                         "commands_per_s": commands / median, "rows_per_s": written / median,
+                         "cpu_us_per_command": cpu / commands * 1e6}
     return figures
 
 
@@ -202,7 +220,7 @@ def threshold(stores: Stores, steps: list[Step], repeat: int) -> dict[int, dict[
         for _ in range(repeat):
             for way, copy in (("INSERT", False), ("COPY", True)):
                 taken[way].append(timed_saves(stores.new("postgres"), part, size, copy=copy,
-                                              copy_min_rows=1 if copy else None))
+                                              copy_min_rows=1 if copy else None).wall)
         found[size] = {way: len(part) / statistics.median(t) for way, t in taken.items()}
         log(f"postgres: groups of {size}: INSERT {found[size]['INSERT']:,.0f}, "
             f"COPY {found[size]['COPY']:,.0f} commands/s")
@@ -218,12 +236,14 @@ def print_tables(report: dict[str, Any]) -> None:
           f"({steps['rows']:,} rows with hash links, command and index rows); "
           f"groups of {report['group']} commands; the floor and per-command ways on the "
           f"first {report['single']:,}; medians of {report['repeat']} rounds")
-    print(f"{'backend':<9} {'way':<30} {'commands/s':>11} {'rows/s':>9} {'vs floor':>9}")
+    print(f"{'backend':<9} {'way':<30} {'commands/s':>11} {'rows/s':>9} {'vs floor':>9} "
+          f"{'CPU us/cmd':>11}")
     for backend, figures in report["backends"].items():
         base = next(iter(figures.values()))["commands_per_s"]
         for name, f in figures.items():
             print(f"{backend:<9} {name:<30} {f['commands_per_s']:>11,.0f} "
-                  f"{f['rows_per_s']:>9,.0f} {f['commands_per_s'] / base:>8.2f}x")
+                  f"{f['rows_per_s']:>9,.0f} {f['commands_per_s'] / base:>8.2f}x "
+                  f"{f['cpu_us_per_command']:>11,.0f}")
     if report.get("threshold"):
         print("\nPostgreSQL, commands per save: commands/s by the library's INSERT and by COPY")
         print(f"{'commands':>8} {'INSERT':>9} {'COPY':>9} {'COPY/INSERT':>12}")
