@@ -15,8 +15,7 @@ hashes, one insert.
 
 On PostgreSQL we take the library's table lock first, so that our rows and its events are
 locked in one order and two writers cannot deadlock. A save of many rows (a group commit)
-is written by binary COPY instead, under the same lock (`ledger.store.copying`); on SQLite
-its events go in one `executemany`.
+is written by binary COPY instead, under the same lock (`ledger.store.copying`).
 
 `events_after` (with `CheckedSnapshots.latest_of`) is the read half of a group:
 `LedgerApplication.get_many` loads many aggregates with it in a few queries.
@@ -74,9 +73,6 @@ class LedgerRows:
     serial_key = "INTEGER PRIMARY KEY"
     position_column = "rowid"
     events_table_name: str
-    # Rows from which a save takes the bulk path (PostgreSQL: COPY; SQLite: executemany);
-    # bench/group_store.py sets it to compare both paths.
-    bulk_min_rows = copying.COPY_MIN_ROWS
 
     def ledger_create_statements(self) -> list[str]:
         return [
@@ -313,34 +309,13 @@ class LedgerSQLiteRecorder(LedgerRows, SQLiteApplicationRecorder):
         plan = write_plan_of(kwargs)
         if plan is not None:
             self.write_plan(c, plan)
-        notification_ids: Sequence[int] | None
-        if len(stored_events) >= self.bulk_min_rows:
-            notification_ids = self._insert_many(c, stored_events)
-        else:
-            notification_ids = super()._insert_events(c, stored_events, **kwargs)
+        # One `execute` per event, as the library does (to read each `lastrowid`): one
+        # `executemany` and the rowids computed after it measured no faster here (65 and
+        # 67 us of CPU per command in a group; docs/design-notes/storefast-bench.md):
+        # sqlite3 keeps the statement prepared either way.
+        notification_ids = super()._insert_events(c, stored_events, **kwargs)
         self.write_hashes(c, stored_events)
         return notification_ids
-
-    def _insert_many(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent]) -> list[int]:
-        """A group's events in one `executemany` (the library runs one `execute` per event
-        to read each `lastrowid`). SQLite gives a new row the largest rowid + 1
-        (https://sqlite.org/autoinc.html) and we hold the write lock, so the batch's rowids
-        are consecutive, ending at `last_insert_rowid()`; the first event's is checked."""
-        c.executemany(self.insert_events_statement,
-                      [(hashing.as_uuid(e.originator_id).hex, e.originator_version, e.topic,
-                        e.state) for e in stored_events])
-        c.execute("SELECT last_insert_rowid() AS last")
-        last = int(c.fetchone()["last"])
-        first = last - len(stored_events) + 1
-        if self._rowid(c, stored_events[0]) != first:  # not max + 1 (at 2^63 - 1): each
-            return [self._rowid(c, e) for e in stored_events]
-        return list(range(first, last + 1))
-
-    def _rowid(self, c: SQLiteCursor, event: StoredEvent) -> int:
-        c.execute(f"SELECT rowid FROM {self.events_table_name} WHERE originator_id = ? "
-                  "AND originator_version = ?",
-                  (hashing.as_uuid(event.originator_id).hex, event.originator_version))
-        return int(c.fetchone()["rowid"])
 
     @contextmanager
     def snapshot(self) -> Iterator[SQLiteCursor]:
@@ -376,6 +351,8 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
     big_type = "bigint"
     serial_key = "bigserial PRIMARY KEY"
     position_column = "notification_id"
+    # Rows from which a save is written by COPY (bench/group_store.py sets it to compare).
+    bulk_min_rows = copying.COPY_MIN_ROWS
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
