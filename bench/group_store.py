@@ -15,10 +15,11 @@ fresh store, the same writes are made again:
   only path there): what a group save did before this work;
 - **group, COPY** (PostgreSQL): the same saves through binary COPY.
 
-Rows are events + hash links + command rows + index rows. The last two lines of each
+Rows are events + hash links + command rows + index rows. The `insert only` lines of each
 backend time the recorder alone (`insert_events` of events already encoded): the part of
 a save that this path changes; the save's figures also hold the library's JSON encoding.
-On PostgreSQL it then saves groups of 1 to 64 commands both ways, the measurement behind
+Then it loads every aggregate of the season, one `get` each and by `get_many` (200 ids a
+call). On PostgreSQL it then saves groups of 1 to 64 commands both ways, the measurement behind
 the size from which a save uses COPY (`ledger/store/copying.py: COPY_MIN_ROWS`).
 
     python bench/group_store.py                     # both backends, 5-10 minutes
@@ -48,6 +49,7 @@ from psycopg import sql
 
 from ledger import FixedClock, Ledger
 from ledger.store.application import LedgerApplication
+from ledger.store.hashing import as_uuid
 from ledger.store.recorders import LedgerPostgresRecorder
 
 THRESHOLD_SIZES = (1, 2, 4, 8, 16, 64)  # commands per save, for the COPY threshold
@@ -213,6 +215,31 @@ def measure(backend: str, stores: Stores, steps: list[Step], size: int,
     return figures
 
 
+def loads(backend: str, stores: Stores, steps: list[Step], repeat: int) -> dict[str, float]:
+    """Aggregates/s loaded one `get` each and by `get_many` (groups of 200 ids), taking
+    turns, on a store holding the season (the median of `repeat` rounds)."""
+    url = stores.new(backend)
+    with opened(url) as app:
+        for group in groups(steps, 200):
+            events, plan = group_save(app, group)
+            app.save(*events, plan=plan)
+        ids = list(dict.fromkeys(as_uuid(e.originator_id) for s in steps for e in s.events))
+        taken: dict[str, list[float]] = {"get": [], "get_many": []}
+        for _ in range(repeat):
+            with timing() as one:
+                for oid in ids:
+                    app.get(oid)
+            taken["get"].append(one.wall)
+            with timing() as many:
+                for start in range(0, len(ids), 200):
+                    app.get_many(ids[start:start + 200])
+            taken["get_many"].append(many.wall)
+    found = {way: len(ids) / statistics.median(t) for way, t in taken.items()}
+    log(f"{backend}: loads of {len(ids):,} aggregates: get {found['get']:,.0f}/s, "
+        f"get_many {found['get_many']:,.0f}/s")
+    return found
+
+
 def threshold(stores: Stores, steps: list[Step], repeat: int) -> dict[int, dict[str, float]]:
     """PostgreSQL: commands/s of saves of 1..64 commands, INSERT and COPY taking turns
     (the median of `repeat` rounds)."""
@@ -247,6 +274,11 @@ def print_tables(report: dict[str, Any]) -> None:
             print(f"{backend:<9} {name:<30} {f['commands_per_s']:>11,.0f} "
                   f"{f['rows_per_s']:>9,.0f} {f['commands_per_s'] / base:>8.2f}x "
                   f"{f['cpu_us_per_command']:>11,.0f}")
+    print("\nLoading every aggregate of the season: aggregates/s")
+    print(f"{'backend':<9} {'get (one each)':>15} {'get_many (200)':>15} {'ratio':>7}")
+    for backend, f in report["loads"].items():
+        print(f"{backend:<9} {f['get']:>15,.0f} {f['get_many']:>15,.0f} "
+              f"{f['get_many'] / f['get']:>6.2f}x")
     if report.get("threshold"):
         print("\nPostgreSQL, commands per save: commands/s by the library's INSERT and by COPY")
         print(f"{'commands':>8} {'INSERT':>9} {'COPY':>9} {'COPY/INSERT':>12}")
@@ -289,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "backends": {b: measure(b, stores, steps, args.group, args.repeat, args.single)
                          for b in backends},
         }
+        report["loads"] = {b: loads(b, stores, steps, args.repeat) for b in backends}
         if "postgres" in backends:
             report["threshold"] = threshold(stores, steps, args.repeat)
         report["load_average_after"] = os.getloadavg()
