@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from ledger import FixedClock, Ledger
 from ledger.aggregates.base import campaign_uuid
 from ledger.store.application import LedgerApplication
+from ledger.store.snapshots import CheckedSnapshots
 from tests.conftest import NewUrl
 from tests.support.helpers import (
     NOW,
@@ -96,3 +97,18 @@ def test_get_many_of_nothing_or_of_unknown_ids_is_empty(new_url: NewUrl) -> None
     with Ledger.open(url, pool_size=1) as ledger:
         assert ledger.app.get_many([]) == {}
         assert ledger.app.get_many({uuid4(), uuid4()}) == {}
+
+
+def test_get_many_reads_in_chunks_without_losing_or_mixing_aggregates(new_url: NewUrl) -> None:
+    url = new_url()
+    ids = build(url, [55, 3, 51, 0, 120])
+    with Ledger.open(url, pool_size=1) as ledger:
+        app = ledger.app
+        assert app.snapshots is not None
+        snapshots = app.snapshots.recorder
+        assert isinstance(snapshots, CheckedSnapshots)
+        app.store.load_chunk, snapshots.load_chunk = 2, 3  # several queries for 6 aggregates
+        loaded = app.get_many(list(reversed(ids)))
+        assert set(loaded) == set(ids)
+        for uid in ids:
+            assert state(app, loaded[uid]) == state(app, app.get(uid))

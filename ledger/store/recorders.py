@@ -73,6 +73,7 @@ class LedgerRows:
     serial_key = "INTEGER PRIMARY KEY"
     position_column = "rowid"
     events_table_name: str
+    load_chunk = 200  # aggregates per query of `events_after`
 
     def ledger_create_statements(self) -> list[str]:
         return [
@@ -252,8 +253,8 @@ class LedgerRows:
         version order: 200 aggregates a query."""
         found: dict[UUID, list[StoredEvent]] = {oid: [] for oid in after}
         wanted = list(after.items())
-        for start in range(0, len(wanted), 200):
-            sql, params = self._after_query(wanted[start:start + 200])
+        for start in range(0, len(wanted), self.load_chunk):
+            sql, params = self._after_query(wanted[start:start + self.load_chunk])
             for row in self._query(sql, params):
                 oid = hashing.as_uuid(row["originator_id"])
                 found[oid].append(StoredEvent(

@@ -93,6 +93,7 @@ class CheckedSnapshots:
     chained_events: str  # the application's events table (set by LedgerApplication)
     key: bytes | None
     warned: set[tuple[UUID, int]]
+    load_chunk = 500  # aggregates per query of `latest_of`
 
     def _select(self, originator_id: UUID, lte: int | None, desc: bool,
                 limit: int | None) -> str:
@@ -127,8 +128,9 @@ class CheckedSnapshots:
         same warning, and the aggregate is then replayed from its events. A few queries
         for many aggregates (500 ids each)."""
         found: dict[UUID, StoredEvent] = {}
-        for start in range(0, len(originator_ids), 500):
-            chunk = [self.db_id(oid) for oid in originator_ids[start:start + 500]]
+        step = self.load_chunk
+        for start in range(0, len(originator_ids), step):
+            chunk = [self.db_id(oid) for oid in originator_ids[start:start + step]]
             rows = self._rows(self._joined(
                 f"{self._any(len(chunk))} AND s.originator_version = (SELECT "
                 f"MAX(m.originator_version) FROM {self.snapshots_table} m "
