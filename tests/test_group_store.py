@@ -14,12 +14,12 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from bench.common import Step, save_steps, steps_of
+from bench.common import Step, group_save, save_steps, steps_of
 from ledger import FixedClock, Ledger
 from ledger.aggregates.base import campaign_uuid
 from ledger.audit import integrity
 from ledger.commands.handlers import not_expired
-from ledger.store.application import LedgerApplication
+from ledger.store.application import LedgerApplication, project
 from ledger.store.hashing import as_uuid
 from ledger.store.plan import GuardFailed, WritePlan
 from tests.conftest import NewUrl
@@ -220,3 +220,27 @@ def test_a_group_save_on_postgres_waits_for_the_events_table_lock(
         writer.join(10)
         assert done.is_set()
         assert ledger.app.recorder.max_notification_id() == sum(len(s.events) for s in season)
+
+
+def test_a_group_passing_a_snapshot_version_saves_a_snapshot_that_loads_and_verifies(
+        new_url: NewUrl) -> None:
+    """As `send_group` calls it: the group's events, then its aggregates (for the library's
+    snapshots): a registration that passes version 50 inside one group is snapshotted,
+    `get` and `get_many` start from that snapshot, and the store verifies clean."""
+    source, url = new_url(), new_url()
+    send_season(source, accounts=2, reports=55)  # versions 1-57 for each registration
+    steps = steps_of(source)
+    with Ledger.open(url, pool_size=1) as ledger:
+        app = ledger.app
+        save_steps(app, steps[:60])
+        events, plan = group_save(app, steps[60:])
+        aggregates = {e.originator_id for e in events}
+        decided = [project(app.get(oid), (e for e in events if e.originator_id == oid))
+                   for oid in aggregates]
+        assert app.save(*events, *decided, plan=plan)
+        snapshotted = app.snapshots.recorder.snapshotted() if app.snapshots else []
+        assert len(snapshotted) == 2
+        loaded = app.get_many(snapshotted)
+        for oid in snapshotted:
+            assert loaded[oid].version == app.get(oid).version == 57
+        assert integrity.verify(app).report.findings == []
