@@ -20,9 +20,11 @@ from ledger.aggregates.base import campaign_uuid
 from ledger.audit import integrity
 from ledger.commands.handlers import not_expired
 from ledger.store.application import LedgerApplication, project
+from ledger.store.faults import StoreErrors, classify
 from ledger.store.hashing import as_uuid
 from ledger.store.plan import GuardFailed, WritePlan
 from tests.conftest import NewUrl
+from tests.reliability.test_storage_faults import _admin, _url, database, read_only
 from tests.support.helpers import (
     AUTO,
     ENDS,
@@ -244,3 +246,26 @@ def test_a_group_passing_a_snapshot_version_saves_a_snapshot_that_loads_and_veri
         for oid in snapshotted:
             assert loaded[oid].version == app.get(oid).version == 57
         assert integrity.verify(app).report.findings == []
+
+
+@pytest.mark.postgres
+def test_a_group_on_a_read_only_postgres_is_a_read_only_fault_and_writes_nothing(
+        season: list[Step]) -> None:
+    """The COPY path's failures are classified as the INSERT path's are (`faults.py`)."""
+    with _admin() as admin, database(admin) as name:
+        url = _url(name)
+        with Ledger.open(url, pool_size=1) as ledger:
+            save_steps(ledger.app, season[:1])
+            before = dump_store(url)
+            read_only(admin, name, True)
+            try:
+                with pytest.raises(StoreErrors) as raised:
+                    save_steps(ledger.app, season[1:60])
+                fault = classify(raised.value)
+                assert fault is not None, raised.value
+                assert fault.cause == "read-only", raised.value
+                assert dump_store(url) == before
+            finally:
+                read_only(admin, name, False)
+            assert len(save_steps(ledger.app, season[1:60])) == sum(
+                len(s.events) for s in season[1:60])
