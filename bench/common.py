@@ -34,8 +34,13 @@ from typing import Any
 
 import httpx
 from click.testing import CliRunner
+from eventsourcing.persistence import StoredEvent
 
+from ledger import Ledger
 from ledger.cli import main as ledger_main
+from ledger.store.application import LedgerApplication
+from ledger.store.hashing import as_uuid
+from ledger.store.plan import CommandRow, RegistrationRow, WritePlan
 
 STARTUP = 60.0  # seconds for `ledger serve` to answer /healthz on a busy machine
 
@@ -122,6 +127,62 @@ def campaign_command(campaign_id: str) -> dict[str, Any]:
     payload = {k: iso(v) if isinstance(v, datetime) else v
                for k, v in campaign_fields(campaign_id).items()}
     return command("create_campaign", f"create-{campaign_id}", OPERATOR, payload)
+
+
+# What commands wrote, saved again in groups (bench/group_store.py, tests/test_group_store.py)
+
+@dataclass(frozen=True)
+class Step:
+    """What one command wrote: its events (in order), its command row, its index rows."""
+
+    events: tuple[StoredEvent, ...]
+    command: CommandRow
+    registrations: tuple[RegistrationRow, ...]
+
+    @property
+    def rows(self) -> int:
+        """Rows a save of this step inserts: events, their hash links, its command row and
+        its index rows."""
+        return 2 * len(self.events) + 1 + len(self.registrations)
+
+
+def steps_of(url: str) -> list[Step]:
+    """Every command a store holds that wrote events, with what it wrote, in the order it
+    was written (events name their command: `command_id` is a field of every event)."""
+    with Ledger.open(url, pool_size=1) as ledger:
+        store = ledger.app.store
+        by_command: dict[str, list[StoredEvent]] = {}
+        for n in ledger.app.recorder.select_notifications(start=1, limit=10_000_000):
+            by_command.setdefault(json.loads(n.state)["command_id"], []).append(StoredEvent(
+                originator_id=n.originator_id, originator_version=n.originator_version,
+                topic=n.topic, state=n.state))
+        index = {as_uuid(str(r["registration_id"])): RegistrationRow(
+            str(r["registration_id"]), r["campaign_id"], r["account_id"], r["seller_id"])
+            for r in store._query(f"SELECT * FROM {store.t}ledger_registrations", ())}
+        steps = []
+        for command_id, events in by_command.items():
+            row = store.find_command(command_id)
+            if row is None:
+                raise ValueError(f"events of command {command_id} but no command row")
+            created = [index[as_uuid(e.originator_id)] for e in events
+                       if e.originator_version == 1 and as_uuid(e.originator_id) in index]
+            steps.append(Step(tuple(events), row, tuple(created)))
+        return steps
+
+
+def group_save(app: LedgerApplication, steps: Sequence[Step]) -> tuple[list[Any], WritePlan]:
+    """What a group commit passes to `Application.save` for these steps: their events,
+    decoded, in order, and one plan with every command's rows."""
+    events = [app.mapper.to_domain_event(e) for step in steps for e in step.events]
+    return events, WritePlan(commands=tuple(s.command for s in steps),
+                             registrations=tuple(r for s in steps for r in s.registrations))
+
+
+def save_steps(app: LedgerApplication, steps: Sequence[Step]) -> list[int]:
+    """The steps in one `Application.save` (events in order, one plan), as a group commit
+    saves; the notification ids of its recordings."""
+    events, plan = group_save(app, steps)
+    return [r.notification.id for r in app.save(*events, plan=plan)]
 
 
 # Memory and child processes ----------------------------------------------------------------

@@ -79,7 +79,7 @@ from ledger.aggregates.base import Cause, LedgerCreated, LedgerEvent, registrati
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
 from ledger.projections.registry import READ_MODELS, default_jobs, projector
-from ledger.store import hashing
+from ledger.store import copying, hashing
 from ledger.store.application import SNAPSHOT_INTERVAL, LedgerApplication
 from ledger.store.plan import CommandRow, RegistrationRow, WritePlan
 
@@ -91,9 +91,6 @@ CATEGORIES = ("fashion", "beauty", "home")
 OPERATOR = {"id": "ops-1", "role": "operator"}
 REVIEWER = {"id": "reviewer-1", "role": "reviewer"}
 FEED = {"id": "perf-feed", "role": "system"}
-HASH_TYPES = ("uuid", "int8", "bytea")
-COMMAND_COLUMNS = ("command_id", "fingerprint", "aggregate_id", "version", "result",
-                   "recorded_at")
 SIZES_MB = 1024.0  # ru_maxrss is in KiB on Linux
 
 
@@ -531,41 +528,33 @@ class PostgresSink(Sink):
         self.key = hashing.key_from_env()
 
     def _copy(self, cur: psycopg.Cursor[Any], table: str, columns: Sequence[str],
-              rows: Iterable[tuple[Any, ...]], types: Sequence[str] = ()) -> None:
-        """COPY rows in; in binary when the column `types` are given (no text escaping)."""
-        statement = sql.SQL("COPY {}.{} ({}) FROM STDIN" + (" (FORMAT BINARY)" if types
-                                                            else "")).format(
-            sql.Identifier(self.schema), sql.Identifier(table),
-            sql.SQL(", ").join(map(sql.Identifier, columns)))
-        with cur.copy(statement) as copy:
-            if types:
-                copy.set_types(list(types))
-            for row in rows:
-                copy.write_row(row)
+              rows: Iterable[Sequence[Any]], types: Sequence[str]) -> None:
+        """COPY rows in, in binary, as a group's save does (`ledger.store.copying`)."""
+        copying.copy_rows(cur, sql.SQL("{}.{}").format(sql.Identifier(self.schema),
+                                                       sql.Identifier(table)),
+                          columns, types, rows)
 
     def write(self, batch: GenBatch) -> None:
-        columns = ("originator_id", "originator_version", "topic", "state")
+        columns, types = copying.EVENT_COLUMNS[:4], copying.EVENT_TYPES[:4]
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute(sql.SQL("LOCK TABLE {}.{} IN EXCLUSIVE MODE").format(
                 sql.Identifier(self.schema), sql.Identifier(self.events_table)))
-            self._copy(cur, self.events_table, columns,
-                       ((e.originator_id, e.originator_version, e.topic, e.state)
-                        for e in batch.events))
+            self._copy(cur, self.events_table, columns, copying.stored_values(batch.events),
+                       types)
             links = self._links(batch)
-            self._copy(cur, hashing.EVENT_HASHES, hashing.HASH_COLUMNS, links, HASH_TYPES)
-            self._copy(cur, "ledger_commands", COMMAND_COLUMNS,
-                       (c.values() for c in batch.commands))
+            self._copy(cur, hashing.EVENT_HASHES, hashing.HASH_COLUMNS, links,
+                       copying.HASH_TYPES)
+            self._copy(cur, "ledger_commands", copying.COMMAND_COLUMNS,
+                       map(copying.command_values, batch.commands), copying.COMMAND_TYPES)
             if batch.registrations:
-                self._copy(cur, "ledger_registrations",
-                           ("registration_id", "campaign_id", "account_id", "seller_id"),
-                           ((r.registration_id, r.campaign_id, r.account_id, r.seller_id)
-                            for r in batch.registrations))
+                self._copy(cur, "ledger_registrations", copying.REGISTRATION_COLUMNS,
+                           map(copying.registration_values, batch.registrations),
+                           copying.REGISTRATION_TYPES)
             if batch.snapshots:
                 self._copy(cur, self.snapshots_table, columns,
-                           ((e.originator_id, e.originator_version, e.topic, e.state)
-                            for e in batch.snapshots))
+                           copying.stored_values(batch.snapshots), types)
                 self._copy(cur, hashing.SNAPSHOT_HASHES, hashing.HASH_COLUMNS,
-                           self._snapshot_hashes(batch.snapshots, links), HASH_TYPES)
+                           self._snapshot_hashes(batch.snapshots, links), copying.HASH_TYPES)
 
     def _snapshot_hashes(self, snapshots: list[StoredEvent], links: list[hashing.Link]
                          ) -> Iterator[hashing.Link]:

@@ -7,17 +7,21 @@ import random
 import sqlite3
 import time
 from collections.abc import Collection, Iterable
+from itertools import chain
 from typing import Any, ClassVar
 from uuid import UUID
 
 import psycopg
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.persistence import (
     EventStore,
     IntegrityError,
     JSONTranscoder,
     OperationalError,
     PersistenceError,
+    Recording,
+    StoredEvent,
     Transcoding,
 )
 from eventsourcing.postgres import PostgresFactory
@@ -29,7 +33,11 @@ from ledger.aggregates.registration import Registration
 from ledger.aggregates.sessions import Session
 from ledger.store.faults import classify, read_only_sqlite_uri
 from ledger.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
-from ledger.store.snapshots import LedgerPostgresSnapshotRecorder, LedgerSQLiteSnapshotRecorder
+from ledger.store.snapshots import (
+    CheckedSnapshots,
+    LedgerPostgresSnapshotRecorder,
+    LedgerSQLiteSnapshotRecorder,
+)
 from ledger.store.urls import StoreUrl
 
 SNAPSHOT_INTERVAL = 50
@@ -81,20 +89,52 @@ class LedgerApplication(Application[UUID]):
             recorder.create_table()
         return self.factory.event_store(mapper=self.mapper, recorder=recorder)
 
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """The library's save (record, snapshot, notify), collecting events and aggregates
+        by their classes: its `collect_events` asks `isinstance(obj, DomainEventProtocol)`
+        of every object, a runtime protocol check of ~100 µs here, which on a group commit
+        (hundreds of events per save) cost more than the whole insert. Anything else goes
+        through the library's collection as before."""
+        processing: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, DomainEvent):
+                processing.events.append(obj)
+            elif isinstance(obj, Aggregate):
+                processing.events.extend(obj.collect_events())
+                processing.aggregates[obj.id] = obj
+            else:
+                processing.collect_events(obj)
+        processing.saved_kwargs.update(kwargs)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        self.notify(processing.events)  # the library's deprecated hook, as its save calls it
+        return recordings
+
     def get(self, aggregate_id: UUID, version: int | None = None) -> Any:
         """Load an aggregate (at a version); AggregateNotFoundError when there is none."""
         return self.repository.get(aggregate_id, version=version, projector_func=project)
 
     def get_many(self, aggregate_ids: Collection[UUID]) -> dict[UUID, Any]:
-        """The aggregates of `aggregate_ids` that exist (missing ids are absent), each as
-        `get` loads it. One `get` each: simple and correct; a bulk load may replace it."""
-        found: dict[UUID, Any] = {}
-        for aggregate_id in aggregate_ids:
-            try:
-                found[aggregate_id] = self.get(aggregate_id)
-            except AggregateNotFoundError:
-                continue
-        return found
+        """Load many aggregates in a few queries (a group commit's prefetch): each one's
+        newest snapshot that passes `get`'s checks (`ledger.store.snapshots`), then the
+        events after it, decoded with the application's mapper. Equal to `get` for every
+        id; an id with no events is absent."""
+        ids = list(dict.fromkeys(aggregate_ids))
+        snapshots: dict[UUID, StoredEvent] = {}
+        snapshot_store = self.snapshots
+        if snapshot_store is not None and isinstance(snapshot_store.recorder, CheckedSnapshots):
+            snapshots = snapshot_store.recorder.latest_of(ids)
+        after = {oid: snapshots[oid].originator_version if oid in snapshots else 0
+                 for oid in ids}
+        decode = self.mapper.to_domain_event
+        loaded: dict[UUID, Any] = {}
+        for oid, events in self.store.events_after(after).items():
+            start = [decode(snapshots[oid])] if oid in snapshots else []
+            aggregate = project(None, chain(start, map(decode, events)))
+            if aggregate is not None:
+                loaded[oid] = aggregate
+        return loaded
 
     def exists(self, aggregate_id: UUID) -> bool:
         return bool(self.recorder.select_events(aggregate_id, limit=1))

@@ -14,13 +14,17 @@ chain goes to `ledger_event_hashes` (`ledger.store.hashing`): one read of the pr
 hashes, one insert.
 
 On PostgreSQL we take the library's table lock first, so that our rows and its events are
-locked in one order and two writers cannot deadlock.
+locked in one order and two writers cannot deadlock. A save of many rows (a group commit)
+is written by binary COPY instead, under the same lock (`ledger.store.copying`).
+
+`events_after` (with `CheckedSnapshots.latest_of`) is the read half of a group:
+`LedgerApplication.get_many` loads many aggregates with it in a few queries.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
@@ -34,9 +38,10 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
+from psycopg import Cursor
 from psycopg.sql import SQL
 
-from ledger.store import hashing, tokens
+from ledger.store import copying, hashing, tokens
 from ledger.store.plan import (
     CampaignNotExpired,
     CommandRow,
@@ -50,8 +55,8 @@ GUARD_CHUNK = 500  # ids per look-up (SQLite allows 32,766 parameters)
 
 
 class _Cursor(Protocol):
-    def execute(self, query: Any, params: Any = ..., **kwargs: Any) -> Any: ...
-    def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> Any: ...
+    def execute(self, query: Any, params: Any = ..., *, prepare: bool | None = ...) -> Any: ...
+    def executemany(self, query: Any, params_seq: Any) -> Any: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> Any: ...
 
@@ -68,6 +73,7 @@ class LedgerRows:
     serial_key = "INTEGER PRIMARY KEY"
     position_column = "rowid"
     events_table_name: str
+    load_chunk = 200  # aggregates per query of `events_after`
 
     def ledger_create_statements(self) -> list[str]:
         return [
@@ -98,8 +104,37 @@ class LedgerRows:
                 [(r.registration_id, r.campaign_id, r.account_id, r.seller_id)
                  for r in plan.registrations],
             )
-        for guard in plan.guards:
-            self._check(curs, guard)
+        self.check_guards(curs, plan.guards)
+
+    def check_guards(self, curs: _Cursor, guards: Sequence[Guard]) -> None:
+        """Every guard, under the write lock; a group's many `CampaignNotExpired` (one per
+        registration or session) in one look-up per 500 campaigns."""
+        campaigns: dict[UUID, str] = {}
+        for guard in guards:
+            if isinstance(guard, CampaignNotExpired):
+                campaigns.setdefault(guard.campaign_id, guard.expired_topic)
+            else:
+                self._check(curs, guard)
+        if len(campaigns) == 1:
+            (campaign_id, topic), = campaigns.items()
+            self._check(curs, CampaignNotExpired(campaign_id, topic))
+        elif campaigns:
+            self._check_not_expired(curs, campaigns)
+
+    def _check_not_expired(self, curs: _Cursor, campaigns: dict[UUID, str]) -> None:
+        p = self.p
+        expired = {self.db_id(cid): topic for cid, topic in campaigns.items()}
+        keys = list(expired)
+        for start in range(0, len(keys), GUARD_CHUNK):
+            chunk = keys[start:start + GUARD_CHUNK]
+            curs.execute(
+                f"SELECT e.originator_id AS id, e.topic FROM {self.events_table} e "
+                f"WHERE e.originator_id IN ({','.join([p] * len(chunk))}) "
+                "AND e.originator_version = (SELECT MAX(originator_version) "
+                f"FROM {self.events_table} m WHERE m.originator_id = e.originator_id)", chunk)
+            for row in curs.fetchall():
+                if row["topic"] == expired[row["id"]]:
+                    raise GuardFailed("the campaign expired meanwhile")
 
     def _check(self, curs: _Cursor, guard: Guard) -> None:
         """Expiry against the writers that race it, under the write lock: a registration or
@@ -151,11 +186,15 @@ class LedgerRows:
 
     # The hash chains (ledger.store.hashing) ----------------------------------------------
 
-    def write_hashes(self, curs: _Cursor, stored_events: Sequence[StoredEvent]) -> None:
-        """Chain the batch's events to their aggregates' stored heads: one read, one insert."""
+    def write_hashes(self, curs: _Cursor, stored_events: Sequence[StoredEvent], *,
+                     bulk: bool = False) -> None:
+        """Chain the batch's events to their aggregates' stored heads: one read, one insert
+        (`bulk`: by COPY, on PostgreSQL outside the library's pipeline)."""
         wanted = hashing.previous_links(stored_events)
         previous = self._previous_hashes(curs, wanted) if wanted else {}
-        self._insert_hashes(curs, hashing.link(stored_events, previous))
+        links = hashing.link(stored_events, previous)
+        if links:
+            self._insert_hashes(curs, links, bulk=bulk)
 
     def _previous_hashes(self, curs: _Cursor, wanted: list[tuple[UUID, int]]
                          ) -> dict[UUID, bytes]:
@@ -172,7 +211,8 @@ class LedgerRows:
             found.update((UUID(row["originator_id"]), row["hash"]) for row in curs.fetchall())
         return found
 
-    def _insert_hashes(self, curs: _Cursor, rows: list[hashing.Link]) -> None:
+    def _insert_hashes(self, curs: _Cursor, rows: list[hashing.Link], *,
+                       bulk: bool = False) -> None:
         curs.executemany("INSERT INTO ledger_event_hashes VALUES (?,?,?)",
                          [(oid.hex, version, digest) for oid, version, digest in rows])
 
@@ -224,6 +264,28 @@ class LedgerRows:
                 f"WHERE command_id IN ({','.join([self.p] * len(chunk))})", chunk)
             found.update((row["command_id"], _command_row(row)) for row in rows)
         return found
+
+    def events_after(self, after: Mapping[UUID, int]) -> dict[UUID, list[StoredEvent]]:
+        """The events of many aggregates, each after a version (its snapshot's, or 0), in
+        version order: 200 aggregates a query."""
+        found: dict[UUID, list[StoredEvent]] = {oid: [] for oid in after}
+        wanted = list(after.items())
+        for start in range(0, len(wanted), self.load_chunk):
+            sql, params = self._after_query(wanted[start:start + self.load_chunk])
+            for row in self._query(sql, params):
+                oid = hashing.as_uuid(row["originator_id"])
+                found[oid].append(StoredEvent(
+                    originator_id=oid, originator_version=row["originator_version"],
+                    topic=row["topic"], state=bytes(row["state"])))
+        return found
+
+    def _after_query(self, wanted: list[tuple[UUID, int]]) -> tuple[str, tuple[Any, ...]]:
+        # ORs of key ranges: SQLite answers each from the primary key.
+        return (f"SELECT originator_id, originator_version, topic, state "
+                f"FROM {self.events_table} WHERE "
+                + " OR ".join(["(originator_id = ? AND originator_version > ?)"] * len(wanted))
+                + " ORDER BY originator_id, originator_version",
+                tuple(x for oid, version in wanted for x in (oid.hex, version)))
 
     def registrations_of(self, campaign_id: str) -> list[str]:
         rows = self._query(
@@ -277,6 +339,10 @@ class LedgerSQLiteRecorder(LedgerRows, SQLiteApplicationRecorder):
         plan = write_plan_of(kwargs)
         if plan is not None:
             self.write_plan(c, plan)
+        # One `execute` per event, as the library does (to read each `lastrowid`): one
+        # `executemany` and the rowids computed after it measured no faster here (65 and
+        # 67 us of CPU per command in a group; docs/design-notes/storefast-bench.md):
+        # sqlite3 keeps the statement prepared either way.
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
         self.write_hashes(c, stored_events)
         return notification_ids
@@ -315,6 +381,8 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
     big_type = "bigint"
     serial_key = "bigserial PRIMARY KEY"
     position_column = "notification_id"
+    # Rows from which a save is written by COPY (bench/group_store.py sets it to compare).
+    bulk_min_rows = copying.COPY_MIN_ROWS
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
@@ -322,6 +390,56 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
         self.sql_create_statements.extend(
             SQL(s).format() for s in self.ledger_create_statements()
         )
+        self._sequence: str | None = None
+
+    def insert_events(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        """Many rows (a group's save) by binary COPY (`ledger.store.copying`); few by the
+        library's pipelined INSERT, which needs one round trip to COPY's several."""
+        plan = write_plan_of(kwargs)
+        if (kwargs.get("tracking") is None and not self.datastore.enable_db_functions
+                and copying.rows_of(stored_events, plan) >= self.bulk_min_rows):
+            ids: Sequence[int] = self.copy_save(stored_events, plan)
+            return ids
+        inserted: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+        return inserted
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the library's
+    def copy_save(self, stored_events: Sequence[StoredEvent],
+                  plan: WritePlan | None) -> Sequence[int]:
+        """The events, the plan's rows and guards, and the hash links in one transaction,
+        under the library's table lock, by COPY; the events' notification ids in order."""
+        datastore = self.datastore
+        sequence = self._sequence or self._notification_sequence()
+        with datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(copying.lock_and_draw_ids(
+                datastore.schema, self.events_table_name, sequence, datastore.lock_timeout,
+                self.channel_name, len(stored_events)))
+            ids = copying.drawn_ids(curs)
+            if plan is not None:
+                self.copy_plan(curs, plan)
+            if stored_events:
+                copying.copy_rows(curs, SQL(self.events_table), copying.EVENT_COLUMNS,
+                                  copying.EVENT_TYPES, copying.event_values(stored_events, ids))
+                self.write_hashes(curs, stored_events, bulk=True)
+        return ids
+
+    def _notification_sequence(self) -> str:
+        rows = self._query("SELECT pg_get_serial_sequence(%s, 'notification_id') AS s",
+                           (self.events_table,))
+        self._sequence = str(rows[0]["s"])
+        return self._sequence
+
+    def copy_plan(self, curs: Cursor[Any], plan: WritePlan) -> None:
+        """The plan's rows by binary COPY, then its guards (`write_plan`'s work)."""
+        if plan.commands:
+            copying.copy_rows(curs, SQL(f"{self.t}ledger_commands"), copying.COMMAND_COLUMNS,
+                              copying.COMMAND_TYPES, map(copying.command_values, plan.commands))
+        if plan.registrations:
+            copying.copy_rows(curs, SQL(f"{self.t}ledger_registrations"),
+                              copying.REGISTRATION_COLUMNS, copying.REGISTRATION_TYPES,
+                              map(copying.registration_values, plan.registrations))
+        self.check_guards(curs, plan.guards)
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -349,7 +467,12 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
         )
         return {row["originator_id"]: row["hash"] for row in curs.fetchall()}
 
-    def _insert_hashes(self, curs: _Cursor, rows: list[hashing.Link]) -> None:
+    def _insert_hashes(self, curs: _Cursor, rows: list[hashing.Link], *,
+                       bulk: bool = False) -> None:
+        if bulk and isinstance(curs, Cursor):
+            copying.copy_rows(curs, SQL(self.hashes_table), hashing.HASH_COLUMNS,
+                              copying.HASH_TYPES, rows)
+            return
         curs.execute(
             f"INSERT INTO {self.hashes_table} "
             "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bytea[])",
@@ -362,6 +485,13 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
 
     def db_id(self, originator_id: UUID) -> Any:
         return originator_id
+
+    def _after_query(self, wanted: list[tuple[UUID, int]]) -> tuple[str, tuple[Any, ...]]:
+        return (f"SELECT e.originator_id, e.originator_version, e.topic, e.state "
+                f"FROM {self.events_table} e JOIN unnest(%s::uuid[], %s::bigint[]) "
+                "AS w(id, after) ON e.originator_id = w.id AND e.originator_version > w.after "
+                "ORDER BY e.originator_id, e.originator_version",
+                ([oid for oid, _ in wanted], [version for _, version in wanted]))
 
     def db_time(self, moment: datetime) -> Any:
         return moment

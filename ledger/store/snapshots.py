@@ -93,10 +93,20 @@ class CheckedSnapshots:
     chained_events: str  # the application's events table (set by LedgerApplication)
     key: bytes | None
     warned: set[tuple[UUID, int]]
+    load_chunk = 500  # aggregates per query of `latest_of`
 
     def _select(self, originator_id: UUID, lte: int | None, desc: bool,
                 limit: int | None) -> str:
         p = self.p
+        return (
+            self._joined(f"s.originator_id = {p}")
+            + (f" AND s.originator_version <= {p}" if lte is not None else "")
+            + f" ORDER BY s.originator_version {'DESC' if desc else 'ASC'}"
+            + (f" LIMIT {p}" if limit is not None else ""))
+
+    def _joined(self, where: str) -> str:
+        """Snapshots with their hash row, their event's hash and the aggregate's version 1
+        event (what `mismatch` checks), `where` the condition on `s`."""
         return (
             "SELECT s.originator_id, s.originator_version, s.topic, s.state, "
             "h.hash AS snapshot_hash, e.hash AS event_hash, f.state AS first_state "
@@ -106,11 +116,30 @@ class CheckedSnapshots:
             f"LEFT JOIN {self.t}ledger_event_hashes e ON e.originator_id = s.originator_id "
             "AND e.originator_version = s.originator_version "
             f"LEFT JOIN {self.chained_events} f ON f.originator_id = s.originator_id "
-            "AND f.originator_version = 1 "
-            f"WHERE s.originator_id = {p}"
-            + (f" AND s.originator_version <= {p}" if lte is not None else "")
-            + f" ORDER BY s.originator_version {'DESC' if desc else 'ASC'}"
-            + (f" LIMIT {p}" if limit is not None else ""))
+            f"AND f.originator_version = 1 WHERE {where}")
+
+    def _any(self, count: int) -> str:
+        """`s.originator_id` among `count` ids (SQLite: a list of placeholders)."""
+        return f"s.originator_id IN ({','.join([self.p] * count)})"
+
+    def latest_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
+        """Each aggregate's newest snapshot, when it passes the checks a load by `get`
+        applies (`select_events(desc=True, limit=1)`): one edited is not used, with the
+        same warning, and the aggregate is then replayed from its events. A few queries
+        for many aggregates (500 ids each)."""
+        found: dict[UUID, StoredEvent] = {}
+        step = self.load_chunk
+        for start in range(0, len(originator_ids), step):
+            chunk = [self.db_id(oid) for oid in originator_ids[start:start + step]]
+            rows = self._rows(self._joined(
+                f"{self._any(len(chunk))} AND s.originator_version = (SELECT "
+                f"MAX(m.originator_version) FROM {self.snapshots_table} m "
+                "WHERE m.originator_id = s.originator_id)"), self._any_params(chunk))
+            found.update((as_uuid(s.originator_id), s) for s in self.trusted(rows))
+        return found
+
+    def _any_params(self, ids: list[Any]) -> list[Any]:
+        return ids
 
     @property
     def snapshots_table(self) -> str:
@@ -224,6 +253,12 @@ class LedgerPostgresSnapshotRecorder(CheckedSnapshots, PostgresAggregateRecorder
 
     def db_id(self, originator_id: UUID) -> Any:
         return originator_id
+
+    def _any(self, count: int) -> str:
+        return "s.originator_id = ANY(%s)"  # one array: one prepared statement for any count
+
+    def _any_params(self, ids: list[Any]) -> list[Any]:
+        return [ids]
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
