@@ -142,8 +142,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"{backend}, coalescing {mode}")
                 url = stores.fresh(f"m{number}_{'on' if number else 'off'}")
                 log_path = logs / f"{backend}-{number}-{free_port()}.log"
-                with serving(url, log_path, "--workers", str(args.workers), *options
-                             ) as server:
+                # A long keep-alive: at half the peak an open-loop client may be idle for
+                # longer than the 5 s default, and http.client does not reconnect.
+                with serving(url, log_path, "--workers", str(args.workers),
+                             "--timeout-keep-alive", "300", *options) as server:
                     http = OverHttp(server.base, stores.token_of)
                     counter = SellerCounter(plan.sellers)
                     offset = 0

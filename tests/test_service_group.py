@@ -16,6 +16,7 @@ or absent, and sending them all again is safe.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -276,3 +277,46 @@ def test_a_store_outage_answers_503_to_the_grouped_requests_and_resending_is_saf
         with Ledger.open(url, pool_size=1) as ledger:
             rows = assert_whole(url, ledger)
         assert {c[0]["command_id"] for c in during} <= rows.keys()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
+                                                            marks=pytest.mark.postgres)])
+def test_a_batch_commits_in_groups_and_an_outage_midway_reports_the_committed_groups(
+        backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEDGER_SQLITE_BUSY_TIMEOUT", "1")  # the server's too (SQLite)
+    group = 50
+    with outage_store(backend, tmp_path) as (url, down):
+        scene = set_up(url)
+        batch = [register(0, scene.now, account=f"group-batch-{i}") for i in range(500)]
+        with serving(url, tmp_path / "serve.log", "--group-max", str(group)) as server, \
+                httpx.Client(base_url=server.base, timeout=120,
+                             headers=bearer(scene.tokens[seller_of(0)])) as http, \
+                ThreadPoolExecutor(1) as pool:
+            sending = pool.submit(http.post, "/v1/commands:batch", json=batch)
+            deadline = time.monotonic() + 60
+            while len(command_rows(url)) < 1 + group + 10:  # the campaign, a group and more
+                assert not sending.done(), "the batch ended before the outage began"
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            with down():
+                response = sending.result(timeout=120)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "store_unavailable"
+            assert int(response.headers["Retry-After"]) > 0
+            done = response.json()["error"]["details"]["results"]
+            assert done
+            assert len(done) % group == 0, len(done)  # whole groups only
+            assert [r["command_id"] for r in done] == [c["command_id"] for c in
+                                                       batch[:len(done)]]
+            assert all(r["ok"] and not r["replayed"] for r in done)
+            with Ledger.open(url, pool_size=1) as ledger:
+                assert_whole(url, ledger)  # each command whole or absent
+
+            again = http.post("/v1/commands:batch", json=batch)
+            assert again.status_code == 200, again.text
+            results = again.json()
+            assert all(r["ok"] for r in results)
+            assert [r["replayed"] for r in results[:len(done)]] == [True] * len(done)
+        with Ledger.open(url, pool_size=1) as ledger:
+            rows = assert_whole(url, ledger)
+        assert {c["command_id"] for c in batch} <= rows.keys()
