@@ -49,6 +49,7 @@ from service import (  # bench/service.py, next to this file
     Row,
     SellerCounter,
     Stores,
+    add_load_options,
     cpu_cells,
     measure,
 )
@@ -206,17 +207,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the coalescing mode's --group-wait-ms (2)")
     parser.add_argument("--group-max", type=int, default=200,
                         help="the coalescing mode's --group-max (200)")
-    parser.add_argument("--duration", type=float, default=20.0,
-                        help="seconds measured per window (20)")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds run before each window, not counted (2)")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent clients (16)")
-    parser.add_argument("--sellers", type=int, default=3000,
-                        help="most sellers one mode may use, a token each (3000)")
-    parser.add_argument("--open-fraction", type=float, default=0.5,
-                        help="open-loop rate as a fraction of the mode's peak (0.5)")
-    parser.add_argument("--no-open-loop", dest="open_loop", action="store_false",
-                        help="skip the open-loop windows")
+    add_load_options(parser)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 5 s windows, 1 s warm-up, 1,500 sellers")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
