@@ -5,9 +5,10 @@ How a group forms (per worker process, on its event loop): the first request to 
 while no group is being decided starts a timer of `wait` seconds (`ledger serve
 --group-wait-ms`); the requests that arrive meanwhile join it. The group leaves when the
 timer fires or as soon as `most` (`--group-max`) are waiting. One group is decided at a
-time per worker, in a thread of the pool (the event loop goes on serving other requests);
-the requests that arrive while it is decided wait for it and then leave together at once,
-so under load groups grow by themselves and at rest a request waits `wait` at most.
+time per worker (`in_flight`, 1), in a thread of the pool (the event loop goes on serving
+other requests); the requests that arrive while it is decided wait for it and then leave
+together at once, so under load groups grow by themselves and at rest a request waits
+`wait` at most.
 
 What each request gets: its own command's result (`send_group` gives one per command, as
 one at a time would). A store fault fails the group's transaction as a whole: each of its
@@ -55,16 +56,18 @@ class Coalescer:
     """Coalesces the commands of concurrent requests into groups (see the module)."""
 
     def __init__(self, send_group: Callable[[list[Any]], list[Result]],
-                 send_one: Callable[[Any], Result], *, wait: float, most: int) -> None:
-        if wait <= 0 or most < 1:
-            raise ValueError("a coalescer needs wait > 0 and most >= 1")
+                 send_one: Callable[[Any], Result], *, wait: float, most: int,
+                 in_flight: int = 1) -> None:
+        if wait <= 0 or most < 1 or in_flight < 1:
+            raise ValueError("a coalescer needs wait > 0, most >= 1 and in_flight >= 1")
         self.send_group = send_group  # blocking: run in a worker thread
         self.send_one = send_one
         self.wait = wait
         self.most = most
+        self.in_flight = in_flight  # groups decided at once (each in its own thread)
         self._pending: list[Waiting] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._deciding = False
+        self._deciding = 0  # groups being decided now
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def send(self, command: Any) -> tuple[Result, int]:
@@ -77,20 +80,21 @@ class Coalescer:
         self._pending.append(waiting)
         if len(self._pending) >= self.most:
             self._leave()
-        elif self._timer is None and not self._deciding:
+        elif self._timer is None and self._deciding < self.in_flight:
             self._timer = loop.call_later(self.wait, self._leave)
         # shield: a cancelled request does not take its command out of a group
         return await asyncio.shield(waiting.future)
 
     def _leave(self) -> None:
-        """The next group leaves now, unless one is being decided (it leaves after)."""
+        """The next group leaves now, unless `in_flight` groups are being decided (it
+        leaves when one of them is done)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._deciding or not self._pending:
+        if self._deciding >= self.in_flight or not self._pending:
             return
         group, self._pending = self._pending[:self.most], self._pending[self.most:]
-        self._deciding = True
+        self._deciding += 1
         task = asyncio.get_running_loop().create_task(self._decide(group))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -109,7 +113,7 @@ class Coalescer:
 
     def _settle(self, group: list[Waiting], outcomes: list[Outcome] | None) -> None:
         """Each request's outcome (None: cancelled); then the next group, if any waits."""
-        self._deciding = False
+        self._deciding -= 1
         for i, waiting in enumerate(group):
             if waiting.future.done():
                 continue
