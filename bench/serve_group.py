@@ -135,36 +135,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
          ["--group-wait-ms", str(args.group_wait_ms), "--group-max", str(args.group_max)]),
     ]
     figures: list[Figures] = []
-    logs = Path(tempfile.mkdtemp(prefix="ledger-serve-group-logs-"))
-    for backend in args.backends:
-        log(f"{backend}: issuing {args.sellers + 2} tokens")
-        with stores_for(backend, args, plan) as stores:
-            for number, (mode, options) in enumerate(modes):
-                log(f"{backend}, coalescing {mode}")
-                url = stores.fresh(f"m{number}_{'on' if number else 'off'}")
-                log_path = logs / f"{backend}-{number}-{free_port()}.log"
-                # A long keep-alive: at half the peak an open-loop client may be idle for
-                # longer than the 5 s default, and http.client does not reconnect.
-                with serving(url, log_path, "--workers", str(args.workers),
-                             "--timeout-keep-alive", "300", *options) as server:
-                    http = OverHttp(server.base, stores.token_of)
-                    counter = SellerCounter(plan.sellers)
-                    offset = 0
-                    try:
-                        rates: list[float | None] = [None]
-                        while rates:
-                            rate = rates.pop()
-                            row = measure(f"{backend} {mode}", plan, http.sender, server,
-                                          args, counter, rate)
-                            mean, offset = group_sizes(log_path, offset)
-                            figures.append(Figures(backend, mode, asdict(row), mean))
-                            if rate is None and args.open_loop and row.per_s > 0:
-                                rates.append(args.open_fraction * row.per_s)
-                    finally:
-                        http.close()
+    with tempfile.TemporaryDirectory(prefix="ledger-serve-group-logs-") as folder:
+        for backend in args.backends:
+            figures += measure_backend(backend, args, plan, modes, Path(folder))
     return {"date": datetime.now(UTC).isoformat(timespec="seconds"),
             "environment": environment(), "config": dict(vars(args)),
             "figures": [asdict(f) for f in figures]}
+
+
+def measure_backend(backend: str, args: argparse.Namespace, plan: Plan,
+                    modes: list[tuple[str, list[str]]], logs: Path) -> list[Figures]:
+    """Each mode on a fresh store of `backend`: the closed loop, then the open loop."""
+    figures: list[Figures] = []
+    log(f"{backend}: issuing {args.sellers + 2} tokens")
+    with stores_for(backend, args, plan) as stores:
+        for number, (mode, options) in enumerate(modes):
+            log(f"{backend}, coalescing {mode}")
+            url = stores.fresh(f"m{number}_{'on' if number else 'off'}")
+            log_path = logs / f"{backend}-{number}-{free_port()}.log"
+            # A long keep-alive: at half the peak an open-loop client may be idle for
+            # longer than the 5 s default, and http.client does not reconnect.
+            with serving(url, log_path, "--workers", str(args.workers),
+                         "--timeout-keep-alive", "300", *options) as server:
+                http = OverHttp(server.base, stores.token_of)
+                counter = SellerCounter(plan.sellers)
+                offset, rate = 0, None  # the closed loop first, then the open loop
+                try:
+                    while True:
+                        row = measure(f"{backend} {mode}", plan, http.sender, server,
+                                      args, counter, rate)
+                        mean, offset = group_sizes(log_path, offset)
+                        figures.append(Figures(backend, mode, asdict(row), mean))
+                        if rate is not None or not args.open_loop or row.per_s <= 0:
+                            break
+                        rate = args.open_fraction * row.per_s
+                finally:
+                    http.close()
+    return figures
 
 
 def table(report: dict[str, Any]) -> str:

@@ -15,6 +15,8 @@ or absent, and sending them all again is safe.
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -329,3 +331,36 @@ def test_a_batch_commits_in_groups_and_an_outage_midway_reports_the_committed_gr
         with Ledger.open(url, pool_size=1) as ledger:
             rows = assert_whole(url, ledger)
         assert {c["command_id"] for c in batch} <= rows.keys()
+
+
+def test_a_client_that_goes_away_leaves_its_command_whole_or_absent(
+        new_url: NewUrl, tmp_path: Path) -> None:
+    url = new_url()
+    scene = set_up(url)
+    commands = [register(c, scene.now, account=f"group-gone-{c}") for c in range(CLIENTS)]
+    with serving(url, tmp_path / "serve.log") as server:
+        host, port = server.base.removeprefix("http://").split(":")
+        # Every token known to the worker first (so the requests below wait in groups only).
+        race(server.base, scene, [[register(c, scene.now, account=f"group-seen-{c}")]
+                                  for c in range(CLIENTS)])
+        sockets = []
+        for command_ in commands:
+            body = json.dumps(command_).encode()
+            head = (f"POST /v1/commands HTTP/1.1\r\nHost: {host}\r\n"
+                    f"Authorization: Bearer {scene.tokens[command_['actor']['id']]}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+            sock = socket.create_connection((host, int(port)))
+            sock.sendall(head.encode() + body)
+            sockets.append(sock)
+        for sock in sockets:  # gone before any answer could come
+            sock.close()
+        # The same commands again, on the same worker: they queue behind whatever group
+        # the vanished requests joined, so each answer here comes after it was decided.
+        resent = race(server.base, scene, [[c] for c in commands])
+        assert all(r.status_code == 200 for rs in resent for r in rs), resent
+        # Each one was decided although nobody waited for its answer: now a replay.
+        assert [r.json()["replayed"] for rs in resent for r in rs] == [True] * CLIENTS
+        with Ledger.open(url, pool_size=1) as ledger:
+            rows = assert_whole(url, ledger)  # each command whole, none twice
+        assert {c["command_id"] for c in commands} <= rows.keys()
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
