@@ -4,11 +4,11 @@ together at one worker are decided by one `Ledger.send_group` call (one transact
 How a group forms (per worker process, on its event loop): the first request to arrive
 while no group is being decided starts a timer of `wait` seconds (`ledger serve
 --group-wait-ms`); the requests that arrive meanwhile join it. The group leaves when the
-timer fires or as soon as `most` (`--group-max`) are waiting. One group is decided at a
-time per worker (`in_flight`, 1), in a thread of the pool (the event loop goes on serving
-other requests); the requests that arrive while it is decided wait for it and then leave
-together at once, so under load groups grow by themselves and at rest a request waits
-`wait` at most.
+timer fires or as soon as `most` (`--group-max`) are waiting. At most `in_flight` groups
+are decided at a time per worker (the service: 1 on SQLite, 2 on PostgreSQL), each in a
+thread of the pool (the event loop goes on serving other requests); the requests that
+arrive while they are decided wait, and leave together as soon as one is done, so under
+load groups grow by themselves and at rest a request waits `wait` at most.
 
 What each request gets: its own command's result (`send_group` gives one per command, as
 one at a time would). A store fault fails the group's transaction as a whole: each of its
