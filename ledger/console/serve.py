@@ -99,7 +99,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
     Example:
       ledger --db postgresql://postgres@127.0.0.1:5432/ledger serve --port 8080 --workers 4
       ledger serve --no-follow --ready-max-lag 5000   # `ledger projections run` elsewhere
-      ledger serve --group-wait-ms 5 --group-max 100  # bigger groups, a longer wait
+      ledger serve --group-wait-ms 5 --group-max 500  # a longer wait, bigger groups
       ledger serve --timeout-keep-alive 5 --header-timeout 10 --body-timeout 30 \\
                    --limit-concurrency 200
       curl -H "Authorization: Bearer $TOKEN" -d @command.json localhost:8080/v1/commands
