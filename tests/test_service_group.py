@@ -44,7 +44,7 @@ from tests.support.helpers import OPERATOR, REVIEWER, Json, add_session, command
 from tests.support.helpers import campaign_fields as realistic_campaign
 from tests.support.helpers import register as register_command
 from tests.support.helpers import withdraw as withdraw_command
-from tests.support.service import bearer, serving
+from tests.support.service import bearer, in_process, serving
 
 CLIENTS = 16
 LIVE = "group-live"  # a campaign open for registration on the real clock (the service's)
@@ -364,3 +364,17 @@ def test_a_client_that_goes_away_leaves_its_command_whole_or_absent(
             rows = assert_whole(url, ledger)  # each command whole, none twice
         assert {c["command_id"] for c in commands} <= rows.keys()
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
+@pytest.mark.parametrize(("options", "header"), [({}, "1"), ({"group_wait_ms": 0}, None),
+                                                 ({"group_max": 0}, None)])
+def test_a_lone_command_is_a_group_of_one_and_either_bound_0_turns_grouping_off(
+        backend: str, options: dict[str, float], header: str | None) -> None:
+    scene = set_up(backend)
+    command_ = register(0, scene.now)
+    with in_process(backend, FixedClock(scene.now), **options) as api:
+        response = api.client.post("/v1/commands", json=command_,
+                                   headers=bearer(scene.tokens[seller_of(0)]))
+    assert response.status_code == 200, response.text
+    assert response.headers.get(GROUP_HEADER) == header
+    assert response.json()["ok"] is True
