@@ -559,24 +559,30 @@ def time_token_lookups(url: str, token_of: dict[str, str], count: int = 1000
 
 # Command line --------------------------------------------------------------------------------
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--pg-url",
-                        default="postgresql://postgres@127.0.0.1:5432/ledger_service_bench",
-                        help="PostgreSQL database to DROP and create again for the run")
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    """The load's options (windows, clients, sellers, the open loop); bench/serve_group.py
+    takes them too."""
     parser.add_argument("--duration", type=float, default=20.0,
                         help="seconds measured per window (20)")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds run before each window, not counted (2)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (16)")
-    parser.add_argument("--workers", default="1,2,4",
-                        help="comma-separated worker counts for `ledger serve` (1,2,4)")
     parser.add_argument("--sellers", type=int, default=3000,
                         help="most sellers one mode may use, a token each (3000)")
     parser.add_argument("--open-fraction", type=float, default=0.5,
                         help="open-loop rate as a fraction of the peak (0.5)")
     parser.add_argument("--no-open-loop", dest="open_loop", action="store_false",
                         help="skip the open-loop windows")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--pg-url",
+                        default="postgresql://postgres@127.0.0.1:5432/ledger_service_bench",
+                        help="PostgreSQL database to DROP and create again for the run")
+    add_load_options(parser)
+    parser.add_argument("--workers", default="1,2,4",
+                        help="comma-separated worker counts for `ledger serve` (1,2,4)")
     parser.add_argument("--no-token-variant", dest="token_variant", action="store_false",
                         help="skip the run with the token look-up cached")
     parser.add_argument("--quick", action="store_true",

@@ -11,7 +11,15 @@ import click
 from ledger.console.options import Settings, friendly_errors
 from ledger.service.protocol import ENV as LIMITS_ENV
 from ledger.service.protocol import LimitedProtocol, Limits
-from ledger.service.worker_env import FOLLOW_ENV, READY_ENV, READY_MAX_LAG
+from ledger.service.worker_env import (
+    FOLLOW_ENV,
+    GROUP_MAX,
+    GROUP_MAX_ENV,
+    GROUP_WAIT_ENV,
+    GROUP_WAIT_MS,
+    READY_ENV,
+    READY_MAX_LAG,
+)
 
 
 @click.command()
@@ -42,11 +50,21 @@ from ledger.service.worker_env import FOLLOW_ENV, READY_ENV, READY_MAX_LAG
               show_default=True,
               help="/readyz answers 503 while a read model is more than this many events "
                    "behind the store.")
+@click.option("--group-wait-ms", type=click.FloatRange(0, 1000), default=GROUP_WAIT_MS,
+              show_default=True,
+              help="Milliseconds a single command (POST /v1/commands) waits for others "
+                   "arriving at the same worker, to share one transaction with them; "
+                   "0: each request is its own transaction.")
+@click.option("--group-max", type=click.IntRange(0, 1000), default=GROUP_MAX,
+              show_default=True,
+              help="Commands in one transaction at most: coalesced requests, and the groups "
+                   "a batch is committed in; 0 turns coalescing off (batches then go in "
+                   f"groups of {GROUP_MAX}).")
 @click.pass_obj
 @friendly_errors
 def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_alive: int,
           header_timeout: float, body_timeout: float, limit_concurrency: int, follow: bool,
-          ready_max_lag: int) -> None:
+          ready_max_lag: int, group_wait_ms: float, group_max: int) -> None:
     """Serve the command API over HTTP (FastAPI on uvicorn) until interrupted.
 
     POST /v1/commands (one command) and /v1/commands:batch (up to 500); GET reads
@@ -67,6 +85,15 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
     503.
 
     \b
+    Group commit: single commands that arrive at a worker within --group-wait-ms of each
+    other (up to --group-max) are decided together and committed in one transaction; each
+    request still gets its own result, exactly as if it had come alone (the response's
+    X-Ledger-Group-Size header says how many shared it). A store fault answers 503 to
+    that group's requests only; sending them again is safe. A batch is committed in
+    groups of --group-max. --group-wait-ms 0 (or --group-max 0): one transaction per
+    request.
+
+    \b
     Read models: the server keeps them current itself. Every worker of every server on the
     store offers to follow it; one of them, elected by a lock the database (PostgreSQL) or
     the kernel (SQLite) gives back when its holder dies, follows, and another takes over
@@ -77,6 +104,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
     Example:
       ledger --db postgresql://postgres@127.0.0.1:5432/ledger serve --port 8080 --workers 4
       ledger serve --no-follow --ready-max-lag 5000   # `ledger projections run` elsewhere
+      ledger serve --group-wait-ms 5 --group-max 500  # a longer wait, bigger groups
       ledger serve --timeout-keep-alive 5 --header-timeout 10 --body-timeout 30 \\
                    --limit-concurrency 200
       curl -H "Authorization: Bearer $TOKEN" -d @command.json localhost:8080/v1/commands
@@ -92,6 +120,8 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
     os.environ["LEDGER_DATABASE_URL"] = settings.db  # read by each worker's from_env()
     os.environ[FOLLOW_ENV] = "1" if follow else "0"
     os.environ[READY_ENV] = str(ready_max_lag)
+    os.environ[GROUP_WAIT_ENV] = str(group_wait_ms)
+    os.environ[GROUP_MAX_ENV] = str(group_max)
     os.environ[LIMITS_ENV] = Limits(timeout_keep_alive, header_timeout, body_timeout,
                                     limit_concurrency).to_env()  # and by its protocol
     click.echo(f"serving {url} on http://{host}:{port} "

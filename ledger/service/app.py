@@ -34,11 +34,12 @@ from ledger.service.http import AccessLog, AuthActor, access_logger, read_body, 
 from ledger.service.models import Accepted, Health, Readiness, Refused, add_command_bodies
 from ledger.service.state import READ_TIMEOUT, Service
 from ledger.service.status import RETRY_AFTER, ServiceError, error_body, status_of
-from ledger.service.worker_env import READY_MAX_LAG
+from ledger.service.worker_env import GROUP_MAX, GROUP_WAIT_MS, READY_MAX_LAG
 from ledger.values import jsonable
 
 COMMANDS = "/v1/commands"
 BATCH = "/v1/commands:batch"
+GROUP_SIZE_HEADER = "X-Ledger-Group-Size"  # how many commands shared this one's transaction
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 HTTP_MESSAGES = {"not_found": "no such path: see /docs for the service's paths",
                  "method_not_allowed": "this path does not take that method: see the Allow "
@@ -54,11 +55,14 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 
 def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
                max_body: int | None = None, read_timeout: float = READ_TIMEOUT,
-               follow: bool = False, ready_max_lag: int = READY_MAX_LAG) -> FastAPI:
+               follow: bool = False, ready_max_lag: int = READY_MAX_LAG,
+               group_wait_ms: float = GROUP_WAIT_MS, group_max: int = GROUP_MAX) -> FastAPI:
     """The service for the store at `url`; `clock` for tests (the CLI never sets it).
-    `follow`: offer to be the store's follower (`ledger serve` does, unless --no-follow)."""
+    `follow`: offer to be the store's follower (`ledger serve` does, unless --no-follow).
+    `group_wait_ms`, `group_max`: how single commands are coalesced (0: they are not)."""
     service = Service(url, clock=clock, pool_size=pool_size, read_timeout=read_timeout,
                       follow=follow, ready_max_lag=ready_max_lag,
+                      group_wait_ms=group_wait_ms, group_max=group_max,
                       **({"max_body": max_body} if max_body is not None else {}))
 
     @asynccontextmanager
@@ -94,26 +98,36 @@ def from_env() -> FastAPI:
             logger.setLevel(logging.INFO)
             logger.propagate = False
     return create_app(os.environ.get("LEDGER_DATABASE_URL", DEFAULT_URL),
-                      follow=worker_env.follow(), ready_max_lag=worker_env.ready_max_lag())
+                      follow=worker_env.follow(), ready_max_lag=worker_env.ready_max_lag(),
+                      group_wait_ms=worker_env.group_wait_ms(),
+                      group_max=worker_env.group_max())
 
 
 def _add_routes(app: FastAPI) -> None:
     @app.post(COMMANDS, response_model=Accepted, responses=REFUSALS, tags=["commands"])
     async def send_command(request: Request,
                            actor: AuthActor) -> JSONResponse:
-        """Execute one DOMAIN.md command as the token's actor; 200 accepted or replayed."""
+        """Execute one DOMAIN.md command as the token's actor; 200 accepted or replayed.
+
+        Commands arriving together may share one transaction (`ledger serve
+        --group-wait-ms`, `--group-max`); each still gets its own result, as if alone.
+        `X-Ledger-Group-Size` says how many shared it."""
         service = service_of(request)
         body = await read_body(request, service.max_body)
-        name, result = await run_in_threadpool(service.send, body, actor)
+        name, result, size = await service.send(body, actor)
         request.state.command = name
-        return JSONResponse(jsonable(result), status_code=status_of(result))
+        request.state.group = size
+        return JSONResponse(jsonable(result), status_code=status_of(result),
+                            headers={GROUP_SIZE_HEADER: str(size)} if size else None)
 
     @app.post(BATCH, response_model=list[Accepted | Refused], responses=REFUSALS,
               tags=["commands"])
     async def send_batch(request: Request,
                          actor: AuthActor) -> JSONResponse:
-        """Execute up to 500 commands, each in its own transaction, in order; one result
-        each (200 even when some are refused: look at each result's `ok`)."""
+        """Execute up to 500 commands in order, in groups of up to `--group-max` (200) per
+        transaction; one result each, exactly as one at a time (200 even when some are
+        refused: look at each result's `ok`). On 503 `store_unavailable`, `details.results`
+        holds the results of the groups committed before it; resending the batch is safe."""
         service = service_of(request)
         body = await read_body(request, service.max_body)
         request.state.command = "batch"

@@ -65,10 +65,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class AccessLog:
-    """One JSON line per request: method, path, status, latency, command, actor id.
+    """One JSON line per request: method, path, status, latency, command, actor id, and
+    `group`: how many commands shared the command's transaction (coalesced requests).
 
-    The endpoints put `command` and `actor_id` in the request's state; the token itself
-    is never read here."""
+    The endpoints put `command`, `actor_id` and `group` in the request's state; the token
+    itself is never read here."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -95,4 +96,5 @@ class AccessLog:
                 "method": scope["method"], "path": scope["path"], "status": status,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2),
                 "command": state.get("command"), "actor_id": state.get("actor_id"),
+                **({"group": state["group"]} if state.get("group") else {}),
             }))

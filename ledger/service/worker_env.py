@@ -1,5 +1,6 @@
 """What `ledger serve` hands its worker processes in the environment, besides the store
-and the limits (`protocol.py`): whether to offer to follow, and /readyz's lag threshold.
+and the limits (`protocol.py`): whether to offer to follow, /readyz's lag threshold, and
+how single commands are grouped (`coalesce.py`).
 A module of its own, so that the CLI reads it without importing FastAPI."""
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ import os
 FOLLOW_ENV = "LEDGER_SERVE_FOLLOW"  # "0": this server does not follow (`--no-follow`)
 READY_ENV = "LEDGER_READY_MAX_LAG"  # `--ready-max-lag`
 READY_MAX_LAG = 1000  # events a read model may be behind the head while /readyz says ready
+GROUP_WAIT_ENV = "LEDGER_SERVE_GROUP_WAIT_MS"  # `--group-wait-ms`
+GROUP_MAX_ENV = "LEDGER_SERVE_GROUP_MAX"  # `--group-max`
+GROUP_WAIT_MS = 2.0  # ms a single command waits for others to share its transaction
+GROUP_MAX = 200  # commands in one group at most (coalesced requests, a batch's groups)
 
 
 def follow() -> bool:
@@ -19,3 +24,13 @@ def follow() -> bool:
 def ready_max_lag() -> int:
     """Events a read model may be behind while `/readyz` says ready (`--ready-max-lag`)."""
     return int(os.environ.get(READY_ENV, READY_MAX_LAG))
+
+
+def group_wait_ms() -> float:
+    """How long a single command waits for others to share its transaction (`--group-wait-ms`)."""
+    return float(os.environ.get(GROUP_WAIT_ENV, GROUP_WAIT_MS))
+
+
+def group_max() -> int:
+    """The most commands in one group (`--group-max`)."""
+    return int(os.environ.get(GROUP_MAX_ENV, GROUP_MAX))
