@@ -39,10 +39,22 @@ TOKEN_TTL = 60.0  # seconds a worker trusts a token it has looked up
 
 
 class Service:
+    """One store's share of a process (a market's, or the single store's): its Ledger,
+    projector, follower candidate and remembered tokens.
+
+    `read_url`: the read models' database when not the store's; `market`: the market it
+    serves (tokens limited to other markets are refused); `tokens`: the Service whose store
+    keeps the tokens, when not this one (a markets file's `tokens_url`)."""
+
     def __init__(self, url: str, *, clock: Clock | None = None, pool_size: int = 10,
                  max_body: int = MAX_COMMAND_BYTES, read_timeout: float = READ_TIMEOUT,
-                 follow: bool = False, ready_max_lag: int = READY_MAX_LAG) -> None:
+                 follow: bool = False, ready_max_lag: int = READY_MAX_LAG,
+                 read_url: str | None = None, market: str | None = None,
+                 tokens: Service | None = None) -> None:
         self.url = url
+        self.read_url = read_url
+        self.market = market
+        self.tokens = tokens
         self.clock = clock or SystemClock()
         self.pool_size = pool_size
         self.max_body = max_body
@@ -62,7 +74,8 @@ class Service:
     def ledger(self) -> Ledger:
         with self._opening:
             if self._ledger is None:
-                self._ledger = Ledger.open(self.url, clock=self.clock, pool_size=self.pool_size)
+                self._ledger = Ledger.open(self.url, clock=self.clock, pool_size=self.pool_size,
+                                           read_url=self.read_url)
             return self._ledger
 
     def projector(self) -> Projector:
@@ -87,8 +100,8 @@ class Service:
     # Commands ----------------------------------------------------------------------------
 
     def actor(self, token: str) -> TokenActor | None:
-        """The token's actor, from the store (and remembered: see `known_actor`)."""
-        actor = self.ledger().token_actor(token)
+        """The token's actor, from the tokens' store (and remembered: see `known_actor`)."""
+        actor = (self.tokens or self).ledger().token_actor(token)
         if actor is not None:
             self._actors[token] = (time.monotonic() + TOKEN_TTL, actor)
         return actor
