@@ -46,6 +46,7 @@ class Settings:
         self._markets: market_file.Markets | None = None
         self._ledger: Ledger | None = None
         self._tokens: Ledger | None = None
+        self._children: list[Settings] = []  # --all-markets: closed with these
 
     def clock(self) -> Clock:
         return FixedClock(self.now) if self.now is not None else SystemClock()
@@ -97,9 +98,11 @@ class Settings:
 
     def all_markets(self) -> list[Settings]:
         """Settings for every market of the file, in its order (`--all-markets`)."""
-        if self.market_code is not None:
-            raise click.UsageError("--all-markets and --market: give one of them")
-        return [self.for_market(code) for code in self.markets().codes]
+        if self.market_code is not None or self.db_given:
+            raise click.UsageError("--all-markets takes every market of --config: give "
+                                   "neither --market nor --db with it")
+        self._children = [self.for_market(code) for code in self.markets().codes]
+        return self._children
 
     def ledger(self) -> Ledger:
         if self._ledger is None:
@@ -130,6 +133,8 @@ class Settings:
         for opened in (self._ledger, self._tokens):
             if opened is not None:
                 opened.close()
+        for child in self._children:
+            child.close()
 
 
 def friendly_errors(func: F) -> F:
