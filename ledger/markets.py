@@ -120,6 +120,7 @@ def parse(path: str, data: dict[str, Any]) -> Markets:
     if not isinstance(table, dict) or not table:
         raise ConfigError(f"{path} names no markets: add a [markets.CODE] table with url = ...")
     markets = {code: _market(path, code, entry) for code, entry in table.items()}
+    _distinct(path, markets)
     tokens_url = data.get("tokens_url")
     if tokens_url is not None:
         tokens_url = _url(path, "tokens_url", tokens_url)
@@ -141,6 +142,29 @@ def _market(path: str, code: str, entry: Any) -> Market:
     read_url = entry.get("read_url")
     return Market(code, _url(where, "url", entry["url"]),
                   None if read_url is None else _url(where, "read_url", read_url))
+
+
+def _distinct(path: str, markets: dict[str, Market]) -> None:
+    """Two markets in one database (or schema) would mix their events, or their read
+    models' tables and positions (the names are the same in every market): refused."""
+    seen: dict[str, str] = {}
+    for market in markets.values():
+        places = {_place(market.url): "url"}
+        places.setdefault(_place(market.reads_url), "read_url")
+        for place, key in places.items():
+            if place in seen:
+                raise ConfigError(f"{path}: [markets.{market.code}] {key} is the database "
+                                  f"(and schema) of {seen[place]}: give each market its own "
+                                  "database, or its own ?schema=")
+            seen[place] = f"[markets.{market.code}] {key}"
+
+
+def _place(url: str) -> str:
+    """Where a URL's tables are: the backend, host, port, database and schema."""
+    store = parse_url(url)
+    if store.backend == "sqlite":
+        return f"sqlite:{Path(store.path).resolve()}"
+    return f"postgres:{store.host}:{store.port}/{store.dbname}?{store.schema or 'public'}"
 
 
 def _url(where: str, key: str, value: Any) -> str:

@@ -7,9 +7,13 @@ third server for th's read models and the tokens. Each test gets fresh databases
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import io
 import json
+import socket
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -130,6 +134,9 @@ def has_campaign(url: str, campaign_id: str) -> bool:
     ('[markets.th]\nread_url = "sqlite:///a.db"\n', "[markets.th] has no url"),
     ('[markets.th]\nurl = "mysql://x/y"\n', "unsupported database URL"),
     ('colour = "red"\n[markets.th]\nurl = "sqlite:///a.db"\n', "unknown key 'colour'"),
+    ('[markets.th]\nurl = "postgresql://h/db?schema=th"\nread_url = "postgresql://h/rm"\n'
+     '[markets.vn]\nurl = "postgresql://h/db?schema=vn"\nread_url = "postgresql://h/rm"\n',
+     "[markets.vn] read_url is the database (and schema) of [markets.th] read_url"),
 ])
 def test_a_bad_markets_file_is_one_line_naming_what_is_wrong(
         tmp_path: Path, text: str | None, says: str) -> None:
@@ -328,8 +335,6 @@ def test_a_token_limited_to_a_market_is_forbidden_in_another_and_writes_nothing(
 
 @pytest.fixture
 def served(deployment: Deployment, tmp_path: Path) -> Iterator[tuple[Deployment, str]]:
-    import sys
-
     with serving("", tmp_path / "serve.log", within=3 * STARTUP, command=lambda port: [
             sys.executable, "-m", "ledger", "--config", str(deployment.path), "serve",
             "--port", str(port), "--workers", "2"]) as server:
@@ -422,3 +427,71 @@ def test_a_market_whose_server_is_down_gets_503_while_another_stays_fast_and_it_
         assert back.status_code == 200, back.text
     assert has_campaign(d.urls["th"], "after")
     assert not has_campaign(d.urls["th"], "while-down")
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[int]:
+    """A port that accepts connections and never answers: a hung database server (what a
+    lost host or a full network queue looks like to a client, until its timeout)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(512)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_a_market_whose_server_hangs_cannot_take_the_threads_another_market_needs(
+        tmp_path: Path, pg: dict[str, Server]) -> None:
+    vn = pg["vn"].create_database(f"l_{uuid4().hex[:10]}")
+    with silent_server() as port:
+        path = tmp_path / "markets.toml"
+        path.write_text(f'tokens_url = "{vn}?schema=tokens"\n'
+                        f'[markets.th]\nurl = "postgresql://postgres@127.0.0.1:{port}/x"\n'
+                        f'[markets.vn]\nurl = "{vn}"\n')
+        d = Deployment(path, {"vn": vn})
+        token = d.token("operator", "ops-hang")
+        with serving("", tmp_path / "serve.log", within=3 * STARTUP, command=lambda p: [
+                sys.executable, "-m", "ledger", "--config", str(path), "serve", "--port",
+                str(p)]) as server, httpx.Client(base_url=server.base, timeout=60) as http:
+            stop = threading.Event()
+            th_statuses: list[int] = []
+
+            def hammer_th() -> None:
+                with httpx.Client(base_url=server.base, timeout=60) as own:
+                    while not stop.is_set():
+                        th_statuses.append(own.post("/v1/markets/th/commands",
+                                                    json=campaign("hung"),
+                                                    headers=bearer(token)).status_code)
+
+            with concurrent.futures.ThreadPoolExecutor(48) as pool:
+                for _ in range(48):
+                    pool.submit(hammer_th)
+                time.sleep(2)  # th's requests pile up on its hung server
+                slowest = 0.0
+                for i in range(10):
+                    started = time.monotonic()
+                    ok = http.post("/v1/markets/vn/commands", json=campaign(f"vn-{i}"),
+                                   headers=bearer(token))
+                    slowest = max(slowest, time.monotonic() - started)
+                    assert ok.status_code == 200, ok.text
+                stop.set()
+    assert slowest < 2.0
+    assert th_statuses
+    assert set(th_statuses) <= {503}

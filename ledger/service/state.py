@@ -36,6 +36,7 @@ def store_unavailable(error: BaseException) -> ServiceError:
 
 
 TOKEN_TTL = 60.0  # seconds a worker trusts a token it has looked up
+REOPEN_AFTER = 1.0  # seconds a failed open of the store is answered from memory
 
 
 class Service:
@@ -65,6 +66,7 @@ class Service:
         self._ledger: Ledger | None = None
         self._projector: Projector | None = None
         self._opening = threading.Lock()
+        self._failed: tuple[float, str] | None = None  # (until when, why) the last open failed
         # A Projector's read models keep working sets in memory while catching up: one
         # catch-up at a time in this process (other processes are kept out by the view's
         # compare-and-set on the tracking position).
@@ -72,10 +74,25 @@ class Service:
         self._actors: dict[str, tuple[float, TokenActor]] = {}
 
     def ledger(self) -> Ledger:
+        """The store's Ledger, opened on first use. An open that failed is remembered for
+        `REOPEN_AFTER` seconds: the requests meanwhile are 503 at once, instead of each
+        waiting out the connect timeout of a store that does not answer (in turn, behind
+        the lock, each holding a thread)."""
+        opened = self._ledger
+        if opened is not None:
+            return opened
         with self._opening:
             if self._ledger is None:
-                self._ledger = Ledger.open(self.url, clock=self.clock, pool_size=self.pool_size,
-                                           read_url=self.read_url)
+                failed = self._failed
+                if failed is not None and time.monotonic() < failed[0]:
+                    raise StoreUnavailable(failed[1])
+                try:
+                    self._ledger = Ledger.open(self.url, clock=self.clock,
+                                               pool_size=self.pool_size, read_url=self.read_url)
+                except StoreUnavailable as e:
+                    self._failed = (time.monotonic() + REOPEN_AFTER, str(e))
+                    raise
+                self._failed = None
             return self._ledger
 
     def projector(self) -> Projector:
