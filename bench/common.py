@@ -311,9 +311,11 @@ def serving(url: str, log: Path, *options: str, within: float = STARTUP,
 
 # Timed HTTP ------------------------------------------------------------------------------------
 
-def add_token(url: str, role: str, actor_id: str) -> str:
-    """A new bearer token for the actor, issued with `ledger tokens add`."""
-    result = CliRunner().invoke(ledger_main, ["--db", url, "tokens", "add", "--role", role,
+def add_token(url: str, role: str, actor_id: str, *, config: str | None = None) -> str:
+    """A new bearer token for the actor, issued with `ledger tokens add` (in the store at
+    `url`, or with `config` where that markets file keeps tokens)."""
+    store = ["--config", config] if config else ["--db", url]
+    result = CliRunner().invoke(ledger_main, [*store, "tokens", "add", "--role", role,
                                               "--id", actor_id])
     if result.exit_code != 0:
         raise RuntimeError(f"ledger tokens add failed: {result.output}")
