@@ -14,8 +14,10 @@ Printed per N: accepted commands/s (all markets, and the slowest market's), p50/
 latency, and the cores used during the window by the serve processes (workers and their
 followers), each PostgreSQL server, the client threads (this process), and anything else
 on the machine; then CPU milliseconds per command for serve and for PostgreSQL (summed over
-servers). The ratio of N markets' rate to one market's is the scaling figure; the CPU
-columns say what used up the machine.
+servers); the WAL bytes each command wrote (`pg_current_wal_lsn()` before and after, summed
+over servers); and how far the slowest read model was behind its store's head at the end
+(the follower keeps up if that stays small). The ratio of N markets' rate to one market's
+is the scaling figure; the CPU columns say what used up the machine.
 
     python bench/markets.py                   # 1,2,4 markets, 15 s windows: ~3 minutes
     python bench/markets.py --quick           # 1,2 markets, 4 s windows
@@ -38,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from common import (
     OPERATOR,
     PgServer,
@@ -117,11 +120,11 @@ def measure(n: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 "--workers", str(args.workers)]
         with serving("", folder / f"serve-{n}.log", within=120,
                      command=lambda port: [*argv, "--port", str(port)]) as server:
-            return drive(n, markets, server, token, args)
+            return drive(n, markets, urls, server, token, args)
 
 
-def drive(n: int, markets: dict[str, PgServer], server: Server, token: str,
-          args: argparse.Namespace) -> dict[str, Any]:
+def drive(n: int, markets: dict[str, PgServer], urls: dict[str, str], server: Server,
+          token: str, args: argparse.Namespace) -> dict[str, Any]:
     stop, counting, lock = threading.Event(), threading.Event(), threading.Lock()
     tallies = {code: Tally() for code in markets}
     threads = [threading.Thread(target=client, daemon=True, args=(
@@ -131,12 +134,15 @@ def drive(n: int, markets: dict[str, PgServer], server: Server, token: str,
         thread.start()
     time.sleep(args.warmup)
     before = sample(markets, server)
+    wal_before = {code: wal_position(url) for code, url in urls.items()}
     began = time.perf_counter()
     counting.set()
     time.sleep(args.duration)
     stop.set()
     wall = time.perf_counter() - began
     after = sample(markets, server)
+    wal = sum(wal_position(url) - wal_before[code] for code, url in urls.items())
+    lags = {code: follower_lag(url) for code, url in urls.items()}
     for thread in threads:
         thread.join(timeout=60)
     latencies = sorted(x for t in tallies.values() for x in t.latencies)
@@ -154,7 +160,27 @@ def drive(n: int, markets: dict[str, PgServer], server: Server, token: str,
         "cores": {k: round(v, 2) for k, v in cores.items()},
         "serve_cpu_ms_per_command": round(cores["serve"] * 1000 * wall / max(accepted, 1), 2),
         "pg_cpu_ms_per_command": round(pg_cores * 1000 * wall / max(accepted, 1), 2),
+        "wal_bytes_per_command": round(wal / max(accepted, 1)),
+        "follower_lag_at_end": lags,
     }
+
+
+def wal_position(url: str) -> int:
+    """The server's WAL insert position, in bytes."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    return int(row[0]) if row else 0
+
+
+def follower_lag(url: str) -> int:
+    """Events the slowest read model is behind the store's head (the follower keeps up
+    if this stays small)."""
+    with psycopg.connect(url) as conn:
+        head = conn.execute("SELECT COALESCE(MAX(notification_id), 0) FROM ledger_events"
+                            ).fetchone()
+        low = conn.execute("SELECT MIN(notification_id) FROM ledger_tracking WHERE "
+                           "application_name NOT LIKE '%/%/%'").fetchone()
+    return int(head[0] if head else 0) - int(low[0] if low and low[0] is not None else 0)
 
 
 def sample(markets: dict[str, PgServer], server: Server) -> dict[str, float]:
@@ -169,7 +195,8 @@ def sample(markets: dict[str, PgServer], server: Server) -> dict[str, float]:
 def table(report: dict[str, Any]) -> None:
     rows = report["rows"]
     lines = ["markets  cmd/s  slowest-market/s  vs-1  p50 ms  p99 ms  cores: serve  "
-             "postgres (each)  clients  other  | ms CPU/cmd serve  postgres"]
+             "postgres (each)  clients  other  | ms CPU/cmd serve  postgres  | WAL B/cmd"
+             "  follower lag"]
     base = rows[0]["per_s"] or 1
     for r in rows:
         c = r["cores"]
@@ -180,7 +207,9 @@ def table(report: dict[str, Any]) -> None:
             f"{r['per_s'] / base:>4.2f}  {r['p50_ms']:>6}  {r['p99_ms']:>6}  "
             f"{c['serve']:>12.2f}  {sum(pg):>5.2f} ({' '.join(f'{v:.2f}' for v in pg)})  "
             f"{c['clients']:>7.2f}  {max(0.0, other):>5.2f}  | "
-            f"{r['serve_cpu_ms_per_command']:>16}  {r['pg_cpu_ms_per_command']:>8}")
+            f"{r['serve_cpu_ms_per_command']:>16}  {r['pg_cpu_ms_per_command']:>8}  | "
+            f"{r['wal_bytes_per_command']:>9}  "
+            f"{' '.join(str(v) for v in r['follower_lag_at_end'].values())}")
     print("\n".join(lines))
     print(f"(machine: {report['environment']['cpus']} CPUs, commit "
           f"{report['environment']['commit']})")
