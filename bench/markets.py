@@ -179,7 +179,8 @@ def follower_lag(url: str) -> int:
         head = conn.execute("SELECT COALESCE(MAX(notification_id), 0) FROM ledger_events"
                             ).fetchone()
         low = conn.execute("SELECT MIN(notification_id) FROM ledger_tracking WHERE "
-                           "application_name NOT LIKE '%/%/%'").fetchone()
+                           "application_name LIKE 'Ledger/%' AND application_name NOT LIKE "
+                           "'Ledger/%/%'").fetchone()
     return int(head[0] if head else 0) - int(low[0] if low and low[0] is not None else 0)
 
 
