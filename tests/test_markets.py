@@ -167,6 +167,10 @@ def test_market_choice_errors_name_the_known_markets_and_db_with_market_says_why
                       f"sqlite:///{tmp_path}/x.db", "campaigns"])
     assert both.exit_code == 2
     assert "--db and --market th both name a store" in both.stderr
+    no_tokens = run(main, ["--config", str(path), "tokens", "add", "--role", "operator",
+                           "--id", "ops-1"])
+    assert no_tokens.exit_code == 2
+    assert "names 2 markets but no tokens_url" in no_tokens.stderr
     alone = run(main, ["--market", "th", "campaigns"])
     assert alone.exit_code == 2
     assert "needs the markets file" in alone.stderr
@@ -380,6 +384,27 @@ def test_concurrent_writers_on_one_registration_in_a_market_lose_no_update(
     with Ledger.open(d.urls["vn"], pool_size=1) as vn:
         assert len(vn.registration(reg_id).sessions) == 13
         assert len(vn.events_of(reg_id)) == reg["version"] + 12  # one event per add
+
+
+def follow_connections(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND application_name LIKE 'ledger follow %'"
+                           ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_each_market_has_exactly_one_follower_among_the_workers_on_its_read_database(
+        served: tuple[Deployment, str]) -> None:
+    d, _ = served  # two workers, each a candidate for every market
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (follow_connections(d.urls["rm"]) != 1
+                                           or follow_connections(d.urls["vn"]) != 1):
+        time.sleep(0.2)
+    time.sleep(2)  # a second candidate would have tried by now (every second)
+    assert follow_connections(d.urls["rm"]) == 1  # th's read models are on the rm server
+    assert follow_connections(d.urls["vn"]) == 1
+    assert follow_connections(d.urls["th"]) == 0  # nothing follows on th's own server
 
 
 def test_a_market_whose_server_is_down_gets_503_while_another_stays_fast_and_it_recovers(
