@@ -520,3 +520,20 @@ def test_a_market_whose_server_hangs_cannot_take_the_threads_another_market_need
     assert slowest < 2.0
     assert th_statuses
     assert set(th_statuses) <= {503}
+
+
+def test_serve_market_serves_one_market_on_v1_with_the_files_tokens_and_their_limits(
+        deployment: Deployment, tmp_path: Path) -> None:
+    th, vn_only = deployment.token("operator", "ops-th", "th"), deployment.token(
+        "operator", "ops-vn", "vn")
+    with serving("", tmp_path / "serve.log", within=3 * STARTUP, command=lambda p: [
+            sys.executable, "-m", "ledger", "--config", str(deployment.path), "--market",
+            "th", "serve", "--port", str(p)]) as server, \
+            httpx.Client(base_url=server.base, timeout=30) as http:
+        sent = http.post("/v1/commands", json=campaign("single"), headers=bearer(th))
+        assert sent.status_code == 200, sent.text
+        refused = http.post("/v1/commands", json=campaign("other"), headers=bearer(vn_only))
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "forbidden"
+    assert has_campaign(deployment.urls["th"], "single")
+    assert not has_campaign(deployment.urls["th"], "other")

@@ -16,9 +16,11 @@ from ledger.service.protocol import LimitedProtocol, Limits
 from ledger.service.worker_env import (
     CONFIG_ENV,
     FOLLOW_ENV,
+    MARKET_ENV,
     READ_URL_ENV,
     READY_ENV,
     READY_MAX_LAG,
+    TOKENS_URL_ENV,
 )
 
 
@@ -109,6 +111,10 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
         # read by each worker's from_env()
         os.environ["LEDGER_DATABASE_URL"] = market.url if market else settings.db
         os.environ[READ_URL_ENV] = (market.read_url or "") if market else ""
+        os.environ[MARKET_ENV] = market.code if market else ""
+        os.environ[TOKENS_URL_ENV] = settings.markets().token_store() if market else ""
+        if market:
+            settings.token_ledger()  # where its tokens are: unreachable is one line, exit 2
     settings.close()
     os.environ[FOLLOW_ENV] = "1" if follow else "0"
     os.environ[READY_ENV] = str(ready_max_lag)

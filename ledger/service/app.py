@@ -56,12 +56,18 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
                max_body: int | None = None, read_timeout: float = READ_TIMEOUT,
                follow: bool = False, ready_max_lag: int = READY_MAX_LAG,
-               read_url: str | None = None) -> FastAPI:
+               read_url: str | None = None, market: str | None = None,
+               tokens_url: str | None = None) -> FastAPI:
     """The service for the store at `url`; `clock` for tests (the CLI never sets it).
     `follow`: offer to be the store's follower (`ledger serve` does, unless --no-follow).
-    `read_url`: the read models' database, when not the store's."""
+    `read_url`: the read models' database, when not the store's; `market`, `tokens_url`:
+    one market of a markets file served on /v1 (`serve --market`): tokens are looked up
+    where the file keeps them, and refused when limited to other markets."""
+    tokens = None if not tokens_url or tokens_url == url else Service(
+        tokens_url, clock=clock, pool_size=2)
     service = Service(url, clock=clock, pool_size=pool_size, read_timeout=read_timeout,
                       follow=follow, ready_max_lag=ready_max_lag, read_url=read_url,
+                      market=market, tokens=tokens,
                       max_body=MAX_COMMAND_BYTES if max_body is None else max_body)
     return service_app(service)
 
@@ -79,6 +85,8 @@ def service_app(service: Service, *, lifespan_owner: bool = True,
         yield
         if lifespan_owner:
             await run_in_threadpool(service.close)  # waits for the follower's page
+            if service.tokens is not None:
+                await run_in_threadpool(service.tokens.close)
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the installed package
     # (FastAPI's own pages fetch them from a CDN, and are blank without the internet).
@@ -115,7 +123,9 @@ def from_env() -> ASGIApp:
                                   ready_max_lag=worker_env.ready_max_lag())
     return create_app(os.environ.get("LEDGER_DATABASE_URL", DEFAULT_URL),
                       follow=worker_env.follow(), ready_max_lag=worker_env.ready_max_lag(),
-                      read_url=os.environ.get(worker_env.READ_URL_ENV) or None)
+                      read_url=os.environ.get(worker_env.READ_URL_ENV) or None,
+                      market=os.environ.get(worker_env.MARKET_ENV) or None,
+                      tokens_url=os.environ.get(worker_env.TOKENS_URL_ENV) or None)
 
 
 def _add_routes(app: FastAPI) -> None:
