@@ -7,9 +7,10 @@ Each market has its own Service: its own pools (on its store, and on its read da
 opened on first use, its own follower candidate, its own remembered tokens; tokens are
 looked up in the file's `tokens_url` by a Service of their own. Nothing is shared between
 markets but the process, the event loop and the thread pool, so one market's store being
-down cannot block another's requests: its connections fail in its own pool, and at most
-`MAX_IN_FLIGHT` of its requests are in this worker at once (more are 503 `overloaded` at
-once), so that a slow or dead store cannot take every thread of the pool.
+down cannot block another's requests: its connections fail in its own pool, and once
+`MAX_IN_FLIGHT` of its requests are in this worker and the oldest has waited over `SLOW`
+seconds (or twice as many are in, however fast), more are 503 `overloaded` at once, so
+that a slow or dead store cannot take every thread of the pool.
 
 `/healthz` is the process; `/readyz` lists every market's readiness (200 while at least
 one market is ready: a load balancer must not take every market away for one).
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,7 +41,8 @@ from ledger.service.status import RETRY_AFTER, error_body
 from ledger.service.worker_env import READY_MAX_LAG
 
 PREFIX = re.compile(r"/v1/markets/([^/]+)(/.*)?")
-MAX_IN_FLIGHT = 16  # a market's requests in one worker at once (the thread pool has 40)
+MAX_IN_FLIGHT = 16  # a market's slow requests in one worker at once (the thread pool has 40)
+SLOW = 0.5  # seconds: a market whose oldest request in flight is older is slow
 READY_WAIT = 3.0  # seconds /readyz waits for a market's answer
 
 
@@ -52,6 +55,18 @@ class MarketRoutes:
         self.markets = markets
         self.max_in_flight = max_in_flight
         self.in_flight = dict.fromkeys(markets, 0)
+        self.started: dict[str, dict[int, float]] = {code: {} for code in markets}
+
+    def refuse(self, code: str) -> bool:
+        """Whether a market's next request is turned away: it has `max_in_flight` in this
+        worker and the oldest has taken over `SLOW` seconds (its store hangs, or is
+        overloaded), or it has twice that many however fast they are. A busy but healthy
+        market's requests finish in milliseconds and pass."""
+        count = self.in_flight[code]
+        if count < self.max_in_flight:
+            return False
+        oldest = min(self.started[code].values(), default=time.monotonic())
+        return count >= 2 * self.max_in_flight or time.monotonic() - oldest > SLOW
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = PREFIX.fullmatch(scope["path"]) if scope["type"] == "http" else None
@@ -65,7 +80,7 @@ class MarketRoutes:
                 "not_found", f"no market {code!r} here; markets: {', '.join(self.markets)}",
                 {"market": code, "markets": list(self.markets)}))
             return
-        if self.in_flight[code] >= self.max_in_flight:
+        if self.refuse(code):
             await respond(send, 503, error_body(
                 "overloaded", f"market {code} has {self.in_flight[code]} requests in flight "
                 "in this worker (is its store slow or down?); try again",
@@ -76,10 +91,13 @@ class MarketRoutes:
         routed = {**scope, "path": inner, "raw_path": inner.encode(),
                   "state": scope.setdefault("state", {})}
         self.in_flight[code] += 1
+        ticket = id(routed)
+        self.started[code][ticket] = time.monotonic()
         try:
             await target(routed, receive, send)
         finally:
             self.in_flight[code] -= 1
+            del self.started[code][ticket]
 
 
 async def respond(send: Send, status: int, body: dict[str, Any], *, retry: bool = False) -> None:
