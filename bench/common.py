@@ -8,12 +8,14 @@ the tests import it as `bench.common`. It imports nothing of bench's scripts or 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import math
 import multiprocessing
 import os
 import platform
+import shutil
 import signal
 import socket
 import sqlite3
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 from click.testing import CliRunner
 from eventsourcing.persistence import StoredEvent
 
@@ -370,9 +373,11 @@ def serving(url: str, log: Path, *options: str, within: float = STARTUP,
 
 # Timed HTTP ------------------------------------------------------------------------------------
 
-def add_token(url: str, role: str, actor_id: str) -> str:
-    """A new bearer token for the actor, issued with `ledger tokens add`."""
-    result = CliRunner().invoke(ledger_main, ["--db", url, "tokens", "add", "--role", role,
+def add_token(url: str, role: str, actor_id: str, *, config: str | None = None) -> str:
+    """A new bearer token for the actor, issued with `ledger tokens add` (in the store at
+    `url`, or with `config` where that markets file keeps tokens)."""
+    store = ["--config", config] if config else ["--db", url]
+    result = CliRunner().invoke(ledger_main, [*store, "tokens", "add", "--role", role,
                                               "--id", actor_id])
     if result.exit_code != 0:
         raise RuntimeError(f"ledger tokens add failed: {result.output}")
@@ -444,3 +449,123 @@ def latency_figures(seconds: list[float]) -> dict[str, float]:
     """The median, 99th percentile and maximum of some delays, in milliseconds."""
     return {"p50_ms": round(statistics.median(seconds) * 1000, 1),
             "p99_ms": round(p99(seconds) * 1000, 1), "max_ms": round(max(seconds) * 1000, 1)}
+
+
+# PostgreSQL servers of our own (tests and benchmarks) ------------------------------------------
+# The installed server's `initdb` and `pg_ctl`, each cluster in a temporary folder on a free
+# port, stopped (and removed) at the end. `initdb` refuses to run as root, so as root (CI)
+# the clusters belong to the `postgres` user and every server command runs through `runuser
+# -u postgres --`. Trust auth on 127.0.0.1 only; fsync off (nothing here outlives the run).
+
+SETTINGS = ["-c", "max_connections=200", "-c", "shared_buffers=64MB",
+            "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="]
+FAST = ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+
+
+def bindir() -> Path:
+    """The installed server's programs (`pg_config --bindir`)."""
+    found = shutil.which("pg_config")
+    if found:
+        out = subprocess.run([found, "--bindir"], capture_output=True, text=True, check=False)
+        if out.returncode == 0 and (Path(out.stdout.strip()) / "initdb").exists():
+            return Path(out.stdout.strip())
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    raise RuntimeError("no PostgreSQL server programs (initdb, pg_ctl): install postgresql")
+
+
+def _as_owner(args: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@dataclass
+class PgServer:
+    """One PostgreSQL server: its folder and port; `stop()`/`start()` it like an outage."""
+
+    name: str
+    data: Path
+    port: int
+    log: Path
+    durable: bool = False  # fsync and synchronous commit on, as a production server runs
+
+    def url(self, dbname: str = "postgres", query: str = "") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}" + (
+            f"?{query}" if query else "")
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(_as_owner([str(bindir() / "pg_ctl"), "-D", str(self.data), *args]),
+                       check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        options = " ".join([*SETTINGS, *([] if self.durable else FAST),
+                            "-c", f"port={self.port}"])
+        self._ctl("-l", str(self.log), "-o", options, "-w", "start")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(self.url(), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def stop(self, mode: str = "fast") -> None:
+        self._ctl("-m", mode, "-w", "stop")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def pids(self) -> list[int]:
+        """The server's processes: the postmaster and its children (backends, WAL writer,
+        checkpointer...), for their CPU."""
+        try:
+            main = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        found = [main]
+        for entry in Path("/proc").glob("[0-9]*"):
+            fields = stat_of(int(entry.name))
+            if fields and int(fields[1]) == main:
+                found.append(int(entry.name))
+        return found
+
+    def create_database(self, dbname: str) -> str:
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        return self.url(dbname)
+
+
+@contextlib.contextmanager
+def pg_servers(count: int, prefix: str = "pg", *,
+               durable: bool = False) -> Iterator[list[PgServer]]:
+    """`count` fresh PostgreSQL servers, started; stopped and removed at the end, also
+    when the block fails. `durable`: fsync and synchronous commit on (benchmarks); else
+    off, for speed (tests: nothing outlives the run)."""
+    root = Path(tempfile.mkdtemp(prefix="ledger-servers-"))
+    os.chmod(root, 0o755)
+    started: list[PgServer] = []
+    try:
+        for i in range(count):
+            data = root / f"{prefix}{i}"
+            data.mkdir(mode=0o700)
+            if os.geteuid() == 0:
+                shutil.chown(data, "postgres", "postgres")
+            subprocess.run(_as_owner([str(bindir() / "initdb"), "-D", str(data), "-U",
+                                      "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]),
+                           check=True, capture_output=True, timeout=120)
+            log = root / f"{prefix}{i}.log"
+            log.touch()
+            if os.geteuid() == 0:
+                shutil.chown(log, "postgres", "postgres")
+            server = PgServer(f"{prefix}{i}", data, free_port(), log, durable)
+            server.start()
+            started.append(server)
+        yield started
+    finally:
+        for server in started:
+            if server.running():
+                with contextlib.suppress(subprocess.SubprocessError, OSError):
+                    server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)

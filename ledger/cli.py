@@ -20,9 +20,16 @@ from ledger.ledger import DEFAULT_URL
               help="Run as if it were this ISO-8601 time, e.g. 2026-11-11T20:00:00+07:00 "
                    "(env LEDGER_NOW). Default: the system clock.")
 @click.option("--tz", envvar="LEDGER_TZ", callback=parse_zone, metavar="ZONE", help=TZ_HELP)
+@click.option("--config", envvar="LEDGER_CONFIG", metavar="FILE",
+              help="Markets file (TOML: [markets.CODE] url = ..., read_url = ...) "
+                   "(env LEDGER_CONFIG).")
+@click.option("--market", envvar="LEDGER_MARKET", metavar="CODE",
+              help="The market of --config to work on, e.g. th (env LEDGER_MARKET). "
+                   "Not with --db.")
 @click.version_option(package_name="ledger")
 @click.pass_context
-def main(ctx: click.Context, db: str, now: datetime | None, tz: tzinfo | None) -> None:
+def main(ctx: click.Context, db: str, now: datetime | None, tz: tzinfo | None,
+         config: str | None, market: str | None) -> None:
     """An event-sourced ledger for marketplace livestream campaigns.
 
     Every fact (a campaign created, a seller registered, a session approved, sales
@@ -39,10 +46,12 @@ def main(ctx: click.Context, db: str, now: datetime | None, tz: tzinfo | None) -
       ledger show campaign 1111-mega-live
       ledger --tz Asia/Bangkok events 1111-mega-live --json
       ledger --db postgresql://postgres@127.0.0.1:5432/ledger events 1111-mega-live
+      ledger --config markets.toml --market th campaigns --open
+      ledger --config markets.toml export manage_registrations --all-markets
     """
     source = ctx.get_parameter_source("db")
     settings = Settings(db, now, db_given=source is not click.core.ParameterSource.DEFAULT,
-                        zone=tz)
+                        zone=tz, config=config, market=market)
     ctx.obj = settings
     ctx.call_on_close(settings.close)
 

@@ -15,7 +15,6 @@ from ledger.errors import Conflict
 from ledger.ledger import Ledger
 from ledger.projections.campaign_performance import campaign_performance_report
 from ledger.projections.manage import manage_page
-from ledger.projections.registry import projector
 from ledger.projections.ytd import ytd_report
 from ledger.shapes import table
 from ledger.store.reset import clear, stored_events
@@ -295,7 +294,7 @@ def campaign_summary(ledger: Ledger, plan: Plan) -> dict[str, Any]:
 
 def show_read_models(ledger: Ledger, echo: Callable[[str], None]) -> None:
     """The seller's Manage Campaign page, YTD and a campaign's performance, as read models."""
-    p = projector(ledger.app)
+    p = ledger.projector()
     done = p.rebuild()
     echo(f"read models rebuilt from {done} events: {', '.join(m.name for m in p.models)}")
     seller, money = "seller-07", ["currency", "gmv", "refunds", "orders", "buyers", "reports"]
@@ -314,8 +313,8 @@ def show_read_models(ledger: Ledger, echo: Callable[[str], None]) -> None:
     echo(table(report["days"], ["day", *money]))
 
 
-def run_demo(url: str, *, reset: bool, own: bool,
-             echo: Callable[[str], None]) -> dict[str, Any]:
+def run_demo(url: str, *, reset: bool, own: bool, echo: Callable[[str], None],
+             read_url: str | None = None) -> dict[str, Any]:
     """Run the season into `url` and return its summary. A store that holds events is
     refused unless `reset`; the demo's `own` default file is the demo's to replace, and it
     says so."""
@@ -332,7 +331,7 @@ def run_demo(url: str, *, reset: bool, own: bool,
         echo(f"cleared {store.display}: {held:,} events deleted ({why})")
     echo(f"store: {store.display}")
     clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
-    with Ledger.open(url, clock=clock) as ledger:
+    with Ledger.open(url, clock=clock, read_url=read_url) as ledger:
         rng = random.Random(1111)
         season = Season(ledger, clock, rng, make_sellers(rng))
         for plan in SEASON:

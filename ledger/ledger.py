@@ -26,6 +26,7 @@ from ledger.reads import LedgerReads
 from ledger.store import tokens
 from ledger.store.application import LedgerApplication, open_application
 from ledger.store.faults import Fault, Outage, StoreErrors, classify, read_only_folder
+from ledger.store.readstore import ReadStore, open_read_store
 from ledger.store.tokens import TokenActor, TokenRow
 from ledger.store.urls import DEFAULT_URL, check_reachable, parse_url
 
@@ -49,18 +50,22 @@ token_id = tokens.token_id  # the id `ledger tokens list` shows: the start of th
 class Ledger(LedgerReads):
     """The ledger over one store: commands in, results out, and every read (`LedgerReads`)."""
 
-    def __init__(self, app: LedgerApplication, clock: Clock, url: str) -> None:
+    def __init__(self, app: LedgerApplication, clock: Clock, url: str,
+                 read_store: ReadStore | None = None) -> None:
         self.app = app
         self.clock = clock
         self.url = url
+        self.read_store = read_store  # the read models' database, when not the store's
         self.notices: list[str] = []  # what opening did that a user should hear of
         self.group_stats = group.GroupStats()  # how send_group's runs went (see group.py)
 
     @classmethod
     def open(cls, url: str | None = None, *, clock: Clock | None = None,
-             pool_size: int = 5) -> Ledger:
-        """Open (and on first use create) the store at `url` (default sqlite:///ledger.db)."""
+             pool_size: int = 5, read_url: str | None = None) -> Ledger:
+        """Open (and on first use create) the store at `url` (default sqlite:///ledger.db);
+        its read models are kept in `read_url` when given (else beside the events)."""
         store = parse_url(url or DEFAULT_URL)
+        reads = parse_url(read_url) if read_url else None
         check_reachable(store)
         notices: list[str] = []
         try:
@@ -73,12 +78,21 @@ class Ledger(LedgerReads):
                 # In WAL mode SQLite cannot open a file it may not write its -shm beside.
                 fault = Fault("read-only", f"{fault.detail}: its file system is read-only")
             raise fault.unavailable() from None
-        opened = cls(app, clock or SystemClock(), store.display)
+        read_store = None
+        if reads is not None:
+            try:
+                read_store = open_read_store(reads, pool_size=pool_size)
+            except BaseException:
+                app.close()
+                raise
+        opened = cls(app, clock or SystemClock(), store.display, read_store)
         opened.notices = notices
         return opened
 
     def close(self) -> None:
         self.app.close()
+        if self.read_store is not None:
+            self.read_store.close()
 
     def __enter__(self) -> Ledger:
         return self

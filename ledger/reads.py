@@ -26,6 +26,7 @@ from ledger.projections.registry import projector
 from ledger.projections.runner import Projector
 from ledger.shapes import campaign_state, event_record, registration_state
 from ledger.store.application import LedgerApplication
+from ledger.store.readstore import ReadStore
 
 
 class LedgerReads:
@@ -33,6 +34,7 @@ class LedgerReads:
 
     app: LedgerApplication
     clock: Clock
+    read_store: ReadStore | None  # where the read models are, when not beside the events
 
     def campaign(self, campaign_id: str, version: int | None = None) -> Campaign:
         return self._load(campaign_uuid(campaign_id), Campaign, f"campaign {campaign_id!r}",
@@ -102,4 +104,4 @@ class LedgerReads:
 
     def projector(self) -> Projector:
         """The read models over this store: status, catch-up, rebuild, and their views."""
-        return projector(self.app)
+        return projector(self.app, reads=self.read_store)

@@ -59,7 +59,8 @@ def test_tokens_list_shows_ids_actors_and_roles_never_the_tokens(
     assert [r["actor_id"] for r in listed(backend, "--id", "rev-alice")] == ["rev-alice"] * 2
     text = tokens(backend, "list")
     assert text.exit_code == 0
-    assert text.stdout.splitlines()[0].split() == ["id", "role", "actor_id", "created_at"]
+    assert text.stdout.splitlines()[0].split() == [
+        "id", "role", "actor_id", "markets", "created_at"]
     assert not any(t in text.stdout for t in issued.values())
     assert token_id(issued["feed"]) in text.stdout
 

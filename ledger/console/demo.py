@@ -35,8 +35,10 @@ def demo(settings: Settings, reset: bool, as_json: bool) -> None:
     """
     from ledger.demo import DEMO_URL, run_demo
 
-    url = settings.db if settings.db_given else DEMO_URL
-    summary = run_demo(url, reset=reset, own=not settings.db_given,
-                       echo=functools.partial(click.echo, err=as_json))
+    market = settings.market()
+    url = market.url if market else settings.db if settings.db_given else DEMO_URL
+    summary = run_demo(url, reset=reset, own=not (settings.db_given or market),
+                       echo=functools.partial(click.echo, err=as_json),
+                       read_url=market.read_url if market else None)
     if as_json:
         settings.printer.document(summary)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 
@@ -11,6 +12,7 @@ import click
 from ledger.console.options import Settings, friendly_errors, json_option, read_model_names
 from ledger.console.printing import Progress
 from ledger.console.projections_verify import projections_verify
+from ledger.errors import StoreUnavailable
 from ledger.projections.registry import READ_MODELS, default_jobs
 
 
@@ -21,19 +23,42 @@ def projections() -> None:
 
 @projections.command("status")
 @json_option("JSON Lines: one object per read model.")
+@click.option("--all-markets", is_flag=True,
+              help="Every market of --config, a `market` column first; a market whose store "
+                   "does not answer is one line on stderr (exit 2 at the end).")
 @click.pass_obj
 @friendly_errors
-def projections_status(settings: Settings, as_json: bool) -> None:
+def projections_status(settings: Settings, as_json: bool, all_markets: bool) -> None:
     """Each read model's position, the store's head, the lag, when it last advanced.
 
-    Example: ledger projections status
+    \b
+    Examples:
+      ledger projections status
+      ledger --config markets.toml --market th projections status
+      ledger --config markets.toml projections status --all-markets
     """
-    report = settings.projector().status()
+    columns = ["name", "position", "head", "lag", "last_advanced_at", "skipped_unknown",
+               "rebuild_in_progress"]
+    failed = False
+    if all_markets:
+        report = []
+        for market in settings.all_markets():
+            try:
+                rows = market.projector().status()
+            except StoreUnavailable as e:
+                click.echo(f"Error: market {market.market_code}: {e}", err=True)
+                failed = True
+                continue
+            report += [{"market": market.market_code, **row} for row in rows]
+        columns.insert(0, "market")
+    else:
+        report = settings.projector().status()
     if as_json:
         settings.printer.lines(report)
-        return
-    settings.printer.table(report, ["name", "position", "head", "lag", "last_advanced_at",
-                                    "skipped_unknown", "rebuild_in_progress"])
+    else:
+        settings.printer.table(report, columns)
+    if failed:
+        sys.exit(2)
 
 
 @projections.command("catch-up")

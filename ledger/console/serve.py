@@ -5,20 +5,26 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from pathlib import Path
 
 import click
 
 from ledger.console.options import Settings, friendly_errors
+from ledger.errors import StoreUnavailable
 from ledger.service.protocol import ENV as LIMITS_ENV
 from ledger.service.protocol import LimitedProtocol, Limits
 from ledger.service.worker_env import (
+    CONFIG_ENV,
     FOLLOW_ENV,
     GROUP_MAX,
     GROUP_MAX_ENV,
     GROUP_WAIT_ENV,
     GROUP_WAIT_MS,
+    MARKET_ENV,
+    READ_URL_ENV,
     READY_ENV,
     READY_MAX_LAG,
+    TOKENS_URL_ENV,
 )
 
 
@@ -101,8 +107,18 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
     /readyz is 503 while a read model is more than --ready-max-lag events behind.
 
     \b
+    \b
+    Markets: with --config FILE (and no --market) one server serves every market of the
+    file under /v1/markets/CODE/... (the same paths as /v1/...): each market's store and
+    read database are opened on first use, and followed by one worker among all servers.
+    A market whose store is down answers 503 store_unavailable; the others carry on.
+    /readyz lists every market; /v1/markets/CODE/readyz is one market's. With --market
+    CODE it serves that one market on /v1/..., as for a single store.
+
+    \b
     Example:
       ledger --db postgresql://postgres@127.0.0.1:5432/ledger serve --port 8080 --workers 4
+      ledger --config markets.toml serve --workers 4       # every market of the file
       ledger serve --no-follow --ready-max-lag 5000   # `ledger projections run` elsewhere
       ledger serve --group-wait-ms 5 --group-max 500  # a longer wait, bigger groups
       ledger serve --timeout-keep-alive 5 --header-timeout 10 --body-timeout 30 \\
@@ -115,9 +131,20 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
     import uvicorn
 
     check_port_free(host, port)
-    url = settings.ledger().url  # fail fast, in one line, if unreachable; creates tables
+    if settings.serves_markets():
+        url = every_market(settings)
+    else:
+        url = settings.ledger().url  # fail fast, in one line, if unreachable; creates tables
+        market = settings.market()
+        os.environ.pop(CONFIG_ENV, None)
+        # read by each worker's from_env()
+        os.environ["LEDGER_DATABASE_URL"] = market.url if market else settings.db
+        os.environ[READ_URL_ENV] = (market.read_url or "") if market else ""
+        os.environ[MARKET_ENV] = market.code if market else ""
+        os.environ[TOKENS_URL_ENV] = settings.markets().token_store() if market else ""
+        if market:
+            settings.token_ledger()  # where its tokens are: unreachable is one line, exit 2
     settings.close()
-    os.environ["LEDGER_DATABASE_URL"] = settings.db  # read by each worker's from_env()
     os.environ[FOLLOW_ENV] = "1" if follow else "0"
     os.environ[READY_ENV] = str(ready_max_lag)
     os.environ[GROUP_WAIT_ENV] = str(group_wait_ms)
@@ -128,6 +155,26 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
                f"with {workers} worker{'s' if workers > 1 else ''} (Ctrl-C to stop)", err=True)
     uvicorn.run("ledger.service.app:from_env", factory=True, host=host, port=port,
                 workers=workers, access_log=False, log_level="warning", http=LimitedProtocol)
+
+
+def every_market(settings: Settings) -> str:
+    """Check the markets file and the tokens' store, say which markets answer now (one
+    that does not will answer 503 until it does; it does not stop the others), and hand
+    the file to the workers. What to print after "serving"."""
+    config = settings.markets()
+    config.token_store()  # a file of several markets must say where tokens are
+    settings.token_ledger()  # unreachable: one line, exit 2 (no request could be served)
+    for code in config.codes:
+        market = settings.for_market(code)
+        try:
+            market.ledger()  # creates its tables, and its read models' on read_url
+        except StoreUnavailable as e:
+            click.echo(f"warning: market {code}: {e} (its requests get 503 until it answers)",
+                       err=True)
+        finally:
+            market.close()
+    os.environ[CONFIG_ENV] = str(Path(config.path).resolve())
+    return f"markets {', '.join(config.codes)} of {config.path} (under /v1/markets/CODE/)"
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -23,6 +23,10 @@ from ledger.projections.base import Handler, ReadModel
 from ledger.projections.tables import Batch
 from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
 from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
+from ledger.store.readstore import ReadStore
+
+# Where read models are kept: beside the events (the application), or a `ReadStore`.
+ReadSide = LedgerApplication | ReadStore
 
 PAGE = 1000
 REBUILD_PAGE = 5000  # measured: 1.5x the rebuild rate of 1,000 on SQLite, RSS still flat
@@ -42,8 +46,8 @@ class Decoded:
 
 
 @contextmanager
-def ddl_lock(app: LedgerApplication) -> Iterator[None]:
-    """Hold the store's DDL advisory lock on PostgreSQL (see `open_application`)."""
+def ddl_lock(app: ReadSide) -> Iterator[None]:
+    """Hold the database's DDL advisory lock on PostgreSQL (see `open_application`)."""
     datastore = getattr(app.factory, "datastore", None)
     if not isinstance(datastore, PostgresDatastore):
         yield
@@ -56,7 +60,7 @@ def ddl_lock(app: LedgerApplication) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
 
 
-def make_view(app: LedgerApplication) -> ViewMixin:
+def make_view(app: ReadSide) -> ViewMixin:
     """The tracking recorder the read models write through, for the app's backend."""
     recorder_class = PostgresView if isinstance(app.factory, PostgresFactory) else SQLiteView
     for attempt in range(5):
@@ -95,17 +99,22 @@ class CatchUp:
     `page`: events read per page when catching up (each page is written at once).
     `rebuild_page`: events per page when rebuilding; a rebuild keeps each read model's
     working set across pages and writes it every `flush_every` events; after a write it
-    keeps at most `working_set` rows per table (the most recent)."""
+    keeps at most `working_set` rows per table (the most recent).
+
+    Events are read from `app`'s store; the read models' tables and positions are kept
+    in `reads` (default: the same database; a market's `read_url` names another)."""
 
     def __init__(self, app: LedgerApplication, model_classes: Sequence[type[ReadModel]],
                  page: int = PAGE, rebuild_page: int | None = None,
                  flush_every: int | None = None, working_set: int = WORKING_SET,
-                 jobs: int = 1) -> None:
+                 jobs: int = 1, reads: ReadStore | None = None) -> None:
         self.app = app
-        with ddl_lock(app):
-            self.view = make_view(app)
+        self.reads: ReadSide = reads or app
+        self.read_store = reads
+        with ddl_lock(self.reads):
+            self.view = make_view(self.reads)
             # A store opened read-only (a forensic copy, a standby) is read as it is.
-            if getattr(app.factory, "env_create_table", lambda: True)():
+            if getattr(self.reads.factory, "env_create_table", lambda: True)():
                 for cls in model_classes:
                     self.view.create_tables(cls.tables)
         self.models = [cls(self.view) for cls in model_classes]

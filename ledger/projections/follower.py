@@ -62,7 +62,7 @@ class Follower:
 
     def _term(self, projector: Projector) -> None:
         """Follow while this process holds the lock, if it can get it."""
-        with lease(projector.app, FOLLOW) as got:
+        with lease(projector.reads, FOLLOW) as got:
             if not got.held:
                 return
             self.leading.set()

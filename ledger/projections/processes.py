@@ -10,12 +10,14 @@ import sys
 from queue import Empty
 from typing import Any
 
-from eventsourcing.utils import get_topic, resolve_topic
+from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.utils import Environment, get_topic, resolve_topic
 
 from ledger.projections.base import ReadModel
 from ledger.projections.catchup import CatchUp, Progress
 from ledger.projections.rebuild import rebuild_shadow
 from ledger.store.application import LedgerApplication
+from ledger.store.readstore import NAME, ReadStore
 
 
 class Helpers:
@@ -33,11 +35,13 @@ class Helpers:
         context = multiprocessing.get_context("spawn")
         queue: Any = context.Queue()
         env = dict(self.projector.app.env)
+        reads = self.projector.read_store
+        read_env = None if reads is None else dict(reads.env)
         topics = [[get_topic(type(m)) for m in group] for group in self.groups]
         helpers = [context.Process(
             target=rebuild_in_helper, daemon=True,
             args=(env, topics[i], self.restart, self.projector.options(), queue, i,
-                  os.getpid()))
+                  os.getpid(), read_env))
             for i in range(1, len(self.groups))]
         failures: list[str] = []
         completed = False
@@ -100,7 +104,8 @@ class RebuildFailed(RuntimeError):
 
 
 def rebuild_in_helper(env: dict[str, str], topics: list[str], restart: bool,
-                      options: dict[str, int], queue: Any, index: int, parent: int) -> None:
+                      options: dict[str, int], queue: Any, index: int, parent: int,
+                      read_env: dict[str, str] | None = None) -> None:
     """A helper process: rebuild these read models, reporting progress on `queue`.
     It stops after the page it is on if the rebuild that started it is gone (killed with
     SIGKILL, say): an orphan would go on loading the store and swap its half in later."""
@@ -116,11 +121,16 @@ def rebuild_in_helper(env: dict[str, str], topics: list[str], restart: bool,
         if os.getppid() != parent:
             raise Orphaned
         app = LedgerApplication(env=env)
+        reads = None if read_env is None else ReadStore(
+            InfrastructureFactory.construct(Environment(NAME, read_env)), read_env, "")
         try:
-            projector = CatchUp(app, [resolve_topic(t) for t in topics], **options)
+            projector = CatchUp(app, [resolve_topic(t) for t in topics], reads=reads,
+                                **options)
             rebuild_shadow(projector, projector.models, restart=restart, progress=report)
         finally:
             app.close()
+            if reads is not None:
+                reads.close()
     except Orphaned:
         sys.exit(1)  # nobody is left to tell; the next rebuild resumes from our pages
     except BaseException as error:  # reported by the parent, as one line

@@ -45,7 +45,7 @@ def rebuild_shadow(projector: CatchUp, models: Sequence[ReadModel], *, restart: 
             break
     # Under the DDL lock: a projector starting now creates the live tables (if not
     # there) and must not meet them half-renamed.
-    with ddl_lock(projector.app):
+    with ddl_lock(projector.reads):
         for model in models:
             view.swap(model.name, model.tables)
     return done

@@ -12,6 +12,7 @@ from ledger.projections.manage import ManageCampaign
 from ledger.projections.runner import Projector
 from ledger.projections.ytd import YtdPerformance
 from ledger.store.application import LedgerApplication
+from ledger.store.readstore import ReadStore
 
 READ_MODELS: dict[str, type[ReadModel]] = {
     ManageCampaign.name: ManageCampaign,
@@ -23,16 +24,17 @@ READ_MODELS: dict[str, type[ReadModel]] = {
 
 def projector(app: LedgerApplication, page: int | None = None, *,
               flush_every: int | None = None, working_set: int = WORKING_SET,
-              jobs: int | None = None) -> Projector:
+              jobs: int | None = None, reads: ReadStore | None = None) -> Projector:
     """A projector over every read model. `page`, if given, sizes catch-up and rebuild
     pages, and a rebuild then writes every page unless `flush_every` says otherwise.
-    `jobs`: processes a rebuild uses (default 1; the CLI's default is `default_jobs()`)."""
+    `jobs`: processes a rebuild uses (default 1; the CLI's default is `default_jobs()`).
+    `reads`: the database of the read models, when not the store's (a market's read_url)."""
     if page is None:
         return Projector(app, list(READ_MODELS.values()), page=PAGE, rebuild_page=REBUILD_PAGE,
                          flush_every=flush_every or FLUSH_EVERY, working_set=working_set,
-                         jobs=jobs or 1)
+                         jobs=jobs or 1, reads=reads)
     return Projector(app, list(READ_MODELS.values()), page=page, flush_every=flush_every,
-                     working_set=working_set, jobs=jobs or 1)
+                     working_set=working_set, jobs=jobs or 1, reads=reads)
 
 
 def default_jobs() -> int:

@@ -75,11 +75,11 @@ class Projector(CatchUp):
         work (`ReadModel.weight`), each rebuilt by its own process reading the store;
         this process runs the first group. Returns the events read (by one group).
 
-        One rebuild at a time per store (`only_one(app, REBUILD)`): another one running is
+        One rebuild at a time per read database (`only_one(reads, REBUILD)`): another one running is
         `LockHeld`, naming it, before anything is touched; or, `wait`, waited for."""
         models = [m for m in self.models if names is None or m.name in names]
         groups = split(models, jobs or self.jobs)
-        with only_one(self.app, REBUILD, wait=wait):
+        with only_one(self.reads, REBUILD, wait=wait):
             if len(groups) <= 1:
                 return rebuild_shadow(self, models, restart=restart, progress=progress)
             return Helpers(self, groups, restart).run(progress)

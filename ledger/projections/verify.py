@@ -46,9 +46,10 @@ def verify(live: Projector, names: Sequence[str] | None = None, *, limit: int = 
     """Compare each read model (all by default) with a rebuild of it at its position;
     at most `limit` differing rows are kept per table (every one is counted)."""
     models = [m for m in live.models if names is None or m.name in names]
-    aside = Projector(live.app, [type(m) for m in models], **live.options())
+    aside = Projector(live.app, [type(m) for m in models], reads=live.read_store,
+                      **live.options())
     aside.view.aside = VERIFY
-    with lease(live.app, VERIFY) as got:
+    with lease(live.reads, VERIFY) as got:
         if got.holder is not None:
             raise VerifyFailed(LockHeld(VERIFY, got.holder).message)
         with aside_tables(aside):

@@ -23,10 +23,13 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp
 
 from ledger.clock import Clock
+from ledger.commands.parse import MAX_COMMAND_BYTES
 from ledger.errors import LedgerError, StoreUnavailable
 from ledger.ledger import DEFAULT_URL, store_fault
+from ledger.markets import load as load_markets
 from ledger.projections.follower import log as follower_log
 from ledger.service import reads, worker_env
 from ledger.service.dashboard import add_dashboard
@@ -56,20 +59,40 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
                max_body: int | None = None, read_timeout: float = READ_TIMEOUT,
                follow: bool = False, ready_max_lag: int = READY_MAX_LAG,
-               group_wait_ms: float = GROUP_WAIT_MS, group_max: int = GROUP_MAX) -> FastAPI:
+               group_wait_ms: float = GROUP_WAIT_MS, group_max: int = GROUP_MAX,
+               read_url: str | None = None, market: str | None = None,
+               tokens_url: str | None = None) -> FastAPI:
     """The service for the store at `url`; `clock` for tests (the CLI never sets it).
     `follow`: offer to be the store's follower (`ledger serve` does, unless --no-follow).
-    `group_wait_ms`, `group_max`: how single commands are coalesced (0: they are not)."""
+    `group_wait_ms`, `group_max`: how single commands are coalesced (0: they are not).
+    `read_url`: the read models' database, when not the store's; `market`, `tokens_url`:
+    one market of a markets file served on /v1 (`serve --market`): tokens are looked up
+    where the file keeps them, and refused when limited to other markets."""
+    tokens = None if not tokens_url or tokens_url == url else Service(
+        tokens_url, clock=clock, pool_size=2)
     service = Service(url, clock=clock, pool_size=pool_size, read_timeout=read_timeout,
-                      follow=follow, ready_max_lag=ready_max_lag,
+                      follow=follow, ready_max_lag=ready_max_lag, read_url=read_url,
+                      market=market, tokens=tokens,
                       group_wait_ms=group_wait_ms, group_max=group_max,
-                      **({"max_body": max_body} if max_body is not None else {}))
+                      max_body=MAX_COMMAND_BYTES if max_body is None else max_body)
+    return service_app(service)
+
+
+def service_app(service: Service, *, lifespan_owner: bool = True,
+                access_log: bool = True) -> FastAPI:
+    """The FastAPI app over one `Service` (a store's, or a market's). `lifespan_owner`:
+    the app starts and closes the service itself; `access_log`: it logs each request (a
+    markets app does both for all its markets)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        service.start()
+        if lifespan_owner:
+            service.start()
         yield
-        await run_in_threadpool(service.close)  # waits for the follower's page
+        if lifespan_owner:
+            await run_in_threadpool(service.close)  # waits for the follower's page
+            if service.tokens is not None:
+                await run_in_threadpool(service.tokens.close)
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the installed package
     # (FastAPI's own pages fetch them from a CDN, and are blank without the internet).
@@ -78,7 +101,8 @@ def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
                               "Every request needs `Authorization: Bearer TOKEN` "
                               "(from `ledger tokens add`) except /healthz and /readyz.")
     app.state.service = service
-    app.add_middleware(AccessLog)
+    if access_log:
+        app.add_middleware(AccessLog)
     _add_error_handlers(app)
     _add_routes(app)
     app.include_router(reads.router)
@@ -87,9 +111,10 @@ def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
     return app
 
 
-def from_env() -> FastAPI:
-    """The app for LEDGER_DATABASE_URL, logging access lines to stderr (uvicorn factory);
-    following the store unless LEDGER_SERVE_FOLLOW=0, ready within LEDGER_READY_MAX_LAG."""
+def from_env() -> ASGIApp:
+    """The app for LEDGER_DATABASE_URL (or every market of LEDGER_SERVE_CONFIG), logging
+    access lines to stderr (uvicorn factory); following the store unless
+    LEDGER_SERVE_FOLLOW=0, ready within LEDGER_READY_MAX_LAG."""
     for logger in (access_logger, follower_log):
         if not logger.handlers:
             handler = logging.StreamHandler(sys.stderr)
@@ -97,10 +122,19 @@ def from_env() -> FastAPI:
             logger.addHandler(handler)
             logger.setLevel(logging.INFO)
             logger.propagate = False
+    config = os.environ.get(worker_env.CONFIG_ENV)
+    if config:
+        from ledger.service.markets import create_markets_app
+
+        return create_markets_app(load_markets(config), follow=worker_env.follow(),
+                                  ready_max_lag=worker_env.ready_max_lag())
     return create_app(os.environ.get("LEDGER_DATABASE_URL", DEFAULT_URL),
                       follow=worker_env.follow(), ready_max_lag=worker_env.ready_max_lag(),
                       group_wait_ms=worker_env.group_wait_ms(),
-                      group_max=worker_env.group_max())
+                      group_max=worker_env.group_max(),
+                      read_url=os.environ.get(worker_env.READ_URL_ENV) or None,
+                      market=os.environ.get(worker_env.MARKET_ENV) or None,
+                      tokens_url=os.environ.get(worker_env.TOKENS_URL_ENV) or None)
 
 
 def _add_routes(app: FastAPI) -> None:

@@ -40,6 +40,10 @@ async def authenticate(request: Request) -> TokenActor:
     if actor is None:
         raise ServiceError(401, "unauthorized", "unknown token")
     request.state.actor_id = actor.id
+    if not actor.allows(service.market):
+        raise ServiceError(403, "forbidden", f"this token is not for market "
+                           f"{service.market!r} (only {', '.join(actor.markets or ())})",
+                           {"market": service.market, "markets": list(actor.markets or ())})
     return actor
 
 

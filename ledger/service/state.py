@@ -38,17 +38,27 @@ def store_unavailable(error: BaseException) -> ServiceError:
 
 
 TOKEN_TTL = 60.0  # seconds a worker trusts a token it has looked up
+REOPEN_AFTER = 1.0  # seconds a failed open of the store is answered from memory
 
 
 class Service:
-    """One worker's state: its Ledger (opened lazily), token look-ups, reads that wait for
-    a read model, and the elected follower."""
+    """One store's share of a process (a market's, or the single store's): its Ledger,
+    projector, follower candidate and remembered tokens.
+
+    `read_url`: the read models' database when not the store's; `market`: the market it
+    serves (tokens limited to other markets are refused); `tokens`: the Service whose store
+    keeps the tokens, when not this one (a markets file's `tokens_url`)."""
 
     def __init__(self, url: str, *, clock: Clock | None = None, pool_size: int = 10,
                  max_body: int = MAX_COMMAND_BYTES, read_timeout: float = READ_TIMEOUT,
                  follow: bool = False, ready_max_lag: int = READY_MAX_LAG,
-                 group_wait_ms: float = GROUP_WAIT_MS, group_max: int = GROUP_MAX) -> None:
+                 group_wait_ms: float = GROUP_WAIT_MS, group_max: int = GROUP_MAX,
+                 read_url: str | None = None, market: str | None = None,
+                 tokens: Service | None = None) -> None:
         self.url = url
+        self.read_url = read_url
+        self.market = market
+        self.tokens = tokens
         self.clock = clock or SystemClock()
         self.pool_size = pool_size
         self.max_body = max_body
@@ -59,6 +69,7 @@ class Service:
         self._ledger: Ledger | None = None
         self._projector: Projector | None = None
         self._opening = threading.Lock()
+        self._failed: tuple[float, str] | None = None  # (until when, why) the last open failed
         # A Projector's read models keep working sets in memory while catching up: one
         # catch-up at a time in this process (other processes are kept out by the view's
         # compare-and-set on the tracking position).
@@ -77,9 +88,25 @@ class Service:
         ) if group_wait_ms > 0 and group_max > 0 else None
 
     def ledger(self) -> Ledger:
+        """The store's Ledger, opened on first use. An open that failed is remembered for
+        `REOPEN_AFTER` seconds: the requests meanwhile are 503 at once, instead of each
+        waiting out the connect timeout of a store that does not answer (in turn, behind
+        the lock, each holding a thread)."""
+        opened = self._ledger
+        if opened is not None:
+            return opened
         with self._opening:
             if self._ledger is None:
-                self._ledger = Ledger.open(self.url, clock=self.clock, pool_size=self.pool_size)
+                failed = self._failed
+                if failed is not None and time.monotonic() < failed[0]:
+                    raise StoreUnavailable(failed[1])
+                try:
+                    self._ledger = Ledger.open(self.url, clock=self.clock,
+                                               pool_size=self.pool_size, read_url=self.read_url)
+                except StoreUnavailable as e:
+                    self._failed = (time.monotonic() + REOPEN_AFTER, str(e))
+                    raise
+                self._failed = None
             return self._ledger
 
     def projector(self) -> Projector:
@@ -104,8 +131,8 @@ class Service:
     # Commands ----------------------------------------------------------------------------
 
     def actor(self, token: str) -> TokenActor | None:
-        """The token's actor, from the store (and remembered: see `known_actor`)."""
-        actor = self.ledger().token_actor(token)
+        """The token's actor, from the tokens' store (and remembered: see `known_actor`)."""
+        actor = (self.tokens or self).ledger().token_actor(token)
         if actor is not None:
             self._actors[token] = (time.monotonic() + TOKEN_TTL, actor)
         return actor

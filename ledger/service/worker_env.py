@@ -9,6 +9,10 @@ import os
 
 FOLLOW_ENV = "LEDGER_SERVE_FOLLOW"  # "0": this server does not follow (`--no-follow`)
 READY_ENV = "LEDGER_READY_MAX_LAG"  # `--ready-max-lag`
+CONFIG_ENV = "LEDGER_SERVE_CONFIG"  # `serve --config FILE`: every market of the file
+READ_URL_ENV = "LEDGER_SERVE_READ_URL"  # a single market's read_url (`serve --market`)
+MARKET_ENV = "LEDGER_SERVE_MARKET"  # `serve --market CODE`: the market, for tokens' limits
+TOKENS_URL_ENV = "LEDGER_SERVE_TOKENS_URL"  # `serve --market CODE`: where tokens are kept
 READY_MAX_LAG = 1000  # events a read model may be behind the head while /readyz says ready
 GROUP_WAIT_ENV = "LEDGER_SERVE_GROUP_WAIT_MS"  # `--group-wait-ms`
 GROUP_MAX_ENV = "LEDGER_SERVE_GROUP_MAX"  # `--group-max`

@@ -3,8 +3,12 @@
 `ledger tokens add --role reviewer --id alice` makes one (`issue`); the service looks the
 actor up from the token a request carries (`find`); `ledger tokens list` and `ledger tokens
 revoke` show and delete them (`listed`, `revoke`), by their id: the first `ID_LENGTH` hex
-digits of the hash. The table is created with the other ledger tables
+digits of the hash. The tables are created with the other ledger tables
 (`LedgerRows.ledger_create_statements`).
+
+A token may be limited to some markets (`tokens add --market th,vn`): one row per market
+in `ledger_token_markets`; a token without rows there is good in every market. (A table of
+its own rather than a column, so that stores made before markets need no migration.)
 """
 
 from __future__ import annotations
@@ -25,9 +29,14 @@ class TokenActor:
 
     id: str
     role: str
+    markets: tuple[str, ...] | None = None  # the markets it is good in; None: every one
 
     def as_actor(self) -> dict[str, str]:
         return {"id": self.id, "role": self.role}
+
+    def allows(self, market: str | None) -> bool:
+        """Whether the token may be used on `market` (None: a single-store deployment)."""
+        return market is None or self.markets is None or market in self.markets
 
 
 @dataclass(frozen=True)
@@ -38,8 +47,11 @@ class TokenRow:
     actor: TokenActor
     created_at: str
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
+        """The row as `tokens list --json` prints it (`markets` null: every market)."""
+        markets = self.actor.markets
         return {"id": self.id, "actor_id": self.actor.id, "role": self.actor.role,
+                "markets": None if markets is None else list(markets),
                 "created_at": self.created_at}
 
 
@@ -57,6 +69,8 @@ def create_statements(t: str, time_type: str) -> list[str]:
     return [
         f"CREATE TABLE IF NOT EXISTS {t}ledger_tokens (token_sha256 TEXT PRIMARY KEY, "
         f"actor_id TEXT NOT NULL, role TEXT NOT NULL, created_at {time_type} NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {t}ledger_token_markets (token_sha256 TEXT NOT NULL, "
+        "market TEXT NOT NULL, PRIMARY KEY (token_sha256, market))",
     ]
 
 
@@ -74,9 +88,12 @@ def issue(store: _Store, actor: TokenActor, at: datetime) -> str:
     """Store a new token for `actor` (its hash only) and return the token itself."""
     token = PREFIX + secrets.token_urlsafe(32)
     p = store.p
-    with store.writing() as curs:
+    with store.writing() as curs:  # the token and its markets in one transaction
         curs.execute(f"INSERT INTO {store.t}ledger_tokens VALUES ({p},{p},{p},{p})",
                      (digest(token), actor.id, actor.role, store.db_time(at)))
+        for market in actor.markets or ():
+            curs.execute(f"INSERT INTO {store.t}ledger_token_markets VALUES ({p},{p})",
+                         (digest(token), market))
     return token
 
 
@@ -85,7 +102,22 @@ def find(store: _Store, token: str) -> TokenActor | None:
     rows = store._query(
         f"SELECT actor_id, role FROM {store.t}ledger_tokens WHERE token_sha256={store.p}",
         (digest(token),))
-    return TokenActor(rows[0]["actor_id"], rows[0]["role"]) if rows else None
+    if not rows:
+        return None
+    markets = store._query(f"SELECT market FROM {store.t}ledger_token_markets "
+                           f"WHERE token_sha256={store.p} ORDER BY market", (digest(token),))
+    return TokenActor(rows[0]["actor_id"], rows[0]["role"],
+                      tuple(r["market"] for r in markets) or None)
+
+
+def _markets_of(store: _Store) -> dict[str, tuple[str, ...]]:
+    """Each limited token's markets, by the token's hash."""
+    found: dict[str, list[str]] = {}
+    rows = store._query(f"SELECT token_sha256, market FROM {store.t}ledger_token_markets "
+                        "ORDER BY market", ())
+    for row in rows:
+        found.setdefault(row["token_sha256"], []).append(row["market"])
+    return {h: tuple(m) for h, m in found.items()}
 
 
 def listed(store: _Store, actor_id: str | None = None) -> list[TokenRow]:
@@ -94,8 +126,10 @@ def listed(store: _Store, actor_id: str | None = None) -> list[TokenRow]:
     rows = store._query(f"SELECT token_sha256, actor_id, role, created_at FROM "
                         f"{store.t}ledger_tokens{where} ORDER BY created_at, token_sha256",
                         params)
-    return [TokenRow(r["token_sha256"][:ID_LENGTH], TokenActor(r["actor_id"], r["role"]),
-                     _iso(r["created_at"])) for r in rows]
+    markets = _markets_of(store)
+    return [TokenRow(r["token_sha256"][:ID_LENGTH], TokenActor(
+        r["actor_id"], r["role"], markets.get(r["token_sha256"])), _iso(r["created_at"]))
+        for r in rows]
 
 
 def revoke(store: _Store, ids: list[str]) -> int:
@@ -111,6 +145,8 @@ def revoke(store: _Store, ids: list[str]) -> int:
             curs.execute(f"SELECT COUNT(*) AS n {match}", (wanted + "%",))
             deleted += int(curs.fetchone()["n"])
             curs.execute(f"DELETE {match}", (wanted + "%",))
+            curs.execute(f"DELETE FROM {store.t}ledger_token_markets WHERE token_sha256 "
+                         f"LIKE {p}", (wanted + "%",))
     return deleted
 
 
