@@ -136,6 +136,27 @@ def test_results_stream_while_the_writer_pauses(new_url: NewUrl) -> None:
         writer.process.wait()
 
 
+def test_send_stops_cleanly_while_its_writer_still_holds_the_pipe_open(
+        new_url: NewUrl) -> None:
+    with open("/dev/full", "wb") as full:
+        writer = subprocess.Popen(ledger_cli(new_url(), "send", "-"), stdin=subprocess.PIPE,
+                                  stdout=full, stderr=subprocess.PIPE)
+    assert writer.stdin is not None
+    assert writer.stderr is not None
+    try:
+        writer.stdin.write(jsonl(create_campaign()))
+        writer.stdin.flush()  # and the input stays open: the reader thread waits in a read
+        assert writer.wait(TIMEOUT) == 2
+        stderr = writer.stderr.read().decode()
+    finally:
+        writer.stdin.close()
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert stderr.startswith("Error: cannot write the results (No space left on device)")
+    assert stderr.count("\n") == 1, stderr  # no "Fatal Python error" from the reader thread
+
+
 # kill -9 ----------------------------------------------------------------------------------
 
 def feed(registrations: int, *, more: bool = True) -> list[Json]:
