@@ -81,23 +81,18 @@ def send(settings: Settings, source: BinaryIO, group_size: int, group_wait_ms: i
     sys.exit(worst)
 
 
-def _run(ledger: Ledger, group: list[Read], done: int) -> list[dict[str, Any]]:
+def _run(ledger: Ledger, group: list[Read], printed: int) -> list[dict[str, Any]]:
     """The group's results in input order, each refusal with its input line named.
 
     Unreadable lines (not UTF-8, too long) are refused here; the others go to the store
-    as one group. If the store is unavailable, nothing of the group was committed: the
-    error names its first line, where sending again must start.
+    as one group. If the store is unavailable, the error names the line to send again
+    from.
     """
     texts = [read.document.text for read in group if read.document.unreadable is None]
     try:
         decided = iter(ledger.send_group(texts) if texts else [])
     except StoreUnavailable as e:
-        if not done:
-            raise
-        line = group[0].document.line
-        raise StoreUnavailable(f"{e} (stopped at line {line}: the {done} result"
-                               f"{'s' if done > 1 else ''} printed before it stand; "
-                               f"send from line {line} again)") from None
+        raise _stopped(e, group, printed) from None
     results = []
     for read in group:
         document = read.document
@@ -105,6 +100,27 @@ def _run(ledger: Ledger, group: list[Read], done: int) -> list[dict[str, Any]]:
                   else refused(None, InvalidJson(document.unreadable)))
         results.append(result if result["ok"] else {**result, "line": document.line})
     return results
+
+
+def _stopped(error: StoreUnavailable, group: list[Read], printed: int) -> StoreUnavailable:
+    """The outage, told with the input line to send again from.
+
+    Nothing of the group is stored, unless the error says (`done`, as the group writer's
+    `GroupUnavailable` does) that its first commands were finished before the store
+    failed: stored or refused, their results not printed.
+    """
+    done = getattr(error, "done", 0)
+    if not printed and not done:
+        return error
+    readable = [read.document.line for read in group if read.document.unreadable is None]
+    first, line = group[0].document.line, readable[min(done, len(readable) - 1)]
+    cause = getattr(error, "headline", str(error)) if done else str(error)
+    results = f"the {printed} result{'s' if printed != 1 else ''} printed before"
+    told = (f"{results} it stand" if line == first else
+            f"{results} line {first} stand, and lines {first} to {line - 1} ran but their "
+            "results were not printed")
+    return StoreUnavailable(f"{cause} (stopped at line {line}: {told}; send from line {line} "
+                            "again)")
 
 
 def _not_printed(line: int, last: int) -> str:
