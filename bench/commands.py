@@ -40,6 +40,7 @@ import os
 import platform
 import pstats
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -54,20 +55,19 @@ from importlib import metadata
 from typing import Any, ClassVar, Protocol
 from uuid import UUID
 
+import psycopg
 from common import (
     AFTER_CAMPAIGN,
     CAMPAIGN_STARTS,
     CATEGORIES,
     IN_WINDOW,
-    Backend,
-    PostgresBackend,
-    SQLiteBackend,
     campaign_command,
     campaign_fields,
     command,
     iso,
     log,
 )
+from psycopg import sql
 
 from ledger import FixedClock, Ledger
 from ledger.aggregates.base import Cause, campaign_uuid, registration_uuid
@@ -377,6 +377,56 @@ def time_interleaved(runners: Sequence[Runner], phase: Phase, block: int) -> lis
 
 
 # Stores ------------------------------------------------------------------------------------
+
+class Backend(Protocol):
+    name: str
+
+    def url(self, label: str) -> str: ...
+    def describe(self) -> str: ...
+
+
+class SQLiteBackend:
+    name = "sqlite"
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def url(self, label: str) -> str:
+        path = os.path.join(self.folder, f"{label}.db")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        return f"sqlite:///{path}"
+
+    def describe(self) -> str:
+        return f"SQLite {sqlite3.sqlite_version} (WAL, file in {self.folder})"
+
+
+class PostgresBackend:
+    """One database, dropped and created again per run; one schema per store."""
+
+    name = "postgres"
+
+    def __init__(self, url: str) -> None:
+        self.store = parse_url(url)
+        admin = psycopg.conninfo.make_conninfo(self.store.conninfo(), dbname="postgres")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            db = sql.Identifier(self.store.dbname)
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(db))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(db))
+            self.version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+
+    def url(self, label: str) -> str:
+        schema = sql.Identifier(label)
+        with psycopg.connect(self.store.conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        return f"postgresql://{self.store.user}@{self.store.host}:{self.store.port}/" \
+               f"{self.store.dbname}?schema={label}"
+
+    def describe(self) -> str:
+        return f"PostgreSQL {self.version} at {self.store.host}:{self.store.port}"
+
 
 @contextmanager
 def opened(runner: Runner) -> Iterator[Runner]:

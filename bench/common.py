@@ -29,15 +29,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
-import psycopg
 from click.testing import CliRunner
-from psycopg import sql
 
 from ledger.cli import main as ledger_main
-from ledger.store.urls import parse_url
 
 STARTUP = 60.0  # seconds for `ledger serve` to answer /healthz on a busy machine
 
@@ -214,63 +211,6 @@ def store_plan(args: argparse.Namespace, prefix: str) -> tuple[list[str], list[i
     tmp = Path(args.sqlite_dir) if args.sqlite_dir else Path(tempfile.mkdtemp(prefix=prefix))
     tmp.mkdir(parents=True, exist_ok=True)
     return backends, sizes, tmp
-
-
-# Fresh stores on each backend -----------------------------------------------------------------
-
-class Backend(Protocol):
-    """Where a bench makes fresh stores: `url(label)` is a new, empty one."""
-
-    name: str
-
-    def url(self, label: str) -> str: ...
-    def describe(self) -> str: ...
-
-
-class SQLiteBackend:
-    """SQLite files in one folder; `url(label)` removes an old file of that name."""
-
-    name = "sqlite"
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-
-    def url(self, label: str) -> str:
-        path = os.path.join(self.folder, f"{label}.db")
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.remove(path + suffix)
-        return f"sqlite:///{path}"
-
-    def describe(self) -> str:
-        return f"SQLite {sqlite3.sqlite_version} (WAL, file in {self.folder})"
-
-
-class PostgresBackend:
-    """One database, dropped and created again per run; one schema per store."""
-
-    name = "postgres"
-
-    def __init__(self, url: str) -> None:
-        self.store = parse_url(url)
-        admin = psycopg.conninfo.make_conninfo(self.store.conninfo(), dbname="postgres")
-        with psycopg.connect(admin, autocommit=True) as conn:
-            db = sql.Identifier(self.store.dbname)
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(db))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(db))
-            self.version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-
-    def url(self, label: str) -> str:
-        schema = sql.Identifier(label)
-        with psycopg.connect(self.store.conninfo(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
-        return f"postgresql://{self.store.user}@{self.store.host}:{self.store.port}/" \
-               f"{self.store.dbname}?schema={label}"
-
-    def describe(self) -> str:
-        return f"PostgreSQL {self.version} at {self.store.host}:{self.store.port}"
-
 
 
 # A real `ledger serve` -------------------------------------------------------------------------

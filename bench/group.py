@@ -10,10 +10,10 @@ Issue 14's proof, in one run, for each backend (SQLite, PostgreSQL) on the same 
   real `ledger send -` process: `--registrations` approved registrations (set up first,
   not timed), each reporting several times, the reports in time order (each round a
   later period end for every registration);
-- **season**: a mixed file through `ledger send -`: registrations with a session each,
-  a second session added, reviews (approvals, an override for those failing criteria),
-  withdrawals (every 5th seller), and performance reports of an earlier campaign that
-  has ended, interleaved seller by seller;
+- **season**: bench/workload.py's season (`Plan`, one client) through `ledger send -`:
+  seller after seller, `register` (one session), `add_session`, `approve` (an override
+  for those failing criteria), `withdraw` (every 5th), and two performance reports for
+  registrations of a campaign that has ended, on live campaigns moved to today;
 - **memory**: the peak RSS (VmHWM, read by the child itself at exit) of `ledger send FILE`
   for each of `--memory` command counts: `refused` lines (a command of no known name:
   reading, grouping and answering, no store work) or `reports` (accepted reports).
@@ -42,176 +42,75 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import (
-    AFTER_CAMPAIGN,
-    CAMPAIGN_STARTS,
-    CATEGORIES,
-    FEED,
-    IN_WINDOW,
-    OPERATOR,
-    REVIEWER,
-    Backend,
-    PostgresBackend,
-    SQLiteBackend,
-    campaign_command,
-    command,
-    emit,
-    environment,
-    iso,
-    log,
-)
+from common import AFTER_CAMPAIGN, IN_WINDOW, OPERATOR, emit, environment, iso, log
 from psycopg import sql
+from workload import (
+    Backend,
+    Plan,
+    PostgresBackend,
+    Seller,
+    SellerCounter,
+    SQLiteBackend,
+    create_campaign_op,
+    shifted,
+)
 
 from ledger import FixedClock, Ledger
-from ledger.aggregates.base import registration_uuid
 from ledger.store.urls import parse_url
 
 FEED_CAMPAIGN = "group-feed"
-SEASON_CAMPAIGN = "group-season"  # registration open at IN_WINDOW
-PAST_CAMPAIGN = "group-past"  # ended before IN_WINDOW: its sellers report during the season
-PAST_OPENS = datetime(2026, 9, 1, tzinfo=UTC)
-PAST_WINDOW = datetime(2026, 9, 5, 9, 0, tzinfo=UTC)
-PAST_STARTS = datetime(2026, 9, 20, tzinfo=UTC)
 Json = dict[str, Any]
 
 # A child's own peak memory: VmHWM, which a new program image starts afresh (ru_maxrss
 # would carry this process's peak across the fork). Read inline, not with common's
 # helper: importing bench's helpers would add to the memory measured.
 LAUNCHER = """import atexit, runpy, sys
+peak_file = sys.argv.pop(1)
 def peak():
     with open('/proc/self/status') as f:
         kb = next(int(l.split()[1]) for l in f if l.startswith('VmHWM:'))
-    with open(sys.argv.pop(1), 'w') as out:
+    with open(peak_file, 'w') as out:
         out.write(str(kb / 1024))
 atexit.register(peak)
 runpy.run_module('ledger', run_name='__main__', alter_sys=True)
 """
 
 
-# Commands ------------------------------------------------------------------------------------
-
-def session(number: int, starts: datetime = CAMPAIGN_STARTS) -> tuple[datetime, datetime]:
-    begins = starts + timedelta(hours=10 + 3 * number)
-    return begins, begins + timedelta(hours=1)
-
-
-def seller(index: int) -> Json:
-    return {"id": f"seller-{index}", "role": "seller"}
-
-
-def register(campaign_id: str, index: int, starts: datetime = CAMPAIGN_STARTS) -> Json:
-    begins, ends = session(1, starts)
-    fails = index % 7 == 3  # asks for gold without the livestream level for it
-    return command("register", f"{campaign_id}-register-{index}", seller(index), {
-        "campaign_id": campaign_id, "seller_id": seller(index)["id"],
-        "account_id": f"acct-{index}", "main_category": CATEGORIES[index % len(CATEGORIES)],
-        "level": "gold" if fails else "standard",
-        "profile": {"account_level": 3, "livestream_level": 2},
-        "sessions": [{"starts_at": iso(begins), "ends_at": iso(ends)}]})
-
-
-def reg_id(campaign_id: str, index: int) -> str:
-    return str(registration_uuid(campaign_id, f"acct-{index}"))
-
-
-def approve(campaign_id: str, index: int) -> Json:
-    override = {"override_reason": "strong sales history"} if index % 7 == 3 else {}
-    return command("approve", f"{campaign_id}-approve-{index}", REVIEWER,
-                   {"registration_id": reg_id(campaign_id, index), "note": "ok", **override})
-
-
-def add_session(campaign_id: str, index: int) -> Json:
-    begins, ends = session(2)
-    return command("add_session", f"{campaign_id}-add-{index}", seller(index), {
-        "registration_id": reg_id(campaign_id, index), "starts_at": iso(begins),
-        "ends_at": iso(ends)})
-
-
-def withdraw(campaign_id: str, index: int) -> Json:
-    return command("withdraw", f"{campaign_id}-withdraw-{index}", seller(index), {
-        "registration_id": reg_id(campaign_id, index), "session_ids": ["s2"],
-        "reason": "schedule clash"})
-
-
-def report(campaign_id: str, index: int, number: int, rounds: int,
-           starts: datetime = CAMPAIGN_STARTS) -> Json:
-    """The `number`th of `rounds` reports of a registration's session: each a later end."""
-    begins, ends = session(1, starts)
-    period_end = begins + (ends - begins) * (number + 1) / rounds
-    report_id = f"{campaign_id}-report-{index}-{number}"
-    return command("record_performance", report_id, FEED, {
-        "registration_id": reg_id(campaign_id, index), "report_id": report_id,
-        "session_id": "s1", "period_start": iso(begins), "period_end": iso(period_end),
-        "currency": "USD", "gmv": f"{1250 + number}.50", "orders": 40 + number,
-        "items_sold": 52, "buyers": 37, "views": 12_000, "refunds": "25.00"})
-
-
-def past_campaign() -> Json:
-    created = campaign_command(PAST_CAMPAIGN)
-    created["payload"].update({
-        "registration_opens_at": iso(PAST_OPENS),
-        "registration_closes_at": iso(PAST_STARTS - timedelta(days=5)),
-        "starts_at": iso(PAST_STARTS), "ends_at": iso(PAST_STARTS + timedelta(days=2))})
-    return created
-
+# Commands (bench/workload.py's sellers) -------------------------------------------------------
 
 def feed_setup(registrations: int) -> list[Json]:
-    return [campaign_command(FEED_CAMPAIGN),
-            *(register(FEED_CAMPAIGN, i) for i in range(registrations)),
-            *(approve(FEED_CAMPAIGN, i) for i in range(registrations))]
+    """The feed's campaign and its registrations, approved (at IN_WINDOW)."""
+    people = [Seller(i, FEED_CAMPAIGN, prefix="feed") for i in range(registrations)]
+    return [create_campaign_op(FEED_CAMPAIGN).command, *(p.register().command for p in people),
+            *(p.approve().command for p in people)]
 
 
 def feed(registrations: int, reports: int) -> Iterator[Json]:
-    """`reports` reports in rounds: every registration's next report, in time order."""
-    rounds = max(1, -(-reports // registrations))
+    """`reports` reports (at AFTER_CAMPAIGN) in rounds: every registration's next one."""
     made = 0
-    for number in range(rounds):
+    for number in range(-(-reports // registrations)):
         for index in range(registrations):
             if made == reports:
                 return
-            yield report(FEED_CAMPAIGN, index, number, rounds)
+            yield Seller(index, FEED_CAMPAIGN, prefix="feed").report(number).command
             made += 1
 
 
-def season_sizes(total: int) -> tuple[int, int]:
-    """(sellers registering now, reporters of the past campaign): about `total` commands
-    (each seller: register, add_session, approve, 1 in 5 withdraw; 4 reports each)."""
-    sellers = max(1, int(total * 0.64 / 3.2))
-    return sellers, max(1, (total - int(sellers * 3.2)) // 4)
+def season_plan(total: int) -> Plan:
+    """bench/workload.py's season for one client: per seller register, add_session,
+    approve, 1 in 5 withdraw, and two reports of the ended campaign (about 5.2 commands),
+    on live campaigns moved to today; `total` commands, about."""
+    sellers = max(1, round(total / 5.2))
+    return Plan(clients=1, sellers=sellers, ended_per_client=max(1, sellers // 5))
 
 
-def season_setup(total: int) -> list[Json]:
-    _, reporters = season_sizes(total)
-    return [past_campaign(), campaign_command(SEASON_CAMPAIGN),
-            *(register(PAST_CAMPAIGN, i, PAST_STARTS) for i in range(reporters)),
-            *(approve(PAST_CAMPAIGN, i) for i in range(reporters))]
-
-
-def season(total: int) -> list[Json]:
-    """Each seller's own commands in order; sellers and reporters interleaved."""
-    sellers, reporters = season_sizes(total)
-    streams = [[register(SEASON_CAMPAIGN, i), add_session(SEASON_CAMPAIGN, i),
-                approve(SEASON_CAMPAIGN, i),
-                *([withdraw(SEASON_CAMPAIGN, i)] if i % 5 == 0 else [])]
-               for i in range(sellers)]
-    streams += [[report(PAST_CAMPAIGN, i, n, 4, PAST_STARTS) for n in range(4)]
-                for i in range(reporters)]
-    return interleave(streams)
-
-
-def interleave(streams: Sequence[Sequence[Json]], width: int = 50) -> list[Json]:
-    """Round-robin over `width` streams at a time: neighbours belong to different sellers."""
-    merged: list[Json] = []
-    for start in range(0, len(streams), width):
-        batch = streams[start:start + width]
-        for depth in range(max(len(s) for s in batch)):
-            merged.extend(s[depth] for s in batch if depth < len(s))
-    return merged
+def season(plan: Plan, total: int) -> list[Json]:
+    return list(plan.stream(0, SellerCounter(plan.sellers)))[:total]
 
 
 def lines(commands: Iterable[Json]) -> Iterator[bytes]:
@@ -321,12 +220,15 @@ def throughput(backend: Backend, args: argparse.Namespace, options: Sequence[str
     figures["feed"] = timed_send(url, AFTER_CAMPAIGN, setup[0],
                                  list(feed(registrations, args.reports)), options)
     url = backend.url("group_season")
-    setup = season_setup(args.season)
-    log(f"{backend.name}: season setup ({len(setup):,} commands)", args)
-    set_up(url, PAST_WINDOW, setup)
-    commands = season(args.season)
+    plan = season_plan(args.season)
+    log(f"{backend.name}: season setup (campaigns, {plan.ended_per_client:,} registrations "
+        "of an ended campaign, approved)", args)
+    plan.setup(url)
+    commands = season(plan, args.season)
+    now = datetime.now(UTC)  # the plan's live campaigns are open today
     log(f"{backend.name}: the season ({len(commands):,} commands) through ledger send", args)
-    figures["season"] = timed_send(url, IN_WINDOW, setup[0], commands, options)
+    warm_up = shifted(create_campaign_op(plan.live_campaigns[0]), plan.delta)  # a replay
+    figures["season"] = timed_send(url, now, warm_up, commands, options)
     floor_rate = figures["floor"]["rate"]
     for part in ("feed", "season"):
         figures[part]["vs_floor"] = figures[part]["rate"] / floor_rate
