@@ -23,7 +23,7 @@ rate of a running process from the first command written to the last result read
 wall time with the process start is printed beside it. Group size and wait are `ledger
 send`'s defaults unless `--group-size` is given.
 
-    python bench/group.py                                  # both backends, about 3 minutes
+    python bench/group.py                                  # both backends, a few minutes
     python bench/group.py --backends sqlite --reports 2000 --season 2000 --memory 10000
     python bench/group.py --memory 10000,1000000 --memory-kind refused --skip-throughput
     python bench/group.py --json --save figures.json
