@@ -109,12 +109,13 @@ def _stopped(error: StoreUnavailable, group: list[Read], printed: int) -> StoreU
     `GroupUnavailable` does) that its first commands were finished before the store
     failed: stored or refused, their results not printed.
     """
-    done = getattr(error, "done", 0)
-    if not printed and not done:
-        return error
+    done, headline = getattr(error, "done", 0), getattr(error, "headline", None)
+    if not printed and not done:  # nothing of the input is stored
+        return error if headline is None else StoreUnavailable(
+            f"{headline}; no command was run, sending them again is safe")
     readable = [read.document.line for read in group if read.document.unreadable is None]
     first, line = group[0].document.line, readable[min(done, len(readable) - 1)]
-    cause = getattr(error, "headline", str(error)) if done else str(error)
+    cause = headline if done and headline is not None else str(error)
     results = f"the {printed} result{'s' if printed != 1 else ''} printed before"
     told = (f"{results} it stand" if line == first else
             f"{results} line {first} stand, and lines {first} to {line - 1} ran but their "
