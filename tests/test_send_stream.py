@@ -131,8 +131,9 @@ def test_pretty_printed_commands_may_follow_each_other_and_a_cut_off_line_spares
 def test_results_that_cannot_be_written_stop_send_at_that_line(world: World) -> None:
     first, second = create_campaign(), register()
     with open("/dev/full", "wb") as full:
-        sent = subprocess.run(ledger_cli(world.url, "send", "-"), input=jsonl(first, second),
-                              stdout=full, stderr=subprocess.PIPE, timeout=60)
+        sent = subprocess.run(ledger_cli(world.url, "send", "--group-size", "1", "-"),
+                              input=jsonl(first, second), stdout=full, stderr=subprocess.PIPE,
+                              timeout=60)
     assert sent.returncode == 2
     assert sent.stderr.decode() == (
         "Error: cannot write the results (No space left on device): stopped at input line 1: "
@@ -141,6 +142,21 @@ def test_results_that_cannot_be_written_stop_send_at_that_line(world: World) -> 
         "stored commands come back as replays)\n")
     assert world.ledger.app.store.find_command(first["command_id"]) is not None
     assert world.ledger.app.store.find_command(second["command_id"]) is None
+
+
+def test_results_that_cannot_be_written_name_the_group_that_was_run(world: World) -> None:
+    first, second = create_campaign(), register()
+    with open("/dev/full", "wb") as full:
+        sent = subprocess.run(ledger_cli(world.url, "send", "-"), input=jsonl(first, second),
+                              stdout=full, stderr=subprocess.PIPE, timeout=60)
+    assert sent.returncode == 2
+    assert sent.stderr.decode() == (
+        "Error: cannot write the results (No space left on device): stopped at input line 1: "
+        "the lines up to line 2 (its group) were run and what they wrote is stored, but the "
+        "results from line 1 on were not printed; no later line was run (sending the same "
+        "input again is safe: stored commands come back as replays)\n")
+    assert world.ledger.app.store.find_command(first["command_id"]) is not None
+    assert world.ledger.app.store.find_command(second["command_id"]) is not None
 
 
 def test_once_its_reader_closed_the_pipe_send_runs_nothing_more(

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import IO, Any, TextIO
+from typing import IO, Any, Protocol, TextIO
 
 from ledger.commands.parse import MAX_COMMAND_BYTES
 
@@ -152,6 +152,12 @@ def reader_gone(stream: IO[Any]) -> bool:
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
+class LineSource(Protocol):
+    """What `documents` reads from: a byte stream's `readline` (a file, stdin, a wrapper)."""
+
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class Document:
     """One command's text and the input line it starts at; `unreadable` says why a line
@@ -169,7 +175,7 @@ class _Line:
     problem: str = ""
 
 
-def _lines(stream: IO[bytes]) -> Iterator[_Line]:
+def _lines(stream: LineSource) -> Iterator[_Line]:
     """Each line; one longer than a command may be, or not UTF-8, says so instead."""
     number = 0
     while chunk := stream.readline(MAX_COMMAND_BYTES + 1):
@@ -186,7 +192,7 @@ def _lines(stream: IO[bytes]) -> Iterator[_Line]:
                                       f"offset {e.start} of the line")
 
 
-def documents(stream: IO[bytes]) -> Iterator[Document]:
+def documents(stream: LineSource) -> Iterator[Document]:
     """The commands in `stream`, in input order; blank lines are skipped.
 
     A line is one command, unless it breaks off inside an object (a pretty-printed

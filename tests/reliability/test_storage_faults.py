@@ -168,8 +168,9 @@ def test_sqlite_writer_past_its_file_size_limit(tmp_path: Path) -> None:
         assert ledger.send(create_campaign(CAMPAIGN))["ok"]
     commands = [registration(n, "fsize") for n in range(400)]
     limit = path.stat().st_size + 64 * 1024
-    writer = subprocess.run(
-        [sys.executable, "-m", "ledger", "--db", url, "--now", NOW.isoformat(), "send", "-"],
+    writer = subprocess.run(  # groups of 10: several are stored before the disk fills
+        [sys.executable, "-m", "ledger", "--db", url, "--now", NOW.isoformat(), "send",
+         "--group-size", "10", "-"],
         input="".join(json.dumps(c) + "\n" for c in commands), capture_output=True, text=True,
         timeout=120, preexec_fn=lambda: _limited_writer(limit))
     assert writer.returncode == 2, writer.stderr
