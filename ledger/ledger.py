@@ -136,20 +136,6 @@ class Ledger(LedgerReads):
             done += len(chunk)
             yield from results
 
-    def send_group(self, commands: Sequence[dict[str, Any] | str | bytes]
-                   ) -> list[dict[str, Any]]:
-        """Execute `commands` as one group, in order: each result as `send` would give it."""
-        # stand-in: the core branch replaces it
-        return [self.send(c) for c in commands]
-
-    def send_many(self, commands: Iterable[dict[str, Any] | str | bytes], *,
-                  group_size: int = 200) -> Iterator[dict[str, Any]]:
-        """Execute `commands` in groups of `group_size`, yielding results in input order."""
-        # stand-in: the core branch replaces it
-        source = iter(commands)
-        while group := list(islice(source, group_size)):
-            yield from self.send_group(group)
-
     def _execute(self, command: Command) -> dict[str, Any]:
         fingerprint = command.fingerprint()
         outage = Outage()

@@ -11,7 +11,7 @@ import click
 from ledger.console.groups import Groups, Read, progress, watched
 from ledger.console.options import Settings, friendly_errors, json_option
 from ledger.console.streams import OutputFailed, reader_gone
-from ledger.errors import InvalidJson, StoreUnavailable
+from ledger.errors import GroupUnavailable, InvalidJson, StoreUnavailable
 from ledger.ledger import Ledger, refused
 
 GROUP_SIZE = 200  # commands per transaction unless --group-size says otherwise
@@ -109,13 +109,13 @@ def _stopped(error: StoreUnavailable, group: list[Read], printed: int) -> StoreU
     `GroupUnavailable` does) that its first commands were finished before the store
     failed: stored or refused, their results not printed.
     """
-    done, headline = getattr(error, "done", 0), getattr(error, "headline", None)
+    done = error.done if isinstance(error, GroupUnavailable) else 0
+    headline = error.headline
     if not printed and not done:  # nothing of the input is stored
-        return error if headline is None else StoreUnavailable(
-            f"{headline}; no command was run, sending them again is safe")
+        return StoreUnavailable(f"{headline}; no command was run, sending them again is safe")
     readable = [read.document.line for read in group if read.document.unreadable is None]
     first, line = group[0].document.line, readable[min(done, len(readable) - 1)]
-    cause = headline if done and headline is not None else str(error)
+    cause = headline if done else str(error)
     results = f"the {printed} result{'s' if printed != 1 else ''} printed before"
     told = (f"{results} it stand" if line == first else
             f"{results} line {first} stand, and lines {first} to {line - 1} ran but their "
