@@ -41,6 +41,7 @@ from tests.support.helpers import NOW, Json, create_campaign, dump_store
 
 CAMPAIGN = "outage-live"  # the campaign `registration()` registers for
 SAFE = "sending the same command_id again is safe"
+SEND_SAFE = "no command was run, sending them again is safe"  # `ledger send`: a whole input
 
 
 # Mounts ------------------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def test_sqlite_disk_full_then_freed(tmp_path: Path) -> None:
             assert dump_store(url) == before, "the failed command left something behind"
             sent = cli(url, "send", "-", stdin=json.dumps(cmd))
             assert sent.returncode == 2, sent.stderr
-            one_line(sent.stderr, "disk is full", SAFE)
+            one_line(sent.stderr, "disk is full", SEND_SAFE)
             assert dump_store(url) == before
             shown = cli(url, "show", "campaign", CAMPAIGN)  # reads still work
             assert shown.returncode == 0, shown.stderr
