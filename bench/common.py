@@ -14,6 +14,7 @@ import math
 import multiprocessing
 import os
 import platform
+import resource
 import signal
 import socket
 import sqlite3
@@ -129,6 +130,13 @@ def rss_mb() -> float:
     """This process's resident memory now, in MiB."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user and system) used so far by this process and its ended children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def peak_rss_mb() -> float:
