@@ -27,6 +27,9 @@ command's commit to the moment its position is projected): p50 / p99 / max.
     python bench/rebuild.py --generate-only --quick --small 3000 --sqlite-dir /tmp/s
                                                  # a small store of each backend, kept;
                                                  # `ledger audit verify` passes on each
+    python bench/rebuild.py --generate-only --sqlite-dir /tmp/s --pg-url URL
+    python bench/rebuild.py --existing --no-lag --sqlite-dir /tmp/s --pg-url URL
+                                                 # generate once, measure again and again
 """
 
 from __future__ import annotations
@@ -326,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of (a), (b1) and (b) on each store, taken in turn; the "
                              "fastest of each is reported (default 1)")
+    parser.add_argument("--existing", action="store_true",
+                        help="measure the stores an earlier --generate-only run left (same "
+                             "--sqlite-dir, --pg-url and sizes) instead of generating them")
     parser.add_argument("--generate-only", action="store_true",
                         help="make the stores, print their URLs, keep them, measure nothing "
                              "(e.g. --generate-only --quick --small 3000 --sqlite-dir DIR)")
@@ -392,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"p50 {lag['time_lag_s']['p50']:.2f} s p99 {lag['time_lag_s']['p99']:.2f} s",
                     args)
     finally:
-        if not args.sqlite_dir and not args.generate_only:
+        if not args.sqlite_dir and not args.generate_only and not args.existing:
             shutil.rmtree(tmp, ignore_errors=True)
     emit(args, report, print_report)
     return 0
