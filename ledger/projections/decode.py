@@ -118,22 +118,23 @@ class Decoder:
         if self.fast:
             try:
                 state = orjson.loads(row[4])
-                if state.get("class_version", 1) == kind.version:
-                    return self._event(kind, state, row)
+                if kind.cls is not None and state.get("class_version", 1) == kind.version:
+                    return self._event(kind.cls, kind.fields, state, row)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError,
                     ArithmeticError):
                 pass  # the library's mapper decodes it, or says why it cannot
         return self.mapper.to_domain_event(StoredEvent(UUID(row[1]), row[2], row[3], row[4]))
 
-    def _event(self, kind: Kind, state: dict[str, Any], row: EventRow) -> Any:
-        if kind.fields is None:
+    def _event(self, cls: type[Any], names: tuple[str, ...] | None, state: dict[str, Any],
+               row: EventRow) -> Any:
+        if names is None:
             state.pop("class_version", None)
             fields = self.fields(state, state)
             fields["originator_id"] = UUID(row[1])
         else:
-            fields = self.fields(state, kind.fields)
+            fields = self.fields(state, names)
         fields["originator_version"] = row[2]
-        event = object.__new__(kind.cls or object)  # as the library's mapper makes it
+        event = object.__new__(cls)  # as the library's mapper makes it
         object.__setattr__(event, "__dict__", fields)
         return event
 
