@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import MapperDeserialisationError, StoredEvent
 
 from ledger import FixedClock, Ledger
 from ledger.aggregates import registration_events as r
@@ -83,3 +83,23 @@ def test_rows_built_through_the_library_s_mapper_are_the_same(
         p.rebuild()
         assert rows_of(p, exact=True) == fast
         assert fast == rows_elsewhere(source.app, new_url(), exact=True)  # caught up
+
+
+def test_a_read_model_never_decodes_events_it_does_not_handle(
+        source: Ledger, new_url: NewUrl) -> None:
+    """A report whose stored bytes are broken stops the read models that read reports, with
+    the library's error, and not one that reads none of them (it counts it as applied)."""
+    with clone_events(source.app, new_url()) as clone:
+        store = clone.app.store
+        broken = next(n.id for n in clone.app.recorder.select_notifications(0, 10**6)
+                      if n.topic.endswith(":PerformanceRecorded"))
+        with store.writing() as c:
+            c.execute(f"UPDATE {store.events_table} SET state = {store.p} "
+                      f"WHERE {store.position_column} = {store.p}", (b"{broken", broken))
+        p = projector(clone.app)
+        p.catch_up(["manage_campaign"])
+        status = {s["name"]: s for s in p.status()}["manage_campaign"]
+        assert (status["lag"], status["events_applied"]) == (0, p.head())
+        with pytest.raises(MapperDeserialisationError, match="PerformanceRecorded"):
+            p.catch_up(["ytd_performance"])
+        assert p.view.position("ytd_performance") < broken

@@ -100,7 +100,8 @@ class CatchUp:
                 for cls in model_classes:
                     self.view.create_tables(cls.tables)
         self.models = [cls(self.view) for cls in model_classes]
-        self.decoder = Decoder(app, self.models)
+        self.decoder = Decoder(app, self.models)  # for every read model; others per subset
+        self._decoders: dict[frozenset[str], Decoder] = {}
         self.page = page
         self.rebuild_page = rebuild_page or page
         self.flush_every = flush_every or self.rebuild_page
@@ -131,9 +132,10 @@ class CatchUp:
                 follows.append(Follow(model, at, at))
         stop = self.head() if until is None else until
         start = min((f.position for f in follows), default=stop)
+        decoder = self.decoder_for([f.model for f in follows])
         done = 0
         while start < stop:
-            page = self.decoder.page(start, self.rebuild_page if shadow else self.page, stop)
+            page = decoder.page(start, self.rebuild_page if shadow else self.page, stop)
             if not page:
                 break
             behind = [f for f in follows if f.position < page[-1].position]
@@ -153,6 +155,17 @@ class CatchUp:
                 self._write(follow, shadow)
             follow.model.batch = Batch(follow.model.tables)  # let the working set go
         return done
+
+    def decoder_for(self, models: Sequence[ReadModel]) -> Decoder:
+        """The decoder of what these read models read: events none of them handles are
+        not decoded (one read model caught up alone never trips over another's events)."""
+        names = frozenset(m.name for m in models)
+        if len(names) == len(self.models):
+            return self.decoder
+        found = self._decoders.get(names)
+        if found is None:
+            found = self._decoders[names] = Decoder(self.app, models)
+        return found
 
     def _apply(self, group: list[Follow], page: list[Decoded], shadow: bool) -> None:
         """Apply the page's events past the group's position (the same for each read model
