@@ -120,7 +120,7 @@ class Decoder:
                 state = orjson.loads(row[4])
                 if kind.cls is not None and state.get("class_version", 1) == kind.version:
                     return self._event(kind.cls, kind.fields, state, row)
-            except Exception:  # noqa: S110 (anything unusual: not an array, a bad value)
+            except Exception:  # anything unusual: not an object, a bad value, ...
                 pass  # the library's mapper decodes it, or raises the error it always did
         return self.mapper.to_domain_event(StoredEvent(UUID(row[1]), row[2], row[3], row[4]))
 
