@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -194,6 +195,13 @@ def rss_mb() -> float:
     """This process's resident memory now, in MiB."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user and system) used so far by this process and its ended children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def peak_rss_mb() -> float:

@@ -1,12 +1,12 @@
 """`ledger audit verify` and `ledger audit seal`, measured against the floor of reading the store.
 
 For each backend (SQLite, PostgreSQL) the script builds a 100k-event and a 1M-event store
-with bench/rebuild.py's synthetic season (its `make_stores`: the same generator, the same
+with bench/season.py's synthetic season (its `make_stores`: the same generator, the same
 sinks, which also write every event's hash row, chained as a save chains them). Then, in
 fresh child processes (so that generation does not pollute peak RSS), it times:
 
 - (a) the floor: every stored event read a page at a time and decoded, nothing else
-  (bench/rebuild.py's `measure_floor`);
+  (bench/season.py's `measure_floor`, as bench/rebuild.py's);
 - (b) `verify`: `ledger.audit.chain.verify(store, progress=...)`, the function
   `ledger audit verify` calls, with a progress callback that samples RSS;
 - (c) `seal`: `ledger.audit.chain.seal` (a verify pass that also collects every
@@ -53,7 +53,7 @@ from common import (
     rss_mb,
     store_plan,
 )
-from rebuild import make_stores, measure_floor  # the synthetic store generator
+from season import make_stores, measure_floor  # the synthetic store generator
 
 from ledger import Ledger
 from ledger.audit import chain

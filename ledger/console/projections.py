@@ -149,7 +149,7 @@ def projections_run(settings: Settings, names: tuple[str, ...], interval: float,
               help="Throw away an interrupted rebuild instead of resuming it.")
 @click.option("--jobs", type=click.IntRange(1, 8), default=None,
               help="Processes to rebuild with, each taking a group of read models "
-                   "[default: 2 on a machine with 2 CPUs or more, else 1].")
+                   "[default: 2 when two CPUs are free (1-minute load average), else 1].")
 @click.option("--wait", is_flag=True,
               help="If another rebuild of this store is running, wait for it to end "
                    "(default: stop at once, naming it).")
@@ -161,8 +161,8 @@ def projections_rebuild(settings: Settings, names: tuple[str, ...], restart: boo
     """Rebuild read models from the first event, then swap them in atomically.
 
     Readers keep seeing the old tables until the new ones are complete. An interrupted
-    rebuild leaves the old tables in place; running it again resumes it. With two CPUs
-    the read models are rebuilt by two processes, each reading the store once. One
+    rebuild leaves the old tables in place; running it again resumes it. With two free
+    CPUs the read models are rebuilt by two processes, each reading the store once. One
     rebuild at a time per store: another one running is named in one line (or waited
     for, with --wait).
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from eventsourcing.persistence import Tracking
@@ -15,13 +15,19 @@ H = TypeVar("H", bound=Callable[..., None])
 Handler = Callable[[Any, Any, str], None]
 
 
-def handles(*event_classes: type[Any]) -> Callable[[H], H]:
+def handles(*event_classes: type[Any], reads: Sequence[str] | None = None
+            ) -> Callable[[H], H]:
     """Mark a read-model method as the handler of these event classes (and subclasses).
 
-    A handler is called as `handler(self, event, aggregate_id)`, the id as a string."""
+    A handler is called as `handler(self, event, aggregate_id)`, the id as a string.
+    `reads`: the event's fields the handler uses; a rebuild and a catch-up then decode
+    only those (`ledger.projections.decode`), and the event has no other attribute. A
+    handler that declares nothing gets the whole event."""
 
     def mark(method: H) -> H:
         method.__dict__["handles"] = event_classes
+        if reads is not None:
+            method.__dict__["reads"] = tuple(reads)
         return method
 
     return mark

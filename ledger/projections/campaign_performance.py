@@ -14,7 +14,7 @@ from ledger.errors import NotFound
 from ledger.projections.base import ReadModel, handles
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin, physical
-from ledger.projections.ytd import MEASURES, add_report, fetch, figures, totals
+from ledger.projections.ytd import MEASURES, REPORT_FIELDS, add_report, fetch, figures, totals
 from ledger.values import jsonable
 
 RATE_PLACES = Decimal("0.0001")
@@ -92,7 +92,7 @@ class CampaignPerformance(ReadModel):
             row["ever_approved"] = 1
         self.batch.put(REGISTRATIONS, restatus(row))
 
-    @handles(r.PerformanceRecorded)
+    @handles(r.PerformanceRecorded, reads=REPORT_FIELDS)
     def on_performance(self, e: r.PerformanceRecorded, aid: str) -> None:
         # The hour (and so the day) in the report's own offset, as the seller and the
         # campaign team saw it.

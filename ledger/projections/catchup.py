@@ -1,6 +1,7 @@
 """Catch read models up with the store: one page read and decoded once, applied by all.
 
-One page of notifications is read and decoded once, then each read model applies the
+One page of stored events is read and decoded once (`ledger.projections.decode`: only what
+the read models read), then each read model applies the
 events past its own position to an in-memory batch and writes the batch with its new
 position in one transaction (one tracking record per page, not per event).
 """
@@ -17,9 +18,9 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.postgres import PostgresDatastore, PostgresFactory
-from eventsourcing.utils import resolve_topic
 
 from ledger.projections.base import Handler, ReadModel
+from ledger.projections.decode import Decoded, Decoder
 from ledger.projections.tables import Batch
 from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
 from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
@@ -33,16 +34,6 @@ REBUILD_PAGE = 5000  # measured: 1.5x the rebuild rate of 1,000 on SQLite, RSS s
 FLUSH_EVERY = 100_000  # events between a rebuild's writes
 WORKING_SET = 5_000  # rows per table a rebuild's working set keeps after a write
 Progress = Callable[[int, int], None]
-
-
-@dataclass(slots=True)
-class Decoded:
-    """A notification decoded once per page, for every read model."""
-    position: int
-    event: Any | None  # None: a topic this version of the ledger does not know
-    topic: str
-    originator_id: str
-
 
 
 @contextmanager
@@ -118,12 +109,13 @@ class CatchUp:
                 for cls in model_classes:
                     self.view.create_tables(cls.tables)
         self.models = [cls(self.view) for cls in model_classes]
+        self.decoder = Decoder(app, self.models)  # for every read model; others per subset
+        self._decoders: dict[frozenset[str], Decoder] = {}
         self.page = page
         self.rebuild_page = rebuild_page or page
         self.flush_every = flush_every or self.rebuild_page
         self.working_set = working_set
         self.jobs = jobs
-        self._topics: dict[str, bool] = {}
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
@@ -149,14 +141,12 @@ class CatchUp:
                 follows.append(Follow(model, at, at))
         stop = self.head() if until is None else until
         start = min((f.position for f in follows), default=stop)
+        decoder = self.decoder_for([f.model for f in follows])
         done = 0
         while start < stop:
-            notifications = self.app.recorder.select_notifications(
-                start, self.rebuild_page if shadow else self.page, stop=stop,
-                inclusive_of_start=False)
-            if not notifications:
+            page = decoder.page(start, self.rebuild_page if shadow else self.page, stop)
+            if not page:
                 break
-            page = [self._decode(n) for n in notifications]
             behind = [f for f in follows if f.position < page[-1].position]
             for _, group in groupby(sorted(behind, key=attrgetter("position")),
                                     key=attrgetter("position")):
@@ -175,18 +165,16 @@ class CatchUp:
             follow.model.batch = Batch(follow.model.tables)  # let the working set go
         return done
 
-    def _decode(self, notification: Any) -> Decoded:
-        known = self._topics.get(notification.topic)
-        if known is None:
-            try:
-                resolve_topic(notification.topic)
-                known = True
-            except Exception:  # a topic written by a newer version of the ledger
-                known = False
-            self._topics[notification.topic] = known
-        event = self.app.mapper.to_domain_event(notification) if known else None
-        return Decoded(notification.id, event, notification.topic,
-                       str(notification.originator_id))
+    def decoder_for(self, models: Sequence[ReadModel]) -> Decoder:
+        """The decoder of what these read models read: events none of them handles are
+        not decoded (one read model caught up alone never trips over another's events)."""
+        names = frozenset(m.name for m in models)
+        if len(names) == len(self.models):
+            return self.decoder
+        found = self._decoders.get(names)
+        if found is None:
+            found = self._decoders[names] = Decoder(self.app, models)
+        return found
 
     def _apply(self, group: list[Follow], page: list[Decoded], shadow: bool) -> None:
         """Apply the page's events past the group's position (the same for each read model
@@ -210,8 +198,9 @@ class CatchUp:
         for item in fresh:
             event = item.event
             if event is None:
-                skipped[item.topic] = skipped.get(item.topic, 0) + 1
-                continue
+                if not item.known:
+                    skipped[item.topic] = skipped.get(item.topic, 0) + 1
+                continue  # (or no read model here handles it)
             route = routes.get(type(event))
             if route is None:
                 route = routes[type(event)] = [

@@ -39,6 +39,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
 from psycopg import Cursor
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL
 
 from ledger.store import copying, hashing, tokens
@@ -52,6 +53,9 @@ from ledger.store.plan import (
 )
 
 GUARD_CHUNK = 500  # ids per look-up (SQLite allows 32,766 parameters)
+# A stored event as read models read it: (position, aggregate id as text with dashes,
+# version, topic, state), from `select_rows`.
+EventRow = tuple[int, str, int, str, bytes]
 
 
 class _Cursor(Protocol):
@@ -363,6 +367,25 @@ class LedgerSQLiteRecorder(LedgerRows, SQLiteApplicationRecorder):
             c.execute(sql, params)
             return list(c.fetchall())
 
+    def select_rows(self, after: int, limit: int, stop: int) -> list[EventRow]:
+        """The events after position `after` up to `stop`, at most `limit`, as plain rows:
+        what `select_notifications` reads, without making an object and a UUID of each
+        row (read models key their rows by the id's text; SQLite stores it as hex)."""
+        with self.datastore.transaction(commit=False) as c:
+            cursor = c.sqlite_cursor
+            cursor.row_factory = None  # plain tuples, not the datastore's sqlite3.Row
+            cursor.execute(self._select_rows, (after, stop, limit))
+            rows: list[EventRow] = cursor.fetchall()
+            return rows
+
+    @property
+    def _select_rows(self) -> str:
+        dashed = "||'-'||".join(f"substr(originator_id, {a}, {n})" for a, n in
+                                ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12)))
+        return (f"SELECT rowid, {dashed}, originator_version, topic, state "
+                f"FROM {self.events_table_name} WHERE rowid > ? AND rowid <= ? "
+                "ORDER BY rowid LIMIT ?")
+
     def position_of(self, originator_id: str, version: int) -> int | None:
         rows = self._query(
             f"SELECT rowid AS position FROM {self.events_table_name} "
@@ -513,6 +536,19 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(sql, params)
             return list(curs.fetchall())
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_rows(self, after: int, limit: int, stop: int) -> list[EventRow]:
+        """The events after position `after` up to `stop`, at most `limit`, as plain rows
+        (see the SQLite recorder's); in binary, so `state` needs no hex decoding."""
+        with self.datastore.get_connection() as conn, conn.cursor(
+                row_factory=tuple_row, binary=True) as curs:
+            curs.execute(
+                f"SELECT notification_id, originator_id::text, originator_version, topic, "
+                f"state FROM {self.events_table} WHERE notification_id > %s AND "
+                "notification_id <= %s ORDER BY notification_id LIMIT %s",
+                (after, stop, limit), prepare=True)
+            return curs.fetchall()
 
     def position_of(self, originator_id: str, version: int) -> int | None:
         rows = self._query(
