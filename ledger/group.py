@@ -62,6 +62,7 @@ from ledger.store.plan import CommandRow, Guard, RegistrationRow, WritePlan
 
 CONFLICT_ATTEMPTS = 3  # a run decided again after a conflict, then one command at a time
 ALONE = frozenset({"expire_campaign"})  # reads the index and writes many: never grouped
+KEEP = 4096  # aggregates a stream remembers between its runs (send_many)
 
 Raw = dict[str, Any] | str | bytes
 
@@ -87,9 +88,18 @@ class Writer:
     clock: Clock
     execute: Callable[[Command], Result]
     stats: GroupStats = field(default_factory=GroupStats)
-    # The last run's aggregates as it committed them: the next run of the same stream
-    # (`send_many`) reuses those still at that version in the store (see `prefetch`).
+    # Aggregates as the stream's runs committed them, the most recently used last (at
+    # most KEEP): a later run of the same stream (`send_many`) reuses those still at that
+    # version in the store (see `prefetch`).
     kept: dict[UUID, LedgerAggregate] = field(default_factory=dict)
+
+    def keep(self, committed: dict[UUID, LedgerAggregate]) -> None:
+        """Remember a committed run's aggregates; forget the least recently used."""
+        for aggregate_id, aggregate in committed.items():
+            self.kept.pop(aggregate_id, None)
+            self.kept[aggregate_id] = aggregate
+        while len(self.kept) > KEEP:
+            del self.kept[next(iter(self.kept))]
 
 
 class GroupLoads:
@@ -108,7 +118,9 @@ class GroupLoads:
         """Load these aggregates together (`LedgerApplication.get_many`). Those `kept`
         from the stream's previous run are reused when the store still holds them at the
         same version (one query for all): as fresh as a load, without decoding again."""
-        reuse = {i: kept[i] for i in aggregate_ids if i in kept}
+        # Taken out: a run that does not commit may have changed them (its events on
+        # them, its version numbers), so only a committed run puts them back.
+        reuse = {i: kept.pop(i) for i in aggregate_ids if i in kept}
         if reuse:
             stored = self.app.store.versions_of(reuse)
             reuse = {i: a for i, a in reuse.items() if stored.get(i) == a.version}
@@ -230,14 +242,13 @@ def _commit_run(writer: Writer, run: list[tuple[int, Command]]) -> dict[int, Res
     outage = Outage()
     conflicts = 0
     while conflicts < CONFLICT_ATTEMPTS:
-        kept, writer.kept = writer.kept, {}  # kept again only once this run commits
         try:
-            decided = _decide(writer, run, kept)
+            decided = _decide(writer, run, writer.kept)
             if decided is None:
                 break  # a refusal left events behind: one at a time decides it cleanly
             results = decided.commit(writer.app)
             writer.stats.committed += 1
-            writer.kept = decided.view_after
+            writer.keep(decided.view_after)
             return results
         except IntegrityError as e:
             if "ledger_event_hashes" in str(e):
