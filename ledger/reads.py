@@ -111,9 +111,11 @@ class LedgerReads:
     # Exports ----------------------------------------------------------------------------------
 
     def export_events(self, folder: Path, market: str = "default", *,
+                      commit_every: int = 100_000,
                       progress: Callable[[int, int], None] | None = None) -> Summary:
         """The events recorded since the last export into `folder`, as Parquet partitions
         (`ledger export events --format parquet`; needs the `parquet` extra)."""
         from ledger.exports.eventlog import export_events
 
-        return export_events(self, folder, market, progress=progress)
+        return export_events(self, folder, market, commit_every=commit_every,
+                             progress=progress)

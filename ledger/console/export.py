@@ -24,6 +24,7 @@ from ledger.projections.registry import READ_MODELS
 from ledger.values import dumps
 
 EVENTS, ALL = "events", "all"
+COMMIT_EVERY = 100_000  # ledger.exports.eventlog.COMMIT_EVERY (not imported: pyarrow is an extra)
 
 
 def _export_tables() -> dict[str, Any]:
@@ -46,11 +47,15 @@ def _owner(table: Any) -> str:
 @export_dir_option()
 @click.option("--market", envvar="LEDGER_MARKET", default="default", show_default=True,
               help="events: the market partition the store's events go to (env LEDGER_MARKET).")
+@click.option("--commit-every", type=click.IntRange(1, None), default=COMMIT_EVERY,
+              show_default=True, metavar="N",
+              help="events: make what is exported durable every N events (files renamed "
+                   "into place, then the state file): a run that dies resumes from there.")
 @click.option("--fresh", is_flag=True, help="Catch the read model(s) up first.")
 @click.pass_obj
 @friendly_errors
 def export(settings: Settings, name: str, fmt: str | None, as_json: bool, out: str | None,
-           export_dir: str, market: str, fresh: bool) -> None:
+           export_dir: str, market: str, commit_every: int, fresh: bool) -> None:
     """Export a read-model table as CSV or JSON Lines, or read models and the event log
     as Parquet files for analysts (query them with `ledger sql`).
 
@@ -82,7 +87,7 @@ def export(settings: Settings, name: str, fmt: str | None, as_json: bool, out: s
     if fmt == "parquet":
         try:
             need("pyarrow", "--format parquet")
-            _parquet(settings, name, Path(out or export_dir), market, fresh)
+            _parquet(settings, name, Path(out or export_dir), market, fresh, commit_every)
         except ExtraMissing as e:
             raise Failure(str(e)) from None
         return
@@ -107,7 +112,8 @@ def export(settings: Settings, name: str, fmt: str | None, as_json: bool, out: s
             write_csv(stream, rows, spec.all_columns, zone=printer.zone)
 
 
-def _parquet(settings: Settings, name: str, out: Path, market: str, fresh: bool) -> None:
+def _parquet(settings: Settings, name: str, out: Path, market: str, fresh: bool,
+             commit_every: int) -> None:
     """NAME as Parquet under `out` (a folder; or a .parquet file for one table)."""
     from ledger.exports.files import Busy
 
@@ -122,7 +128,7 @@ def _parquet(settings: Settings, name: str, out: Path, market: str, fresh: bool)
                                  "give a folder", param_hint="--output")
     try:
         if name in (EVENTS, ALL):
-            _events(settings, out / EVENTS, market)
+            _events(settings, out / EVENTS, market, commit_every)
         models = list(READ_MODELS) if name == ALL else [name] if name in READ_MODELS else []
         for model in models:
             _read_model(settings, model, None, out, fresh)
@@ -148,9 +154,10 @@ def _read_model(settings: Settings, model: str, table: Any, out: Path, fresh: bo
                    f" -> {written.path}", err=True)
 
 
-def _events(settings: Settings, folder: Path, market: str) -> None:
+def _events(settings: Settings, folder: Path, market: str, commit_every: int) -> None:
     with Progress() as progress:
-        summary = settings.ledger().export_events(folder, market, progress=progress)
+        summary = settings.ledger().export_events(folder, market, commit_every=commit_every,
+                                                  progress=progress)
     if summary.rows:
         click.echo(f"events: {summary.rows:,} exported (positions {summary.after + 1:,} to "
                    f"{summary.position:,}) into {len(summary.files)} files under "

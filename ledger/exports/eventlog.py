@@ -151,15 +151,14 @@ def export_events(source: Source, folder: Path, market: str = DEFAULT_MARKET, *,
             for rows in reader.pages(position, head, page):
                 for row in rows:
                     parts.add(row)
-                summary.rows += len(rows)
-                since_commit += len(rows)
-                last = rows[-1].values["position"]
-                if since_commit >= commit_every:
-                    _commit(parts, market_dir, summary, last)
-                    since_commit = 0
+                    summary.rows += 1
+                    summary.position = row.values["position"]
+                    since_commit += 1
+                    if since_commit >= commit_every:
+                        _commit(parts, market_dir, summary, summary.position)
+                        since_commit = 0
                 if progress is not None:
-                    progress(last, head)
-                summary.position = last
+                    progress(summary.position, head)
             if summary.position > read_state(market_dir):
                 _commit(parts, market_dir, summary, summary.position)
         except BaseException:
