@@ -10,6 +10,7 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
+from ledger import metrics
 from ledger.aggregates.base import Cause
 from ledger.audit import chain, integrity
 from ledger.audit import seals as sealing
@@ -41,9 +42,13 @@ def refused(command_id: str | None, error: LedgerError) -> dict[str, Any]:
 
 def store_fault(error: BaseException) -> str | None:
     """`store unavailable: ...` when `error` is the store failing (a read that met a lost
-    connection, a locked or full database); None when it is anything else."""
+    connection, a locked or full database; counted in /metrics); None when it is anything
+    else."""
     fault = classify(error)
-    return None if fault is None else f"store unavailable: {fault.describe()}"
+    if fault is None:
+        return None
+    metrics.store_fault(fault.cause)
+    return f"store unavailable: {fault.describe()}"
 
 
 token_id = tokens.token_id  # the id `ledger tokens list` shows: the start of the token's hash
@@ -126,6 +131,7 @@ class Ledger(LedgerReads):
                 fault = classify(e)
                 if fault is None:
                     raise
+                metrics.store_fault(fault.cause)
                 outages += 1
                 now = time.monotonic()
                 first_fault = first_fault or now

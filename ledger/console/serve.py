@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 
 from ledger.console.options import Settings, friendly_errors
 from ledger.service.protocol import ENV as LIMITS_ENV
 from ledger.service.protocol import LimitedProtocol, Limits
-from ledger.service.worker_env import FOLLOW_ENV, READY_ENV, READY_MAX_LAG
+from ledger.service.worker_env import FOLLOW_ENV, METRICS_TOKEN_ENV, READY_ENV, READY_MAX_LAG
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's: where workers keep values
 
 
 @click.command()
@@ -42,11 +47,15 @@ from ledger.service.worker_env import FOLLOW_ENV, READY_ENV, READY_MAX_LAG
               show_default=True,
               help="/readyz answers 503 while a read model is more than this many events "
                    "behind the store.")
+@click.option("--metrics-token", envvar=METRICS_TOKEN_ENV, default=None, metavar="SECRET",
+              help="/metrics asks for `Authorization: Bearer SECRET` and answers any "
+                   "address (env LEDGER_METRICS_TOKEN, better than the command line). "
+                   "Without it /metrics answers loopback clients only.")
 @click.pass_obj
 @friendly_errors
 def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_alive: int,
           header_timeout: float, body_timeout: float, limit_concurrency: int, follow: bool,
-          ready_max_lag: int) -> None:
+          ready_max_lag: int, metrics_token: str | None) -> None:
     """Serve the command API over HTTP (FastAPI on uvicorn) until interrupted.
 
     POST /v1/commands (one command) and /v1/commands:batch (up to 500); GET reads
@@ -60,6 +69,11 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
     request whose headers or body do not arrive within --header-timeout / --body-timeout
     is answered 408 and its connection closed; past --limit-concurrency requests at once,
     503.
+
+    \b
+    Metrics: GET /metrics in Prometheus' text format (commands by name and outcome,
+    latency, group sizes, store faults, connections, each read model's lag), summed over
+    every worker. Open to loopback clients, or to anyone sending --metrics-token.
 
     \b
     Read models: the server keeps them current itself. Every worker of every server on the
@@ -89,10 +103,37 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
     os.environ[READY_ENV] = str(ready_max_lag)
     os.environ[LIMITS_ENV] = Limits(timeout_keep_alive, header_timeout, body_timeout,
                                     limit_concurrency).to_env()  # and by its protocol
+    if metrics_token:
+        os.environ[METRICS_TOKEN_ENV] = metrics_token
+    made = metrics_folder(workers)
     click.echo(f"serving {url} on http://{host}:{port} "
                f"with {workers} worker{'s' if workers > 1 else ''} (Ctrl-C to stop)", err=True)
-    uvicorn.run("ledger.service.app:from_env", factory=True, host=host, port=port,
-                workers=workers, access_log=False, log_level="warning", http=LimitedProtocol)
+    try:
+        uvicorn.run("ledger.service.app:from_env", factory=True, host=host, port=port,
+                    workers=workers, access_log=False, log_level="warning",
+                    http=LimitedProtocol)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def metrics_folder(workers: int) -> Path | None:
+    """Where the workers keep their metrics: PROMETHEUS_MULTIPROC_DIR if set (its value
+    files from an earlier run deleted: counters start at zero with the server), else with
+    several workers a new temporary folder, returned to be removed at exit. One worker
+    without it keeps its values in memory."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.db"):
+            old.unlink()
+        return None
+    if workers == 1:
+        return None
+    made = Path(tempfile.mkdtemp(prefix="ledger-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(made)  # read by each worker when it imports the client
+    return made
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -18,21 +18,24 @@ import psycopg
 from eventsourcing.persistence import PersistenceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from ledger import metrics
 from ledger.clock import Clock
 from ledger.errors import LedgerError, StoreUnavailable
 from ledger.ledger import DEFAULT_URL, store_fault
 from ledger.projections.follower import log as follower_log
 from ledger.service import reads, worker_env
 from ledger.service.http import AccessLog, AuthActor, access_logger, read_body, service_of
+from ledger.service.metrics import check_scraper
+from ledger.service.metrics import render as render_metrics
 from ledger.service.models import Accepted, Health, Readiness, Refused, add_command_bodies
 from ledger.service.state import READ_TIMEOUT, Service
 from ledger.service.status import RETRY_AFTER, ServiceError, error_body, status_of
-from ledger.service.worker_env import READY_MAX_LAG
+from ledger.service.worker_env import DEFAULT_MARKET, READY_MAX_LAG
 from ledger.values import jsonable
 
 COMMANDS = "/v1/commands"
@@ -52,9 +55,12 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 
 def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
                max_body: int | None = None, read_timeout: float = READ_TIMEOUT,
-               follow: bool = False, ready_max_lag: int = READY_MAX_LAG) -> FastAPI:
+               follow: bool = False, ready_max_lag: int = READY_MAX_LAG,
+               metrics_token: str | None = None, market: str = DEFAULT_MARKET) -> FastAPI:
     """The service for the store at `url`; `clock` for tests (the CLI never sets it).
-    `follow`: offer to be the store's follower (`ledger serve` does, unless --no-follow)."""
+    `follow`: offer to be the store's follower (`ledger serve` does, unless --no-follow).
+    `metrics_token`: what /metrics wants as a bearer (None: loopback clients only);
+    `market`: the label of this store in /metrics."""
     service = Service(url, clock=clock, pool_size=pool_size, read_timeout=read_timeout,
                       follow=follow, ready_max_lag=ready_max_lag,
                       **({"max_body": max_body} if max_body is not None else {}))
@@ -64,6 +70,7 @@ def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
         service.start()
         yield
         await run_in_threadpool(service.close)  # waits for the follower's page
+        metrics.process_ended()
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the installed package
     # (FastAPI's own pages fetch them from a CDN, and are blank without the internet).
@@ -75,6 +82,7 @@ def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
     app.add_middleware(AccessLog)
     _add_error_handlers(app)
     _add_routes(app)
+    _add_metrics(app, metrics_token, market)
     app.include_router(reads.router)
     _describe_command_bodies(app)
     return app
@@ -91,7 +99,8 @@ def from_env() -> FastAPI:
             logger.setLevel(logging.INFO)
             logger.propagate = False
     return create_app(os.environ.get("LEDGER_DATABASE_URL", DEFAULT_URL),
-                      follow=worker_env.follow(), ready_max_lag=worker_env.ready_max_lag())
+                      follow=worker_env.follow(), ready_max_lag=worker_env.ready_max_lag(),
+                      metrics_token=worker_env.metrics_token(), market=worker_env.market())
 
 
 def _add_routes(app: FastAPI) -> None:
@@ -133,6 +142,23 @@ def _add_routes(app: FastAPI) -> None:
         ready, body = service_of(request).readiness()
         return JSONResponse(body, status_code=200 if ready else 503,
                             headers=None if ready else {"Retry-After": RETRY_AFTER})
+
+
+def _add_metrics(app: FastAPI, token: str | None, market: str) -> None:
+    @app.get("/metrics", response_class=Response, tags=["operations"], responses={
+        200: {"content": {metrics.CONTENT_TYPE_LATEST: {}},
+              "description": "Prometheus' text exposition format"},
+        401: {"model": Refused, "description": "a metrics token is set and was not sent"},
+        403: {"model": Refused, "description": "no metrics token is set and the client is "
+                                               "not on loopback"}})
+    def metrics_page(request: Request) -> Response:
+        """Commands by name and outcome, their latency, group sizes, store faults, open
+        connections and requests in flight (every worker), and each read model's lag now.
+        Bearer: the metrics token (`ledger serve --metrics-token`), not an actor's token;
+        without one set, loopback clients only."""
+        check_scraper(request, token)
+        return Response(render_metrics(service_of(request), market),
+                        media_type=metrics.CONTENT_TYPE_LATEST)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -11,8 +11,10 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from ledger import metrics
 from ledger.clock import Clock, SystemClock
 from ledger.commands.parse import MAX_COMMAND_BYTES, load_json
+from ledger.commands.schemas import ROLES
 from ledger.errors import InvalidJson, StoreUnavailable, ValidationFailed
 from ledger.ledger import Ledger, TokenActor, refused
 from ledger.projections.follower import Follower
@@ -105,13 +107,27 @@ class Service:
 
     def send(self, body: bytes, actor: TokenActor) -> tuple[str | None, dict[str, Any]]:
         """(the command's name, for the access log; its result)."""
+        started = time.perf_counter()
         try:
             data = load_json(body)
         except InvalidJson as e:
+            metrics.observe_command(None, refused(None, e), 0.0, ROLES)
             return None, refused(None, e)
         name = data.get("command") if isinstance(data, dict) else None
         return (name[:64] if isinstance(name, str) else None,
-                self.ledger().send(with_actor(data, actor)))
+                self._send(self.ledger(), data, actor, started))
+
+    @staticmethod
+    def _send(ledger: Ledger, data: Any, actor: TokenActor, started: float) -> dict[str, Any]:
+        """One command sent, its outcome and latency counted for /metrics (`started`: when
+        its request arrived)."""
+        name = data.get("command") if isinstance(data, dict) else None
+        result = None
+        try:
+            result = ledger.send(with_actor(data, actor))
+            return result
+        finally:
+            metrics.observe_command(name, result, time.perf_counter() - started, ROLES)
 
     def send_batch(self, body: bytes, actor: TokenActor) -> list[dict[str, Any]]:
         """Each command in its own transaction, in order, as `ledger send` does."""
@@ -127,7 +143,7 @@ class Service:
         results: list[dict[str, Any]] = []
         for item in data:
             try:
-                results.append(ledger.send(with_actor(item, actor)))
+                results.append(self._send(ledger, item, actor, time.perf_counter()))
             except StoreUnavailable as e:
                 # What was done is done (and replays): resending the whole batch is safe.
                 raise ServiceError(503, "store_unavailable", str(e), {"results": results}

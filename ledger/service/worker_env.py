@@ -17,3 +17,16 @@ def follow() -> bool:
 
 def ready_max_lag() -> int:
     return int(os.environ.get(READY_ENV, READY_MAX_LAG))
+
+
+METRICS_TOKEN_ENV = "LEDGER_METRICS_TOKEN"  # `--metrics-token`: /metrics wants it as a bearer
+MARKET_ENV = "LEDGER_MARKET"  # the market label of this store's metrics
+DEFAULT_MARKET = "default"  # a single store
+
+
+def metrics_token() -> str | None:
+    return os.environ.get(METRICS_TOKEN_ENV) or None
+
+
+def market() -> str:
+    return os.environ.get(MARKET_ENV) or DEFAULT_MARKET
