@@ -277,3 +277,23 @@ def test_one_table_into_a_file_and_unknown_names_refused(played: tuple[str, Play
                                         "--format", "parquet", "--output", str(target)])
     assert several.exit_code == 2
     assert "holds one table" in several.stderr
+
+
+def test_a_second_export_into_the_same_folder_is_refused_in_one_line(
+        played: tuple[str, Player], tmp_path: Path) -> None:
+    import fcntl
+
+    url, _ = played
+    out = tmp_path / "export"
+    market = out / "events" / "market=default"
+    market.mkdir(parents=True)
+    with open(market / ".lock", "a+") as held:  # as a running export holds it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        busy = CliRunner().invoke(main, ["--db", url, "export", "events", "--format",
+                                         "parquet", "--output", str(out)])
+    assert busy.exit_code == 2
+    assert busy.stderr.strip() == (f"Error: another export is writing into {market}; wait "
+                                   "for it to finish")
+    assert not (market / STATE).exists()
+    cli(url, "export", "events", "--format", "parquet", "--output", str(out))  # free again
+    assert_exactly_once(url, out)

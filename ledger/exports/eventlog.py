@@ -125,6 +125,9 @@ class Partitions:
             settle(tmp, path)
             done.append(path)
         self.writers.clear()
+        # New partition folders: their entries in the year and market folders, durable too.
+        for folder in {p.parent.parent for p in done} | {self.market_dir}:
+            sync_folder(folder)
         return done
 
     def abandon(self) -> None:
@@ -170,7 +173,6 @@ def export_events(source: Source, folder: Path, market: str = DEFAULT_MARKET, *,
 def _commit(parts: Partitions, market_dir: Path, summary: Summary, upto: int) -> None:
     after = read_state(market_dir)
     summary.files += parts.commit(after, upto)
-    sync_folder(market_dir)
     write_json(market_dir / STATE, {
         "position": upto, "market": summary.market,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),

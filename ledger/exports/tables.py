@@ -43,14 +43,19 @@ def export_read_model(view: ViewMixin, read_model: str, tables: Sequence[Table],
     so that they agree with each other and with the position recorded in each file."""
     physical = ["rm_" + t.name for t in tables]
     done: list[tuple[Table, Path, Path, int]] = []
-    with view.snapshot(physical) as c:
-        position = view.position_in(c, read_model)
-        for table in tables:
-            path = target(table)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temporary(path)
-            rows = _write_table(view, c, table, tmp, schema(table, read_model, position))
-            done.append((table, path, tmp, rows))
+    try:
+        with view.snapshot(physical) as c:
+            position = view.position_in(c, read_model)
+            for table in tables:
+                path = target(table)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = temporary(path)
+                rows = _write_table(view, c, table, tmp, schema(table, read_model, position))
+                done.append((table, path, tmp, rows))
+    except BaseException:  # none of them, rather than some tables of another moment
+        for _, _, tmp, _ in done:
+            tmp.unlink(missing_ok=True)
+        raise
     for _, path, tmp, _ in done:
         settle(tmp, path)
     return [Written(t.name, path, rows, position) for t, path, _, rows in done]
