@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ledger import FixedClock, Ledger
 from ledger.projections.registry import projector
 from tests.support.helpers import (
+    NOW,
     approve,
     create_campaign,
     new_command_id,
@@ -163,3 +164,23 @@ def test_metrics_of_a_real_server_with_two_workers_sum_both(
         workers = {p.stem.split("_")[-1] for p in folder.glob("counter_*.db")}
         assert len(workers) == 2, f"the commands went to {workers} only"
         assert value(found, "ledger_store_head", market="default") >= 24
+
+
+def test_store_faults_are_counted_by_cause(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.reliability.test_outage import write_locked
+
+    monkeypatch.setenv("LEDGER_SQLITE_BUSY_TIMEOUT", "1")
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    with Ledger.open(url, clock=FixedClock(NOW), pool_size=1) as ledger, \
+            in_process(url, ledger.clock, tokens_from=ledger, metrics_token=TOKEN) as api:
+        before = scrape(api)
+        with write_locked(path):
+            answer = api.send("operator", create_campaign())
+        assert answer.status_code == 503
+        assert answer.json()["error"]["code"] == "store_unavailable"
+        after = scrape(api)
+    assert delta(before, after, "ledger_store_faults_total", cause="locked") >= 1
+    assert delta(before, after, "ledger_commands_total", command="create_campaign",
+                 outcome="refused", code="store_unavailable") == 1

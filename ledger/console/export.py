@@ -25,6 +25,7 @@ from ledger.values import dumps
 
 EVENTS, ALL = "events", "all"
 COMMIT_EVERY = 100_000  # ledger.exports.eventlog.COMMIT_EVERY (not imported: pyarrow is an extra)
+LINE_EVERY = 100_000  # events between progress lines when stderr is not a terminal
 
 
 def _export_tables() -> dict[str, Any]:
@@ -155,7 +156,17 @@ def _read_model(settings: Settings, model: str, table: Any, out: Path, fresh: bo
 
 
 def _events(settings: Settings, folder: Path, market: str, commit_every: int) -> None:
-    with Progress() as progress:
+    with Progress() as bar:
+        next_line = [0]
+
+        def progress(position: int, head: int) -> None:
+            """The bar on a terminal; elsewhere (a log) a line every LINE_EVERY events."""
+            bar(position, head)
+            if not bar.enabled and position >= next_line[0]:
+                if next_line[0]:
+                    click.echo(f"events: at position {position:,} of {head:,}", err=True)
+                next_line[0] = position + LINE_EVERY
+
         summary = settings.ledger().export_events(folder, market, commit_every=commit_every,
                                                   progress=progress)
     if summary.rows:
