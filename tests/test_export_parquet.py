@@ -297,3 +297,16 @@ def test_a_second_export_into_the_same_folder_is_refused_in_one_line(
     assert not (market / STATE).exists()
     cli(url, "export", "events", "--format", "parquet", "--output", str(out))  # free again
     assert_exactly_once(url, out)
+
+
+def test_an_export_folder_ahead_of_the_store_is_refused(played: tuple[str, Player],
+                                                        new_url: NewUrl, tmp_path: Path) -> None:
+    url, _ = played
+    out = tmp_path / "export"
+    cli(url, "export", "events", "--format", "parquet", "--output", str(out))
+    other = new_url()  # an empty store (as after `ledger demo --reset`)
+    refused = CliRunner().invoke(main, ["--db", other, "export", "events", "--format",
+                                        "parquet", "--output", str(out)])
+    assert refused.exit_code == 2
+    assert "export into a new folder" in refused.stderr
+    assert_exactly_once(url, out)  # untouched

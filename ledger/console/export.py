@@ -116,6 +116,7 @@ def export(settings: Settings, name: str, fmt: str | None, as_json: bool, out: s
 def _parquet(settings: Settings, name: str, out: Path, market: str, fresh: bool,
              commit_every: int) -> None:
     """NAME as Parquet under `out` (a folder; or a .parquet file for one table)."""
+    from ledger.exports.eventlog import Diverged
     from ledger.exports.files import Busy
 
     tables = _export_tables()
@@ -135,7 +136,7 @@ def _parquet(settings: Settings, name: str, out: Path, market: str, fresh: bool,
             _read_model(settings, model, None, out, fresh)
         if key in tables and name not in READ_MODELS:
             _read_model(settings, _owner(tables[key]), tables[key], out, fresh)
-    except Busy as e:
+    except (Busy, Diverged) as e:
         raise Failure(str(e)) from None
     except OSError as e:
         raise Failure(f"cannot write {e.filename or out}: {e.strerror or e}") from None

@@ -38,6 +38,10 @@ DEFAULT_MARKET = "default"
 Progress = Callable[[int, int], None]
 
 
+class Diverged(RuntimeError):
+    """The folder's state is ahead of the store: it holds another store's events."""
+
+
 @dataclass
 class Summary:
     """What a run did: the positions it covered, the rows and files it wrote."""
@@ -147,6 +151,10 @@ def export_events(source: Source, folder: Path, market: str = DEFAULT_MARKET, *,
         position = read_state(market_dir)
         remove_leftovers(market_dir, position)
         head = source.app.recorder.max_notification_id() or 0
+        if head < position:
+            raise Diverged(f"{market_dir} holds events up to position {position:,} but the "
+                           f"store's last position is {head:,}: it was exported from another "
+                           "store (or this one was reset); export into a new folder")
         summary = Summary(market, position, position)
         reader, parts = EventRows(source), Partitions(market_dir)
         since_commit = 0
