@@ -14,7 +14,7 @@ this process's registry.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Container
 from typing import Any
 
 from prometheus_client import (
@@ -58,11 +58,12 @@ CONNECTIONS = Gauge("ledger_http_connections_open", "HTTP connections open now."
 UNKNOWN = "unknown"  # the label of a command name that is not one of ours (no label explosion)
 
 
-def observe_command(name: str | None, result: dict[str, Any] | None, seconds: float,
-                    known: Iterable[str]) -> None:
-    """Count one command's outcome and its latency. `result` None: it did not get one
+def observe_command(name: Any, result: dict[str, Any] | None, seconds: float,
+                    known: Container[str]) -> None:
+    """Count one command's outcome and its latency. `name` is what the body said (any
+    JSON value: only one of the `known` names is a label); `result` None: it got none
     (the store was unavailable)."""
-    label = name if name in set(known) else UNKNOWN
+    label = name if isinstance(name, str) and name in known else UNKNOWN
     if result is None:
         outcome, code = "refused", "store_unavailable"
     elif not result.get("ok"):

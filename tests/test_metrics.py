@@ -70,6 +70,7 @@ def test_metrics_count_commands_by_name_and_outcome(api: Api, ledger: Ledger) ->
     api.accept("reviewer", command)
     assert api.accept("reviewer", command)["replayed"] is True
     api.send("seller", {"command": "no_such_thing"})
+    api.send("seller", {"command": ["not", "a", "name"]})
     api.send("operator", [with_envelope(create_campaign("batch-1"), command_id=new_command_id()),
                           create_campaign("batch-2")])
     after = scrape(api)
@@ -83,7 +84,7 @@ def test_metrics_count_commands_by_name_and_outcome(api: Api, ledger: Ledger) ->
     assert commands("register", "accepted") == 1
     assert commands("approve", "accepted") == 1
     assert commands("approve", "replayed") == 1
-    assert commands("unknown", "refused", "validation_error") == 1
+    assert commands("unknown", "refused", "validation_error") == 2
     assert delta(before, after, "ledger_command_duration_seconds_count",
                  command="create_campaign") == 4
     assert delta(before, after, "ledger_command_duration_seconds_sum",
