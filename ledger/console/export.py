@@ -47,6 +47,7 @@ def _owner(table: Any) -> str:
                    "export folder (default: --export-dir), or a FILE.parquet for one table.")
 @export_dir_option()
 @click.option("--market", envvar="LEDGER_MARKET", default="default", show_default=True,
+              metavar="CODE",
               help="events: the market partition the store's events go to (env LEDGER_MARKET).")
 @click.option("--commit-every", type=click.IntRange(1, None), default=COMMIT_EVERY,
               show_default=True, metavar="N",
@@ -71,8 +72,8 @@ def export(settings: Settings, name: str, fmt: str | None, as_json: bool, out: s
     Parquet: money is decimal(38, 6), times are timestamps in UTC, ids are strings, nested
     values JSON text (lists of ids are lists). Files go to DIR/READ_MODEL/TABLE.parquet and
     DIR/events/market=M/year=Y/campaign=C/part-*.parquet. The event log is incremental:
-    each run adds what was recorded since the last one (DIR/events/market=M/
-    _ledger_export.json holds the position); a run that dies is simply run again.
+    each run adds what was recorded since the last one (the position is kept in
+    _ledger_export.json in the market's folder); a run that dies is simply run again.
 
     \b
     Examples:
