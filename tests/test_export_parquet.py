@@ -310,3 +310,13 @@ def test_an_export_folder_ahead_of_the_store_is_refused(played: tuple[str, Playe
     assert refused.exit_code == 2
     assert "export into a new folder" in refused.stderr
     assert_exactly_once(url, out)  # untouched
+
+
+def test_sql_without_duckdb_names_the_extra_to_install(tmp_path: Path) -> None:
+    blocked = ("import sys; sys.modules['duckdb'] = None; sys.argv[0] = 'ledger'; "
+               "from ledger.cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", blocked, "sql", "SELECT 1", "--export-dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("Error: ledger sql needs duckdb, which is not installed: "
+                                   "pip install 'ledger[analytics]'")
