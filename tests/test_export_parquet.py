@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -320,3 +321,25 @@ def test_sql_without_duckdb_names_the_extra_to_install(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == ("Error: ledger sql needs duckdb, which is not installed: "
                                    "pip install 'ledger[analytics]'")
+
+
+def test_an_event_of_a_type_this_version_does_not_know_is_exported_in_other(
+        played: tuple[str, Player], tmp_path: Path) -> None:
+    from eventsourcing.persistence import StoredEvent
+
+    url, player = played
+    reg_id = next(iter(player.registrations))
+    with Ledger.open(url, pool_size=1) as ledger:
+        last = ledger.app.recorder.select_events(UUID(reg_id), desc=True, limit=1)[0]
+        ledger.app.recorder.insert_events([StoredEvent(
+            last.originator_id, last.originator_version + 1,
+            "ledger.aggregates.registration_events:RefundedLater", last.state)])
+    out = tmp_path / "export"
+    cli(url, "export", "events", "--format", "parquet", "--output", str(out))
+    rows = [r for r in event_rows(out) if r["event_type"] == "RefundedLater"]
+    assert len(rows) == 1
+    assert rows[0]["aggregate_id"] == reg_id
+    assert rows[0]["campaign_id"] is not None
+    assert rows[0]["recorded_at"].utcoffset() is not None
+    assert json.loads(rows[0]["other"])  # its fields, as JSON
+    assert_exactly_once(url, out)
