@@ -7,7 +7,17 @@ from datetime import datetime, tzinfo
 
 import click
 
-from ledger.console import audit, commands, demo, export, projections, queries, serve, tokens
+from ledger.console import (
+    audit,
+    commands,
+    demo,
+    export,
+    projections,
+    queries,
+    serve,
+    sql,
+    tokens,
+)
 from ledger.console.options import TZ_HELP, Settings, parse_time_option, parse_zone
 from ledger.ledger import DEFAULT_URL
 
@@ -58,6 +68,6 @@ def main(ctx: click.Context, db: str, now: datetime | None, tz: tzinfo | None,
 
 for command in (commands.send, commands.show, commands.events, queries.manage,
                 queries.campaigns, queries.performance, queries.decisions,
-                projections.projections, export.export, audit.audit, serve.serve,
+                projections.projections, export.export, sql.sql, audit.audit, serve.serve,
                 tokens.tokens_group, demo.demo):
     main.add_command(command)

@@ -40,6 +40,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
+from ledger import metrics
 from ledger.aggregates.base import Cause, LedgerAggregate, campaign_uuid, registration_uuid
 from ledger.clock import Clock
 from ledger.commands import schemas as s
@@ -248,6 +249,7 @@ def _commit_run(writer: Writer, run: list[tuple[int, Command]]) -> dict[int, Res
                 break  # a refusal left events behind: one at a time decides it cleanly
             results = decided.commit(writer.app)
             writer.stats.committed += 1
+            metrics.observe_group(len(run))
             writer.keep(decided.view_after)
             return results
         except IntegrityError as e:

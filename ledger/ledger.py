@@ -12,7 +12,7 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
-from ledger import group
+from ledger import group, metrics
 from ledger.aggregates.base import Cause
 from ledger.audit import chain, integrity
 from ledger.audit import seals as sealing
@@ -39,9 +39,13 @@ MAX_ATTEMPTS = 100
 
 def store_fault(error: BaseException) -> str | None:
     """`store unavailable: ...` when `error` is the store failing (a read that met a lost
-    connection, a locked or full database); None when it is anything else."""
+    connection, a locked or full database; counted in /metrics); None when it is anything
+    else."""
     fault = classify(error)
-    return None if fault is None else f"store unavailable: {fault.describe()}"
+    if fault is None:
+        return None
+    metrics.store_fault(fault.cause)
+    return f"store unavailable: {fault.describe()}"
 
 
 token_id = tokens.token_id  # the id `ledger tokens list` shows: the start of the token's hash

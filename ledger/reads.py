@@ -6,9 +6,10 @@ the store: what "show a campaign" means is written once, here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from ledger.aggregates.base import campaign_uuid
@@ -27,6 +28,9 @@ from ledger.projections.runner import Projector
 from ledger.shapes import campaign_state, event_record, registration_state
 from ledger.store.application import LedgerApplication
 from ledger.store.readstore import ReadStore
+
+if TYPE_CHECKING:  # pyarrow is an extra: imported only when an export runs
+    from ledger.exports.eventlog import Summary
 
 
 class LedgerReads:
@@ -105,3 +109,15 @@ class LedgerReads:
     def projector(self) -> Projector:
         """The read models over this store: status, catch-up, rebuild, and their views."""
         return projector(self.app, reads=self.read_store)
+
+    # Exports ----------------------------------------------------------------------------------
+
+    def export_events(self, folder: Path, market: str = "default", *,
+                      commit_every: int = 100_000,
+                      progress: Callable[[int, int], None] | None = None) -> Summary:
+        """The events recorded since the last export into `folder`, as Parquet partitions
+        (`ledger export events --format parquet`; needs the `parquet` extra)."""
+        from ledger.exports.eventlog import export_events
+
+        return export_events(self, folder, market, commit_every=commit_every,
+                             progress=progress)

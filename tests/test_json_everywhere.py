@@ -52,6 +52,7 @@ WALK: dict[str, tuple[list[str], str]] = {
     "tokens revoke": (["{token}"], "document"),
 }
 ON_THEIR_OWN = {"demo", "projections run"}  # they need a store of their own: tests below
+ON_THEIR_OWN |= {"sql"}  # reads Parquet exports: tests/test_export_parquet.py (--json too)
 
 
 def leaves(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:

@@ -216,3 +216,19 @@ def read_model_names(names: Sequence[str]) -> list[str] | None:
         raise click.BadParameter(f"unknown read model {unknown[0]!r}; one of: "
                                  f"{', '.join(READ_MODELS)}", param_hint="NAME")
     return list(names) or None
+
+
+class Failure(click.ClickException):
+    """A command that cannot do what was asked, said in one line (`Error: ...`), exit 2."""
+
+    exit_code = 2
+
+
+EXPORT_DIR = "ledger-export"  # where Parquet exports go, and where `ledger sql` reads them
+
+
+def export_dir_option() -> Callable[[F], F]:
+    """`--export-dir`: the folder Parquet exports go to and `ledger sql` reads."""
+    return click.option("--export-dir", envvar="LEDGER_EXPORT_DIR", default=EXPORT_DIR,
+                        show_default=True, metavar="DIR",
+                        help="Folder of the Parquet exports (env LEDGER_EXPORT_DIR).")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -21,11 +23,14 @@ from ledger.service.worker_env import (
     GROUP_WAIT_ENV,
     GROUP_WAIT_MS,
     MARKET_ENV,
+    METRICS_TOKEN_ENV,
     READ_URL_ENV,
     READY_ENV,
     READY_MAX_LAG,
     TOKENS_URL_ENV,
 )
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's: where workers keep values
 
 
 @click.command()
@@ -66,11 +71,16 @@ from ledger.service.worker_env import (
               help="Commands in one transaction at most: coalesced requests, and the groups "
                    "a batch is committed in; 0 turns coalescing off (batches then go in "
                    f"groups of {GROUP_MAX}).")
+@click.option("--metrics-token", envvar=METRICS_TOKEN_ENV, default=None, metavar="SECRET",
+              help="/metrics asks for `Authorization: Bearer SECRET` and answers any "
+                   "address (env LEDGER_METRICS_TOKEN, better than the command line). "
+                   "Without it /metrics answers loopback clients only.")
 @click.pass_obj
 @friendly_errors
 def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_alive: int,
           header_timeout: float, body_timeout: float, limit_concurrency: int, follow: bool,
-          ready_max_lag: int, group_wait_ms: float, group_max: int) -> None:
+          ready_max_lag: int, group_wait_ms: float, group_max: int,
+          metrics_token: str | None) -> None:
     """Serve the command API over HTTP (FastAPI on uvicorn) until interrupted.
 
     POST /v1/commands (one command) and /v1/commands:batch (up to 500); GET reads
@@ -98,6 +108,11 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
     that group's requests only; sending them again is safe. A batch is committed in
     groups of --group-max. --group-wait-ms 0 (or --group-max 0): one transaction per
     request.
+
+    \b
+    Metrics: GET /metrics in Prometheus' text format (commands by name and outcome,
+    latency, group sizes, store faults, connections, each read model's lag), summed over
+    every worker. Open to loopback clients, or to anyone sending --metrics-token.
 
     \b
     Read models: the server keeps them current itself. Every worker of every server on the
@@ -151,10 +166,37 @@ def serve(settings: Settings, host: str, port: int, workers: int, timeout_keep_a
     os.environ[GROUP_MAX_ENV] = str(group_max)
     os.environ[LIMITS_ENV] = Limits(timeout_keep_alive, header_timeout, body_timeout,
                                     limit_concurrency).to_env()  # and by its protocol
+    if metrics_token:
+        os.environ[METRICS_TOKEN_ENV] = metrics_token
+    made = metrics_folder(workers)
     click.echo(f"serving {url} on http://{host}:{port} "
                f"with {workers} worker{'s' if workers > 1 else ''} (Ctrl-C to stop)", err=True)
-    uvicorn.run("ledger.service.app:from_env", factory=True, host=host, port=port,
-                workers=workers, access_log=False, log_level="warning", http=LimitedProtocol)
+    try:
+        uvicorn.run("ledger.service.app:from_env", factory=True, host=host, port=port,
+                    workers=workers, access_log=False, log_level="warning",
+                    http=LimitedProtocol)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def metrics_folder(workers: int) -> Path | None:
+    """Where the workers keep their metrics: PROMETHEUS_MULTIPROC_DIR if set (its value
+    files from an earlier run deleted: counters start at zero with the server), else with
+    several workers a new temporary folder, returned to be removed at exit. One worker
+    without it keeps its values in memory."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.db"):
+            old.unlink()
+        return None
+    if workers == 1:
+        return None
+    made = Path(tempfile.mkdtemp(prefix="ledger-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(made)  # read by each worker when it imports the client
+    return made
 
 
 def every_market(settings: Settings) -> str:

@@ -19,12 +19,13 @@ import psycopg
 from eventsourcing.persistence import PersistenceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
+from ledger import metrics
 from ledger.clock import Clock
 from ledger.commands.parse import MAX_COMMAND_BYTES
 from ledger.errors import LedgerError, StoreUnavailable
@@ -34,10 +35,12 @@ from ledger.projections.follower import log as follower_log
 from ledger.service import reads, worker_env
 from ledger.service.dashboard import add_dashboard
 from ledger.service.http import AccessLog, AuthActor, access_logger, read_body, service_of
+from ledger.service.metrics import check_scraper
+from ledger.service.metrics import render as render_metrics
 from ledger.service.models import Accepted, Health, Readiness, Refused, add_command_bodies
 from ledger.service.state import READ_TIMEOUT, Service
 from ledger.service.status import RETRY_AFTER, ServiceError, error_body, status_of
-from ledger.service.worker_env import GROUP_MAX, GROUP_WAIT_MS, READY_MAX_LAG
+from ledger.service.worker_env import DEFAULT_MARKET, GROUP_MAX, GROUP_WAIT_MS, READY_MAX_LAG
 from ledger.values import jsonable
 
 COMMANDS = "/v1/commands"
@@ -61,13 +64,15 @@ def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
                follow: bool = False, ready_max_lag: int = READY_MAX_LAG,
                group_wait_ms: float = GROUP_WAIT_MS, group_max: int = GROUP_MAX,
                read_url: str | None = None, market: str | None = None,
-               tokens_url: str | None = None) -> FastAPI:
+               tokens_url: str | None = None, metrics_token: str | None = None) -> FastAPI:
     """The service for the store at `url`; `clock` for tests (the CLI never sets it).
     `follow`: offer to be the store's follower (`ledger serve` does, unless --no-follow).
     `group_wait_ms`, `group_max`: how single commands are coalesced (0: they are not).
     `read_url`: the read models' database, when not the store's; `market`, `tokens_url`:
     one market of a markets file served on /v1 (`serve --market`): tokens are looked up
-    where the file keeps them, and refused when limited to other markets."""
+    where the file keeps them, and refused when limited to other markets (and `market`
+    labels this store in /metrics); `metrics_token`: what /metrics wants as a bearer
+    (None: loopback clients only)."""
     tokens = None if not tokens_url or tokens_url == url else Service(
         tokens_url, clock=clock, pool_size=2)
     service = Service(url, clock=clock, pool_size=pool_size, read_timeout=read_timeout,
@@ -75,14 +80,14 @@ def create_app(url: str, *, clock: Clock | None = None, pool_size: int = 10,
                       market=market, tokens=tokens,
                       group_wait_ms=group_wait_ms, group_max=group_max,
                       max_body=MAX_COMMAND_BYTES if max_body is None else max_body)
-    return service_app(service)
+    return service_app(service, metrics_token=metrics_token)
 
 
 def service_app(service: Service, *, lifespan_owner: bool = True,
-                access_log: bool = True) -> FastAPI:
+                access_log: bool = True, metrics_token: str | None = None) -> FastAPI:
     """The FastAPI app over one `Service` (a store's, or a market's). `lifespan_owner`:
     the app starts and closes the service itself; `access_log`: it logs each request (a
-    markets app does both for all its markets)."""
+    markets app does both for all its markets); `metrics_token`: see `create_app`."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -93,6 +98,7 @@ def service_app(service: Service, *, lifespan_owner: bool = True,
             await run_in_threadpool(service.close)  # waits for the follower's page
             if service.tokens is not None:
                 await run_in_threadpool(service.tokens.close)
+            metrics.process_ended()
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the installed package
     # (FastAPI's own pages fetch them from a CDN, and are blank without the internet).
@@ -105,6 +111,7 @@ def service_app(service: Service, *, lifespan_owner: bool = True,
         app.add_middleware(AccessLog)
     _add_error_handlers(app)
     _add_routes(app)
+    _add_metrics(app, metrics_token, service.market or DEFAULT_MARKET)
     app.include_router(reads.router)
     add_dashboard(app)
     _describe_command_bodies(app)
@@ -134,7 +141,8 @@ def from_env() -> ASGIApp:
                       group_max=worker_env.group_max(),
                       read_url=os.environ.get(worker_env.READ_URL_ENV) or None,
                       market=os.environ.get(worker_env.MARKET_ENV) or None,
-                      tokens_url=os.environ.get(worker_env.TOKENS_URL_ENV) or None)
+                      tokens_url=os.environ.get(worker_env.TOKENS_URL_ENV) or None,
+                      metrics_token=worker_env.metrics_token())
 
 
 def _add_routes(app: FastAPI) -> None:
@@ -184,6 +192,23 @@ def _add_routes(app: FastAPI) -> None:
         ready, body = service_of(request).readiness()
         return JSONResponse(body, status_code=200 if ready else 503,
                             headers=None if ready else {"Retry-After": RETRY_AFTER})
+
+
+def _add_metrics(app: FastAPI, token: str | None, market: str) -> None:
+    @app.get("/metrics", response_class=Response, tags=["operations"], responses={
+        200: {"content": {metrics.CONTENT_TYPE_LATEST: {}},
+              "description": "Prometheus' text exposition format"},
+        401: {"model": Refused, "description": "a metrics token is set and was not sent"},
+        403: {"model": Refused, "description": "no metrics token is set and the client is "
+                                               "not on loopback"}})
+    def metrics_page(request: Request) -> Response:
+        """Commands by name and outcome, their latency, group sizes, store faults, open
+        connections and requests in flight (every worker), and each read model's lag now.
+        Bearer: the metrics token (`ledger serve --metrics-token`), not an actor's token;
+        without one set, loopback clients only."""
+        check_scraper(request, token)
+        return Response(render_metrics(service_of(request), market),
+                        media_type=metrics.CONTENT_TYPE_LATEST)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

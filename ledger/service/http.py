@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ledger import metrics
 from ledger.ledger import TokenActor
 from ledger.service.state import Service
 from ledger.service.status import ServiceError
@@ -92,9 +93,11 @@ class AccessLog:
                 status = message["status"]
             await send(message)
 
+        metrics.IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, sending)
         finally:
+            metrics.IN_FLIGHT.dec()
             access_logger.info(json.dumps({
                 "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
                 "method": scope["method"], "path": scope["path"], "status": status,

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ledger import metrics
 from ledger.service.status import RETRY_AFTER, error_body
 
 ENV = "LEDGER_SERVE_LIMITS"
@@ -80,6 +81,7 @@ class LimitedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        metrics.CONNECTIONS.inc()
         # uvicorn's keep-alive timer starts after a first response: start it now too.
         self.timeout_keep_alive_task = self.loop.call_later(
             self.limits.keep_alive, self.timeout_keep_alive_handler)
@@ -97,6 +99,7 @@ class LimitedProtocol(HttpToolsProtocol):
         super().shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        metrics.CONNECTIONS.dec()
         self._disarm()
         super().connection_lost(exc)
 

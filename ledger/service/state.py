@@ -11,8 +11,10 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from ledger import metrics
 from ledger.clock import Clock, SystemClock
 from ledger.commands.parse import MAX_COMMAND_BYTES, load_json
+from ledger.commands.schemas import ROLES
 from ledger.errors import InvalidJson, StoreUnavailable, ValidationFailed
 from ledger.ledger import Ledger, TokenActor, refused
 from ledger.projections.follower import Follower
@@ -151,17 +153,24 @@ class Service:
                    ) -> tuple[str | None, dict[str, Any], int | None]:
         """(the command's name, for the access log; its result; the size of the group it
         was decided in, None when coalescing is off)."""
+        started = time.perf_counter()
         try:
             data = load_json(body)
         except InvalidJson as e:
+            metrics.observe_command(None, refused(None, e), 0.0, ROLES)
             return None, refused(None, e), None
         name = data.get("command") if isinstance(data, dict) else None
-        name = name[:64] if isinstance(name, str) else None
         command = with_actor(data, actor)
-        if self.coalescer is None:
-            return name, await run_in_threadpool(lambda: self.ledger().send(command)), None
-        result, size = await self.coalescer.send(command)
-        return name, result, size
+        result: dict[str, Any] | None = None
+        size = None
+        try:  # counted for /metrics, its latency from the request's arrival
+            if self.coalescer is None:
+                result = await run_in_threadpool(lambda: self.ledger().send(command))
+            else:
+                result, size = await self.coalescer.send(command)
+        finally:
+            metrics.observe_command(name, result, time.perf_counter() - started, ROLES)
+        return (name[:64] if isinstance(name, str) else None), result, size
 
     def send_batch(self, body: bytes, actor: TokenActor) -> list[dict[str, Any]]:
         """The commands in order, in groups of `group_max` (one transaction each), as
@@ -175,11 +184,14 @@ class Service:
             raise ServiceError(422, "validation_error", message,
                                [{"field": "", "message": message}])
         results: list[dict[str, Any]] = []
+        started = time.perf_counter()
         try:
             sent = self.ledger().send_many((with_actor(item, actor) for item in data),
                                            group_size=self.group_max or GROUP_MAX)
-            for result in sent:  # a group's results come once it has committed
+            for item, result in zip(data, sent, strict=False):  # a group's, once committed
                 results.append(result)
+                metrics.observe_command(item.get("command") if isinstance(item, dict) else None,
+                                        result, time.perf_counter() - started, ROLES)
         except StoreUnavailable as e:
             # What was done is done (and replays): resending the whole batch is safe.
             raise ServiceError(503, "store_unavailable", str(e), {"results": results}

@@ -38,3 +38,18 @@ def group_wait_ms() -> float:
 def group_max() -> int:
     """The most commands in one group (`--group-max`)."""
     return int(os.environ.get(GROUP_MAX_ENV, GROUP_MAX))
+
+
+METRICS_TOKEN_ENV = "LEDGER_METRICS_TOKEN"  # `--metrics-token`: /metrics wants it as a bearer
+DEFAULT_MARKET = "default"  # a single store's market label
+
+
+def metrics_token() -> str | None:
+    """The bearer token `/metrics` wants (`--metrics-token`), if any."""
+    return os.environ.get(METRICS_TOKEN_ENV) or None
+
+
+def market() -> str:
+    """The market label of this store's metrics: `serve --market`'s, else LEDGER_MARKET's,
+    else `default` (a single store)."""
+    return os.environ.get(MARKET_ENV) or os.environ.get("LEDGER_MARKET") or DEFAULT_MARKET

@@ -31,6 +31,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import PoolTimeout
 
+from ledger import metrics
 from ledger.errors import StoreUnavailable, first_line
 
 Cause = Literal["unreachable", "connection lost", "disk full", "read-only", "locked", "busy"]
@@ -91,6 +92,7 @@ class Outage:
         fault = classify(error)
         if fault is None:
             raise error
+        metrics.store_fault(fault.cause)
         self.faults += 1
         now = time.monotonic()
         self.first = self.first or now
