@@ -1,7 +1,8 @@
 """An insider with write access to the database edits each table by hand; on both backends,
 `ledger audit verify` finds the edit, or the edit cannot change a decision.
 
-Why the cases not found by verify are safe (docs/design-notes/audit.md has the details):
+Why the cases not found by verify are safe (docs/design.md, "Integrity against an
+insider", has the details):
 - `ledger_commands.fingerprint`: a resend of the real command is refused (`conflict`) or
   another body under that id is answered with the stored result, which verify checks
   against the events; nothing is written either way.

@@ -3,7 +3,7 @@ beyond the /v1 reads (who the token is, the review queue, the live feed).
 
 The page is a shell with no data in it: every figure comes from a JSON endpoint called
 with the same bearer token and the same role checks as the API (the token is typed into
-the page and kept in the tab's sessionStorage; see docs/design-notes/dashboard.md).
+the page and kept in the tab's sessionStorage; see docs/design.md, "The live dashboard").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The library inserts events with `INSERT ... SELECT ... FROM unnest(composite[])`
 psycopg dumps row by row in Python (~8,000 events/s here); binary `COPY` of the same rows
 reached ~45,000/s (EVENTSOURCING-9.5.md), and a group's whole insert (events, command,
 index and hash rows) by COPY takes 2.5 times less client CPU than by INSERT
-(docs/design-notes/storefast-bench.md). A save carrying many rows (a group commit:
+(docs/benchmarks.md, "storefast"). A save carrying many rows (a group commit:
 `WritePlan.commands` of ~200 commands) goes through `copy_save`; a small one keeps the
 library's pipelined path, which needs one round trip where COPY needs several (the
 threshold is measured by bench/group_store.py).

@@ -345,7 +345,7 @@ class LedgerSQLiteRecorder(LedgerRows, SQLiteApplicationRecorder):
             self.write_plan(c, plan)
         # One `execute` per event, as the library does (to read each `lastrowid`): one
         # `executemany` and the rowids computed after it measured no faster here (65 and
-        # 67 us of CPU per command in a group; docs/design-notes/storefast-bench.md):
+        # 67 us of CPU per command in a group; docs/benchmarks.md):
         # sqlite3 keeps the statement prepared either way.
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
         self.write_hashes(c, stored_events)

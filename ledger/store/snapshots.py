@@ -19,7 +19,7 @@ which sessions are open) without any event saying so. So our snapshot recorders:
 Without the key, a database writer who knows SHA-256 can recompute the row for an edited
 snapshot: its identity still comes from the first event, and `ledger audit verify`
 re-derives every snapshot from the events (`ledger.audit.snapshots`). See
-docs/design-notes/auditfix.md.
+docs/design.md ("Integrity against an insider").
 """
 
 from __future__ import annotations
