@@ -72,7 +72,8 @@ def parse_instant(value: Any) -> datetime:
 
 # Keys whose string values are instants (besides every key ending in `_at`): the ledger's
 # own names, never a user's text, so a note that happens to read like a time is left alone.
-INSTANT_KEYS = frozenset({"at", "now", "clock", "period_start", "period_end"})
+INSTANT_KEYS = frozenset({"at", "now", "clock", "period_start", "period_end",
+                          "hour"})  # campaign performance's per-hour series
 # Keys whose values map ids to instants (a session id → when it was submitted).
 INSTANT_MAPS = frozenset({"submitted"})
 
