@@ -29,7 +29,7 @@ from ledger.commands import handlers
 from ledger.commands.context import Context, Outcome
 from ledger.errors import RuleBroken
 from ledger.projections.registry import projector
-from ledger.store import recorders
+from ledger.store import rows as store_rows  # LedgerRows: the SQL both recorders share
 from tests.support.helpers import (
     ACCOUNT,
     ENDS,
@@ -385,7 +385,7 @@ def test_a_group_sent_again_replays_every_command(
     world: World, manual: str, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Also with the command ids looked up a few at a time (`find_commands` in chunks)."""
-    monkeypatch.setattr(recorders, "GUARD_CHUNK", chunk)
+    monkeypatch.setattr(store_rows, "GUARD_CHUNK", chunk)
     commands = [register(manual, account_id=f"shop-{n}") for n in range(5)]
     first = world.ledger.send_group(commands)
     before = world.dump()

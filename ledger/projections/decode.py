@@ -36,7 +36,7 @@ from eventsourcing.utils import resolve_topic
 
 from ledger.projections.base import ReadModel
 from ledger.store.application import LedgerApplication
-from ledger.store.recorders import EventRow
+from ledger.store.rows import EventRow
 
 # The library's transcodings whose data is a string, done without a method call each.
 DIRECT: dict[type[Any], Callable[[Any], Any]] = {

@@ -59,7 +59,7 @@ from ledger.aggregates.registration_events import (
     SessionAdded,
     Withdrawn,
 )
-from ledger.store import recorders
+from ledger.store import rows as store_rows  # LedgerRows: the SQL both recorders share
 from ledger.store.plan import CommandRow, WritePlan
 from tests.reliability.invariants import check_invariants
 from tests.support.helpers import (
@@ -711,7 +711,7 @@ def test_an_expiry_expires_a_registration_reopened_while_it_ran(
 ) -> None:
     """Also with the skipped registrations checked a few at a time (the reopened one is in
     the last look-up)."""
-    monkeypatch.setattr(recorders, "GUARD_CHUNK", chunk)
+    monkeypatch.setattr(store_rows, "GUARD_CHUNK", chunk)
     reg = closed_registration(backend, others=4)
     with Ledger.open(backend, clock=FixedClock(LATE), pool_size=1) as seller_ledger:
         clock = Interleave(ENDS, lambda: seller_ledger.send(add_session(reg, slot(70.5, 1))))

@@ -1,0 +1,301 @@
+"""The SQL both recorders share (`LedgerRows`): the ledger's own tables beside the events,
+the write plan's rows and guards, the hash chains at write time, and the reads of commands,
+versions and events that a group commit needs. `ledger.store.recorders` mixes it into the
+library's SQLite and PostgreSQL recorders.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    StoredEvent,
+)
+
+from ledger.store import hashing, tokens
+from ledger.store.plan import (
+    CampaignNotExpired,
+    CommandRow,
+    Guard,
+    GuardFailed,
+    Unchanged,
+    WritePlan,
+)
+
+GUARD_CHUNK = 500  # ids per look-up (SQLite allows 32,766 parameters)
+# A stored event as read models read it: (position, aggregate id as text with dashes,
+# version, topic, state), from `select_rows`.
+EventRow = tuple[int, str, int, str, bytes]
+
+
+class _Cursor(Protocol):
+    def execute(self, query: Any, params: Any = ..., *, prepare: bool | None = ...) -> Any: ...
+    def executemany(self, query: Any, params_seq: Any) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> Any: ...
+
+
+class LedgerRows:
+    """SQL shared by both backends; `p` is the parameter placeholder, `t` the table prefix."""
+
+    p = "?"
+    t = ""
+    id_type = "TEXT"
+    time_type = "TEXT"
+    blob_type = "BLOB"
+    big_type = "INTEGER"
+    serial_key = "INTEGER PRIMARY KEY"
+    position_column = "rowid"
+    events_table_name: str
+    load_chunk = 200  # aggregates per query of `events_after`
+
+    def ledger_create_statements(self) -> list[str]:
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.t}ledger_commands ("  # CommandRow.values()
+            "command_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
+            f"aggregate_id {self.id_type} NOT NULL, version INTEGER, result TEXT NOT NULL, "
+            f"recorded_at {self.time_type} NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {self.t}ledger_registrations ("
+            f"registration_id {self.id_type} PRIMARY KEY, campaign_id TEXT NOT NULL, "
+            "account_id TEXT NOT NULL, seller_id TEXT NOT NULL, "
+            "UNIQUE (campaign_id, account_id))",
+            *hashing.create_statements(self.t, self.id_type, self.blob_type, self.big_type,
+                                       self.time_type, self.serial_key),
+            *tokens.create_statements(self.t, self.time_type),
+        ]
+
+    def write_plan(self, curs: _Cursor, plan: WritePlan) -> None:
+        """The plan's rows, then its guards, all in the events' transaction."""
+        p = self.p
+        if plan.commands:
+            curs.executemany(
+                f"INSERT INTO {self.t}ledger_commands VALUES ({p},{p},{p},{p},{p},{p})",
+                [c.values() for c in plan.commands],
+            )
+        if plan.registrations:
+            curs.executemany(
+                f"INSERT INTO {self.t}ledger_registrations VALUES ({p},{p},{p},{p})",
+                [(r.registration_id, r.campaign_id, r.account_id, r.seller_id)
+                 for r in plan.registrations],
+            )
+        self.check_guards(curs, plan.guards)
+
+    def check_guards(self, curs: _Cursor, guards: Sequence[Guard]) -> None:
+        """Every guard, under the write lock; a group's many `CampaignNotExpired` (one per
+        registration or session) in one look-up per 500 campaigns."""
+        campaigns: dict[UUID, str] = {}
+        for guard in guards:
+            if isinstance(guard, CampaignNotExpired):
+                campaigns.setdefault(guard.campaign_id, guard.expired_topic)
+            else:
+                self._check(curs, guard)
+        if len(campaigns) == 1:
+            (campaign_id, topic), = campaigns.items()
+            self._check(curs, CampaignNotExpired(campaign_id, topic))
+        elif campaigns:
+            self._check_not_expired(curs, campaigns)
+
+    def _check_not_expired(self, curs: _Cursor, campaigns: dict[UUID, str]) -> None:
+        p = self.p
+        expired = {self.db_id(cid): topic for cid, topic in campaigns.items()}
+        keys = list(expired)
+        for start in range(0, len(keys), GUARD_CHUNK):
+            chunk = keys[start:start + GUARD_CHUNK]
+            curs.execute(
+                f"SELECT e.originator_id AS id, e.topic FROM {self.events_table} e "
+                f"WHERE e.originator_id IN ({','.join([p] * len(chunk))}) "
+                "AND e.originator_version = (SELECT MAX(originator_version) "
+                f"FROM {self.events_table} m WHERE m.originator_id = e.originator_id)", chunk)
+            for row in curs.fetchall():
+                if row["topic"] == expired[row["id"]]:
+                    raise GuardFailed("the campaign expired meanwhile")
+
+    def _check(self, curs: _Cursor, guard: Guard) -> None:
+        """Expiry against the writers that race it, under the write lock: a registration or
+        session written once the campaign's `Expired` is stored; a registration that
+        `expire_campaign` read as closed but that was reopened before it committed; a
+        `register` committed between an expiry's read and its write."""
+        p = self.p
+        if isinstance(guard, CampaignNotExpired):
+            curs.execute(
+                f"SELECT topic FROM {self.events_table} WHERE originator_id={p} "
+                "ORDER BY originator_version DESC LIMIT 1", (self.db_id(guard.campaign_id),))
+            row = curs.fetchone()
+            if row is not None and row["topic"] == guard.expired_topic:
+                raise GuardFailed("the campaign expired meanwhile")
+        elif isinstance(guard, Unchanged):
+            expected = {self.db_id(reg_id): v for reg_id, v in guard.versions.items()}
+            keys = list(expected)
+            for start in range(0, len(keys), GUARD_CHUNK):
+                chunk = keys[start:start + GUARD_CHUNK]
+                curs.execute(self._versions_sql(len(chunk)), chunk)
+                for row in curs.fetchall():
+                    if row["v"] != expected[row["id"]]:
+                        raise GuardFailed(f"registration {row['id']} changed meanwhile")
+        else:
+            curs.execute(
+                f"SELECT COUNT(*) AS n FROM {self.t}ledger_registrations WHERE campaign_id={p}",
+                (guard.campaign_id,),
+            )
+            found = curs.fetchone()["n"]
+            if found != guard.count:
+                raise GuardFailed(f"campaign {guard.campaign_id} has {found} registrations, "
+                                  f"not {guard.count}")
+
+    def _versions_sql(self, count: int) -> str:
+        return (f"SELECT originator_id AS id, MAX(originator_version) AS v "
+                f"FROM {self.events_table} "
+                f"WHERE originator_id IN ({','.join([self.p] * count)}) GROUP BY originator_id")
+
+    def versions_of(self, aggregate_ids: Collection[UUID]) -> dict[UUID, int]:
+        """The stored version of each of these aggregates (absent: none stored), read
+        outside any write: one query per 500 ids."""
+        keys = [self.db_id(aggregate_id) for aggregate_id in aggregate_ids]
+        found: dict[UUID, int] = {}
+        for start in range(0, len(keys), GUARD_CHUNK):
+            chunk = tuple(keys[start:start + GUARD_CHUNK])
+            for row in self._query(self._versions_sql(len(chunk)), chunk):
+                found[_as_uuid(row["id"])] = int(row["v"])
+        return found
+
+    # The hash chains (ledger.store.hashing) ----------------------------------------------
+
+    def write_hashes(self, curs: _Cursor, stored_events: Sequence[StoredEvent], *,
+                     bulk: bool = False) -> None:
+        """Chain the batch's events to their aggregates' stored heads: one read, one insert
+        (`bulk`: by COPY, on PostgreSQL outside the library's pipeline)."""
+        wanted = hashing.previous_links(stored_events)
+        previous = self._previous_hashes(curs, wanted) if wanted else {}
+        links = hashing.link(stored_events, previous)
+        if links:
+            self._insert_hashes(curs, links, bulk=bulk)
+
+    def _previous_hashes(self, curs: _Cursor, wanted: list[tuple[UUID, int]]
+                         ) -> dict[UUID, bytes]:
+        found: dict[UUID, bytes] = {}
+        # ORs of key equalities, 200 at a time: SQLite answers them from the primary key
+        # (a row-value IN over VALUES is a scan of the whole table, on every save).
+        for start in range(0, len(wanted), 200):
+            part = wanted[start:start + 200]
+            curs.execute(
+                "SELECT originator_id, hash FROM ledger_event_hashes WHERE "
+                + " OR ".join(["(originator_id = ? AND originator_version = ?)"] * len(part)),
+                [x for oid, version in part for x in (oid.hex, version)],
+            )
+            found.update((UUID(row["originator_id"]), row["hash"]) for row in curs.fetchall())
+        return found
+
+    def _insert_hashes(self, curs: _Cursor, rows: list[hashing.Link], *,
+                       bulk: bool = False) -> None:
+        curs.executemany("INSERT INTO ledger_event_hashes VALUES (?,?,?)",
+                         [(oid.hex, version, digest) for oid, version, digest in rows])
+
+    @property
+    def events_table(self) -> str:
+        return self.events_table_name
+
+    @property
+    def hashes_table(self) -> str:
+        return f"{self.t}ledger_event_hashes"
+
+    @property
+    def seals_table(self) -> str:
+        return f"{self.t}ledger_seals"
+
+    @property
+    def seal_heads_table(self) -> str:
+        return f"{self.t}ledger_seal_heads"
+
+    @property
+    def seal_signatures_table(self) -> str:
+        return f"{self.t}ledger_seal_signatures"
+
+    def db_id(self, originator_id: UUID) -> Any:
+        return originator_id.hex
+
+    def db_time(self, moment: datetime) -> Any:
+        return moment.isoformat()
+
+    # Reads -------------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        raise NotImplementedError
+
+    def find_command(self, command_id: str) -> CommandRow | None:
+        rows = self._query(
+            f"SELECT * FROM {self.t}ledger_commands WHERE command_id={self.p}", (command_id,)
+        )
+        return _command_row(rows[0]) if rows else None
+
+    def find_commands(self, command_ids: Collection[str]) -> dict[str, CommandRow]:
+        """The stored rows of those of `command_ids` that are stored: one query per 500."""
+        found: dict[str, CommandRow] = {}
+        ids = list(dict.fromkeys(command_ids))
+        for start in range(0, len(ids), GUARD_CHUNK):
+            chunk = tuple(ids[start:start + GUARD_CHUNK])
+            rows = self._query(
+                f"SELECT * FROM {self.t}ledger_commands "
+                f"WHERE command_id IN ({','.join([self.p] * len(chunk))})", chunk)
+            found.update((row["command_id"], _command_row(row)) for row in rows)
+        return found
+
+    def events_after(self, after: Mapping[UUID, int]) -> dict[UUID, list[StoredEvent]]:
+        """The events of many aggregates, each after a version (its snapshot's, or 0), in
+        version order: 200 aggregates a query."""
+        found: dict[UUID, list[StoredEvent]] = {oid: [] for oid in after}
+        wanted = list(after.items())
+        for start in range(0, len(wanted), self.load_chunk):
+            sql, params = self._after_query(wanted[start:start + self.load_chunk])
+            for row in self._query(sql, params):
+                oid = hashing.as_uuid(row["originator_id"])
+                found[oid].append(StoredEvent(
+                    originator_id=oid, originator_version=row["originator_version"],
+                    topic=row["topic"], state=bytes(row["state"])))
+        return found
+
+    def _after_query(self, wanted: list[tuple[UUID, int]]) -> tuple[str, tuple[Any, ...]]:
+        # ORs of key ranges: SQLite answers each from the primary key.
+        return (f"SELECT originator_id, originator_version, topic, state "
+                f"FROM {self.events_table} WHERE "
+                + " OR ".join(["(originator_id = ? AND originator_version > ?)"] * len(wanted))
+                + " ORDER BY originator_id, originator_version",
+                tuple(x for oid, version in wanted for x in (oid.hex, version)))
+
+    def registrations_of(self, campaign_id: str) -> list[str]:
+        rows = self._query(
+            f"SELECT registration_id FROM {self.t}ledger_registrations WHERE campaign_id={self.p} "
+            "ORDER BY registration_id",
+            (campaign_id,),
+        )
+        return [str(row["registration_id"]) for row in rows]
+
+
+def write_plan_of(kwargs: dict[str, Any]) -> WritePlan | None:
+    """The plan `Application.save(..., plan=...)` passed down; nothing else is accepted."""
+    plan = kwargs.get("plan")
+    if plan is not None and not isinstance(plan, WritePlan):
+        raise TypeError(f"plan must be a WritePlan, not {type(plan).__name__}")
+    unknown = set(kwargs) - {"plan", "tracking"}  # `tracking`: the library's own
+    if unknown:
+        raise TypeError(f"unexpected save arguments: {sorted(unknown)}")
+    return plan
+
+
+def _command_row(row: Any) -> CommandRow:
+    return CommandRow(
+        command_id=row["command_id"], fingerprint=row["fingerprint"],
+        aggregate_id=str(row["aggregate_id"]), version=row["version"],
+        result=json.loads(row["result"]), recorded_at=_as_datetime(row["recorded_at"]),
+    )
+
+
+def _as_uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
