@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -107,13 +107,23 @@ def command(name: str, command_id: str, actor: dict[str, str],
     return {"command": name, "command_id": command_id, "actor": actor, "payload": payload}
 
 
-def campaign_fields(campaign_id: str) -> dict[str, Any]:
-    """A manual live campaign on the scenario's calendar (instants as datetimes)."""
+def live_calendar(now: datetime) -> dict[str, datetime]:
+    """A campaign calendar around `now`, for a service on the real clock: registration
+    open from a day ago for ten days, the LIVE period twenty days ahead for three."""
+    day = timedelta(days=1)
+    return {"registration_opens_at": now - day, "registration_closes_at": now + 10 * day,
+            "starts_at": now + 20 * day, "ends_at": now + 23 * day}
+
+
+def campaign_fields(campaign_id: str, calendar: dict[str, datetime] | None = None
+                    ) -> dict[str, Any]:
+    """A manual live campaign on the scenario's calendar, or on `calendar` (instants as
+    datetimes)."""
     return {
         "campaign_id": campaign_id, "name": f"Bench LIVE {campaign_id}", "kind": "live",
         "review_mode": "manual", "registration_opens_at": REGISTRATION_OPENS,
         "registration_closes_at": REGISTRATION_CLOSES, "starts_at": CAMPAIGN_STARTS,
-        "ends_at": CAMPAIGN_ENDS,
+        "ends_at": CAMPAIGN_ENDS, **(calendar or {}),
         "requirements": {"min_account_level": 2, "min_livestream_level": 1,
                          "categories": list(CATEGORIES)},
         "levels": [
@@ -126,10 +136,11 @@ def campaign_fields(campaign_id: str) -> dict[str, Any]:
     }
 
 
-def campaign_command(campaign_id: str) -> dict[str, Any]:
-    """The operator's `create_campaign` command for `campaign_fields(campaign_id)`."""
+def campaign_command(campaign_id: str, calendar: dict[str, datetime] | None = None
+                     ) -> dict[str, Any]:
+    """The operator's `create_campaign` command for `campaign_fields(campaign_id, calendar)`."""
     payload = {k: iso(v) if isinstance(v, datetime) else v
-               for k, v in campaign_fields(campaign_id).items()}
+               for k, v in campaign_fields(campaign_id, calendar).items()}
     return command("create_campaign", f"create-{campaign_id}", OPERATOR, payload)
 
 

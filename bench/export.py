@@ -40,7 +40,7 @@ from common import (
     rss_mb,
     store_plan,
 )
-from rebuild import make_stores, measure_floor  # the synthetic store generator
+from season import make_stores, measure_floor  # the synthetic store generator
 
 from ledger import Ledger
 

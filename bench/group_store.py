@@ -43,9 +43,9 @@ from typing import Any
 from uuid import uuid4
 
 import psycopg
-from commands import plan_mix
 from common import Step, emit, environment, group_save, log, steps_of
 from psycopg import sql
+from workload import plan_mix
 
 from ledger import FixedClock, Ledger
 from ledger.store.application import LedgerApplication

@@ -36,40 +36,26 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from common import (
-    OPERATOR,
     PgServer,
     Server,
     add_token,
-    command,
+    campaign_command,
     emit,
     environment,
-    iso,
+    live_calendar,
     log,
     pg_servers,
     serving,
 )
-from service import cpu_seconds, machine_busy, own_cpu  # bench/service.py's CPU readings
+from loadgen import cpu_seconds, machine_busy, own_cpu  # CPU readings over /proc
 
 CODES = ["th", "vn", "id", "my", "ph", "sg", "tw", "br"]
-
-
-def campaign(campaign_id: str, now: datetime) -> dict[str, Any]:
-    """A `create_campaign` command on the real clock (the service runs on it)."""
-    return command("create_campaign", f"c-{campaign_id}", OPERATOR, {
-        "campaign_id": campaign_id, "name": f"Bench {campaign_id}", "kind": "live",
-        "review_mode": "manual", "registration_opens_at": iso(now - timedelta(days=1)),
-        "registration_closes_at": iso(now + timedelta(days=10)),
-        "starts_at": iso(now + timedelta(days=20)), "ends_at": iso(now + timedelta(days=23)),
-        "requirements": {"min_account_level": 1, "min_livestream_level": 1, "categories": []},
-        "levels": [{"code": "standard", "name": "Standard", "benefits": [],
-                    "min_livestream_level": 1}],
-        "allow_duplicates": True, "max_sessions": 10})
 
 
 @dataclass
@@ -91,7 +77,7 @@ def client(base: str, code: str, token: str, name: str, stop: threading.Event,
     i = 0
     while not stop.is_set():
         i += 1
-        body = json.dumps(campaign(f"{name}-{i}", now))
+        body = json.dumps(campaign_command(f"{name}-{i}", live_calendar(now)))
         started = time.perf_counter()
         conn.request("POST", f"/v1/markets/{code}/commands", body=body, headers=headers)
         response = conn.getresponse()

@@ -42,17 +42,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from common import environment, free_port, log, serving
-from service import (  # bench/service.py, next to this file
+from loadgen import (  # the load, shared with service.py
     OPEN_LOOP_AIM_MS,
     OverHttp,
-    Plan,
     Row,
-    SellerCounter,
     Stores,
     add_load_options,
     cpu_cells,
     measure,
 )
+from workload import Plan, SellerCounter
 
 from ledger import Ledger
 from ledger.store import tokens

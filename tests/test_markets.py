@@ -34,7 +34,7 @@ from ledger.cli import main
 from ledger.errors import NotFound
 from ledger.markets import load
 from ledger.service.markets import create_markets_app
-from tests.support.helpers import OPERATOR, command, iso, json_lines
+from tests.support.helpers import command, create_campaign, iso, json_lines, live_calendar
 from tests.support.servers import Server, servers
 from tests.support.service import STARTUP
 
@@ -87,15 +87,7 @@ def deployment(tmp_path: Path, pg: dict[str, Server]) -> Deployment:
 
 def campaign(campaign_id: str) -> dict[str, Any]:
     now = datetime.now(UTC).replace(microsecond=0)
-    return command("create_campaign", OPERATOR, {
-        "campaign_id": campaign_id, "name": f"Market {campaign_id}", "kind": "live",
-        "review_mode": "manual", "registration_opens_at": iso(now - timedelta(days=1)),
-        "registration_closes_at": iso(now + timedelta(days=10)),
-        "starts_at": iso(now + timedelta(days=20)), "ends_at": iso(now + timedelta(days=23)),
-        "requirements": {"min_account_level": 1, "min_livestream_level": 1, "categories": []},
-        "levels": [{"code": "standard", "name": "Standard", "benefits": [],
-                    "min_livestream_level": 1}],
-        "allow_duplicates": True, "max_sessions": 100})
+    return create_campaign(campaign_id, name=f"Market {campaign_id}", **live_calendar(now))
 
 
 def window(campaign_cmd: dict[str, Any], hour: int) -> dict[str, str]:

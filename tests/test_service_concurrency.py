@@ -43,6 +43,7 @@ from tests.support.helpers import (
     create_campaign,
     duplicate,
     iso,
+    live_calendar,
     record_performance,
     register,
     register_auto,
@@ -177,10 +178,7 @@ def unique(prefix: str) -> str:
 def live_campaign(cluster: Cluster) -> str:
     """A manual campaign open for registration now (the servers run on the real clock);
     its LIVE period starts in two days."""
-    now = datetime.now(UTC)
-    cmd = create_campaign(unique("live"), registration_opens_at=iso(now - DAY),
-                          registration_closes_at=iso(now + DAY), starts_at=iso(now + 2 * DAY),
-                          ends_at=iso(now + 5 * DAY))
+    cmd = create_campaign(unique("live"), **live_calendar(live_days=3))
     return str(cluster.setup(cmd)["aggregate_id"])
 
 

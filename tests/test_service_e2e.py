@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.helpers import command, create_campaign, iso, profile
+from tests.support.helpers import command, create_campaign, iso, live_calendar, profile
 from tests.support.service import Server, add_token, free_port, wait_until_up
 
 
@@ -42,10 +42,7 @@ def server(backend: str, tmp_path: Path) -> Iterator[Server]:
 
 def live_campaign(now: datetime) -> dict[str, object]:
     """A manual campaign open for registration now (the service runs on the real clock)."""
-    day = timedelta(days=1)
-    return create_campaign(
-        "e2e-live", registration_opens_at=iso(now - day), registration_closes_at=iso(now + day),
-        starts_at=iso(now + 2 * day), ends_at=iso(now + 3 * day))
+    return create_campaign("e2e-live", **live_calendar(now))
 
 
 def test_the_real_server_takes_commands_over_http_and_stops_cleanly(

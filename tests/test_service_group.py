@@ -40,7 +40,7 @@ from ledger.store.tokens import TokenActor
 from tests.conftest import POSTGRES_URL, NewUrl
 from tests.reliability.test_crash_writes import assert_whole, command_rows
 from tests.reliability.test_outage import dedicated_database, refused, write_locked
-from tests.support.helpers import OPERATOR, REVIEWER, Json, add_session, command, iso
+from tests.support.helpers import OPERATOR, REVIEWER, Json, add_session, command, iso, live_calendar
 from tests.support.helpers import campaign_fields as realistic_campaign
 from tests.support.helpers import register as register_command
 from tests.support.helpers import withdraw as withdraw_command
@@ -53,9 +53,7 @@ GROUP_HEADER = "X-Ledger-Group-Size"
 
 
 def live_campaign(campaign_id: str, now: datetime, command_id: str | None = None) -> Json:
-    fields = {**realistic_campaign(campaign_id), "registration_opens_at": iso(now - DAY),
-              "registration_closes_at": iso(now + DAY), "starts_at": iso(now + 2 * DAY),
-              "ends_at": iso(now + 3 * DAY)}
+    fields = {**realistic_campaign(campaign_id), **live_calendar(now)}
     created = command("create_campaign", OPERATOR, fields)
     if command_id is not None:
         created["command_id"] = command_id

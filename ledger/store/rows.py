@@ -159,7 +159,7 @@ class LedgerRows:
         for start in range(0, len(keys), GUARD_CHUNK):
             chunk = tuple(keys[start:start + GUARD_CHUNK])
             for row in self._query(self._versions_sql(len(chunk)), chunk):
-                found[_as_uuid(row["id"])] = int(row["v"])
+                found[hashing.as_uuid(row["id"])] = int(row["v"])
         return found
 
     # The hash chains (ledger.store.hashing) ----------------------------------------------
@@ -291,10 +291,6 @@ def _command_row(row: Any) -> CommandRow:
         aggregate_id=str(row["aggregate_id"]), version=row["version"],
         result=json.loads(row["result"]), recorded_at=_as_datetime(row["recorded_at"]),
     )
-
-
-def _as_uuid(value: UUID | str) -> UUID:
-    return value if isinstance(value, UUID) else UUID(value)
 
 
 def _as_datetime(value: datetime | str) -> datetime:

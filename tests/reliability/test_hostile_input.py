@@ -194,6 +194,9 @@ def _container(doc: Any, path: Path) -> Any:
 
 def mutate(doc: Json, mutation: Mutation) -> None:
     operation, where, key, value = mutation
+    # A copy: hypothesis hands out the same object for a sampled constant, and an `add`
+    # into a value set earlier would otherwise change the constant, or make a cycle.
+    value = copy.deepcopy(value)
     candidates = paths(doc)
     if operation == "add":
         dicts: list[Path] = [()] + [p for p in candidates
@@ -298,34 +301,45 @@ class Store:
             f"SELECT DISTINCT seller_id FROM {view.dialect.q('rm_manage_registrations')}")]
 
     def check(self, result: Any, doc: Any, *, text: bool) -> dict[str, Any]:
-        assert isinstance(result, dict), result
-        json.dumps(result)  # a result is JSON
-        bad = refused_fields(materialize(doc))
-        # Seen with --hypothesis-show-statistics: how often each answer came.
-        event("accepted" if result.get("ok") is True else
-              f"refused: {(result.get('error') or {}).get('code')}")
-        if result.get("ok") is True:
+        """The oracle's verdict on one result; then, if accepted, every list read shows it,
+        and if refused, the store is as it was."""
+        if judge(result, doc, text=text):
             try:
-                assert not bad, f"accepted values DOMAIN.md refuses, {bad}: {result}"
-                assert isinstance(result["events"], list), result
                 assert_shown(read_everything(self.ledger, self.projector), self.ledger, doc,
                              result)
             finally:  # also after a failure, or hypothesis's next examples would fail too
                 self.dump = dump_store(self.url)  # after the catch-up: it writes read models
             return result
-        assert result.get("ok") is False, result
-        assert set(result) == {"ok", "command_id", "error"}, result
-        assert set(result["error"]) == {"code", "message", "details"}, result
-        assert result["error"]["code"] in DOMAIN_CODES, result
-        if result["error"]["code"] == "invalid_json":
-            assert text, result  # a dict is never invalid JSON
-            assert result["command_id"] is None, result
-        elif bad:
-            assert result["error"]["code"] == "validation_error", (bad, result)
-            named = {d["field"] for d in result["error"]["details"]}
-            assert set(bad) <= named, (bad, result)
         assert dump_store(self.url) == self.dump, f"a refused command wrote: {result}"
-        return result
+        return dict(result)
+
+
+def judge(result: Any, doc: Any, *, text: bool) -> bool:
+    """Whether `result` accepted `doc`, after checking it is a result the contract allows:
+    accepted only if DOMAIN.md's Values take every money and instant field, else refused
+    with a code of DOMAIN.md (`validation_error` naming each field the Values refuse)."""
+    assert isinstance(result, dict), result
+    json.dumps(result)  # a result is JSON
+    bad = refused_fields(materialize(doc))
+    # Seen with --hypothesis-show-statistics: how often each answer came.
+    event("accepted" if result.get("ok") is True else
+          f"refused: {(result.get('error') or {}).get('code')}")
+    if result.get("ok") is True:
+        assert not bad, f"accepted values DOMAIN.md refuses, {bad}: {result}"
+        assert isinstance(result["events"], list), result
+        return True
+    assert result.get("ok") is False, result
+    assert set(result) == {"ok", "command_id", "error"}, result
+    assert set(result["error"]) == {"code", "message", "details"}, result
+    assert result["error"]["code"] in DOMAIN_CODES, result
+    if result["error"]["code"] == "invalid_json":
+        assert text, result  # a dict is never invalid JSON
+        assert result["command_id"] is None, result
+    elif bad:
+        assert result["error"]["code"] == "validation_error", (bad, result)
+        named = {d["field"] for d in result["error"]["details"]}
+        assert set(bad) <= named, (bad, result)
+    return False
 
 
 @pytest.fixture
@@ -356,6 +370,54 @@ def test_mutated_commands_get_a_domain_result_and_refusals_write_nothing(
     for change in changes:
         mutate(doc, change)
     store.send(encode(doc, encoding), doc)
+
+
+@FUZZ
+@given(drawn=st.lists(st.tuples(st.integers(0, 10), st.integers(0, 3),
+                                st.lists(mutations, max_size=3),
+                                st.sampled_from(["dict", "str", "bytes", "ascii"])),
+                      min_size=1, max_size=4),
+       good_at=st.integers(0, 4))
+def test_mutated_commands_sent_as_one_group_get_what_the_contract_allows(
+    world: World, scene: str, store: Store, drawn: list[tuple[int, int, list[Mutation], str]],
+    good_at: int,
+) -> None:
+    """The same mutated commands through the grouped write path (`Ledger.send_group`, what
+    `ledger send` and the batch endpoint use), with a valid new campaign among them: each
+    result passes the oracle (nothing the Values refuse is accepted), the valid command is
+    accepted whatever its neighbours did, the only command rows written are the accepted
+    commands', and every list read shows what was accepted."""
+    docs: list[Any] = []
+    for base, cid, changes, _ in drawn:
+        doc = copy.deepcopy(bases(scene)[base])
+        doc["command_id"] = f"group-{base}-{cid}"
+        for change in changes:
+            mutate(doc, change)
+        docs.append(doc)
+    good = create_campaign(store.fresh_id("group-good"))
+    good["command_id"] = good["payload"]["campaign_id"]
+    at = good_at % (len(docs) + 1)
+    docs.insert(at, good)
+    encodings = [e for *_, e in drawn]
+    encodings.insert(at, "dict")
+    sent = [encode(doc, e) for doc, e in zip(docs, encodings, strict=True)]
+    before = store.dump
+    results = store.ledger.send_group(sent)
+    assert len(results) == len(docs)
+    accepted = [judge(result, doc, text=not isinstance(command, dict))
+                for result, doc, command in zip(results, docs, sent, strict=True)]
+    assert accepted[at], results[at]
+    assert results[at]["events"], results[at]
+    after = dump_store(store.url)
+    new_rows = set(after["ledger_commands"]) - set(before["ledger_commands"])
+    written = {row[0] for row in new_rows}
+    assert written <= {r["command_id"] for r, ok in zip(results, accepted, strict=True) if ok}
+    assert good["command_id"] in written
+    reads = read_everything(store.ledger, store.projector)
+    for result, doc, ok in zip(results, docs, accepted, strict=True):
+        if ok:
+            assert_shown(reads, store.ledger, doc, result)
+    store.dump = dump_store(store.url)
 
 
 INSTANT_BASES = [i for i, doc in enumerate(bases("")) if any(

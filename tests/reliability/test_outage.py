@@ -41,7 +41,7 @@ from ledger.errors import StoreUnavailable
 from ledger.projections.registry import projector
 from tests.conftest import POSTGRES_URL, SKIP_POSTGRES
 from tests.reliability.test_crash_writes import assert_stored, assert_whole, command_rows
-from tests.support.helpers import NOW, Json, create_campaign, iso, register
+from tests.support.helpers import NOW, Json, create_campaign, iso, live_calendar, register
 from tests.support.service import Server, add_token, free_port, wait_until_up
 
 CAMPAIGN = "outage-live"
@@ -255,11 +255,7 @@ def serve(url: str, tmp_path: Path, env: dict[str, str] | None = None) -> Iterat
 
 
 def live_campaign() -> Json:
-    now = datetime.now(UTC)
-    day = timedelta(days=1)
-    return create_campaign(LIVE, registration_opens_at=iso(now - day),
-                           registration_closes_at=iso(now + day), starts_at=iso(now + 2 * day),
-                           ends_at=iso(now + 3 * day))
+    return create_campaign(LIVE, **live_calendar())
 
 
 def live_registration(n: int) -> Json:

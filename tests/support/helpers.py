@@ -133,6 +133,16 @@ def create_campaign(campaign_id: str = MANUAL, *, actor: Json = OPERATOR,
     return command("create_campaign", actor, payload, expected_version=expected_version)
 
 
+def live_calendar(now: datetime | None = None, *, live_days: int = 1) -> Json:
+    """The calendar of a campaign open for registration now, for code on the real clock
+    (a service, a dashboard): registration from a day ago to a day ahead, LIVE from two
+    days ahead for `live_days` days."""
+    now = now or datetime.now(UTC)
+    day = timedelta(days=1)
+    return {"registration_opens_at": iso(now - day), "registration_closes_at": iso(now + day),
+            "starts_at": iso(now + 2 * day), "ends_at": iso(now + (2 + live_days) * day)}
+
+
 def create_auto_campaign(campaign_id: str = AUTO, **overrides: Any) -> Json:
     return command("create_campaign", OPERATOR, {**auto_campaign_fields(campaign_id), **overrides})
 
