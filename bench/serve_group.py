@@ -2,7 +2,7 @@
 coalescer off and on, side by side in one run, on PostgreSQL and SQLite (issue 14).
 
 For each backend and each mode, a fresh store (the same setup, tokens and command stream:
-bench/service.py's `Plan`, the mix of bench/commands.py) and the real `ledger serve
+bench/workload.py's `Plan`, the mix of bench/commands.py) and the real `ledger serve
 --workers N` on a free loopback port:
 
 - **off**: `--group-wait-ms 0`, every request its own transaction (as before issue 14);
@@ -22,8 +22,8 @@ field gives the mean number of commands per transaction in each window. The aim 
     python bench/serve_group.py --backends postgres --workers 2 --group-wait-ms 5
 
 `--pg-url` (default postgresql://postgres@127.0.0.1:5432/ledger_serve_group_bench) is
-DROPPED and created again. The helpers (Plan, the HTTP sender, the loops, CPU meters) are
-bench/service.py's.
+DROPPED and created again. The helpers (the HTTP sender, the loops, CPU meters) are
+bench/loadgen.py's, the Plan bench/workload.py's.
 """
 
 from __future__ import annotations
