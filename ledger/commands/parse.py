@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -25,16 +26,23 @@ class Command:
     expected_version: int | None
     payload: Model
 
+    @cached_property
     def fingerprint(self) -> str:
-        """Identifies the command's content, to tell a retry from a reused command_id."""
+        """Identifies the command's content, to tell a retry from a reused command_id.
+        Stored in `ledger_commands`: its bytes must never change (tests/test_fixture_v1.py
+        replays commands a ledger stored before). Computed once per command (a run
+        decided again after a conflict, or one at a time, asks again)."""
         body = {
             "command": self.name,
             "actor": self.actor.model_dump(),
             "expected_version": self.expected_version,
             "payload": self.payload.model_dump(mode="json"),
         }
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return hashlib.sha256(_CANONICAL.encode(body).encode()).hexdigest()
+
+
+# What `json.dumps(body, sort_keys=True, separators=(",", ":"))` builds on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -110,6 +118,17 @@ def _nul_characters(value: Any, path: str = "") -> list[dict[str, str]]:
     return found
 
 
+def may_hold_nul(text: str | bytes) -> bool:
+    """Can this JSON text decode to a string (or key) holding U+0000? JSON spells that
+    character only as the escape `\\u0000` (hex digits have no case) or raw, and strict
+    parsing refuses a raw one inside a string; so without either, `_nul_characters` has
+    nothing to find. Bytes in UTF-16 or UTF-32 hold NUL bytes in their ASCII characters,
+    which every JSON text has: for them it says yes, and the walk runs."""
+    if isinstance(text, bytes):
+        return b"\x00" in text or b"\\u0000" in text
+    return "\x00" in text or "\\u0000" in text
+
+
 JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number",
               bool: "a boolean", type(None): "null"}
 
@@ -123,8 +142,9 @@ def not_an_object(data: Any) -> ValidationFailed:
     return ValidationFailed(message, [{"field": "", "message": message}])
 
 
-def parse_command(data: Any) -> Command:
-    """A command from its JSON; ValidationFailed naming every bad field."""
+def parse_command(data: Any, *, nul_free: bool = False) -> Command:
+    """A command from its JSON; ValidationFailed naming every bad field. `nul_free`: parsed
+    from a text that cannot hold U+0000 (`may_hold_nul`), so its strings need no walk."""
     if not isinstance(data, dict):
         raise not_an_object(data)
     details: list[dict[str, str]] = []
@@ -146,8 +166,9 @@ def parse_command(data: Any) -> Command:
             payload = schema.model_validate(data["payload"])
         except ValidationError as e:
             details += _details(e, "payload")
-    details += [d for d in _nul_characters(data) if d["field"] not in
-                {seen["field"] for seen in details}]
+    if not nul_free:
+        details += [d for d in _nul_characters(data) if d["field"] not in
+                    {seen["field"] for seen in details}]
     if details or envelope is None or payload is None:
         fields = ", ".join(d["field"] or "(command)" for d in details[:5])
         raise ValidationFailed(f"invalid command: {fields}", details)
