@@ -275,7 +275,7 @@ def _decide(writer: Writer, run: list[tuple[int, Command]],
     decided = Decided()
     firsts: dict[str, tuple[str, int]] = {}  # command_id accepted in this run: body, index
     for index, command in run:
-        fingerprint = command.fingerprint
+        fingerprint = command.fingerprint()
         if command.command_id in stored:
             decided.results[index] = replayed(app, fingerprint, stored[command.command_id])
         elif command.command_id in firsts:

@@ -148,7 +148,7 @@ class Ledger(LedgerReads):
             yield from results
 
     def _execute(self, command: Command) -> dict[str, Any]:
-        fingerprint = command.fingerprint
+        fingerprint = command.fingerprint()
         outage = Outage()
         for attempt in range(MAX_ATTEMPTS):
             try:

@@ -134,7 +134,7 @@ def test_commands_a_ledger_stored_before_replay_with_their_stored_fingerprints(
     sent = fixture_history()
     fingerprints = dict(stored_fingerprints())
     for command in sent:
-        assert admit(command).fingerprint == fingerprints[command["command_id"]]
+        assert admit(command).fingerprint() == fingerprints[command["command_id"]]
     grouped = v1.send_group([json.dumps(command) for command in sent])
     assert [(r["ok"], r["replayed"]) for r in grouped] == [(True, True)] * len(sent)
     assert [r["events"] for r in grouped][-1] == ["PerformanceRecorded"]

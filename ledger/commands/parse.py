@@ -6,7 +6,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cached_property
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -26,23 +25,16 @@ class Command:
     expected_version: int | None
     payload: Model
 
-    @cached_property
     def fingerprint(self) -> str:
-        """Identifies the command's content, to tell a retry from a reused command_id.
-        Stored in `ledger_commands`: its bytes must never change (tests/test_fixture_v1.py
-        replays commands a ledger stored before). Computed once per command (a run
-        decided again after a conflict, or one at a time, asks again)."""
+        """Identifies the command's content, to tell a retry from a reused command_id."""
         body = {
             "command": self.name,
             "actor": self.actor.model_dump(),
             "expected_version": self.expected_version,
             "payload": self.payload.model_dump(mode="json"),
         }
-        return hashlib.sha256(_CANONICAL.encode(body).encode()).hexdigest()
-
-
-# What `json.dumps(body, sort_keys=True, separators=(",", ":"))` builds on every call.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _reject_constant(name: str) -> NoReturn:

@@ -35,11 +35,7 @@ class CommandRow:
     def values(self) -> tuple[Any, ...]:
         """The row as `ledger_commands` stores it (its columns, in order)."""
         return (self.command_id, self.fingerprint, self.aggregate_id, self.version,
-                _COMPACT.encode(self.result), self.recorded_at.isoformat())
-
-
-# What `json.dumps(result, separators=(",", ":"))` builds on every call.
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
+                json.dumps(self.result, separators=(",", ":")), self.recorded_at.isoformat())
 
 
 @dataclass(frozen=True)
