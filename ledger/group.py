@@ -63,7 +63,7 @@ from ledger.store.plan import CommandRow, Guard, RegistrationRow, WritePlan
 
 CONFLICT_ATTEMPTS = 3  # a run decided again after a conflict, then one command at a time
 ALONE = frozenset({"expire_campaign"})  # reads the index and writes many: never grouped
-KEEP = 4096  # aggregates a stream remembers between its runs (send_many)
+KEEP = 4096  # aggregates a stream remembers between its runs (send_many, ledger send)
 
 Raw = dict[str, Any] | str | bytes
 
@@ -90,8 +90,8 @@ class Writer:
     execute: Callable[[Command], Result]
     stats: GroupStats = field(default_factory=GroupStats)
     # Aggregates as the stream's runs committed them, the most recently used last (at
-    # most KEEP): a later run of the same stream (`send_many`) reuses those still at that
-    # version in the store (see `prefetch`).
+    # most KEEP): a later run of the same stream (`Ledger.group_sender`: `send_many`,
+    # `ledger send`) reuses those still at that version in the store (see `prefetch`).
     kept: dict[UUID, LedgerAggregate] = field(default_factory=dict)
 
     def keep(self, committed: dict[UUID, LedgerAggregate]) -> None:

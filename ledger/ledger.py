@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -117,8 +118,16 @@ class Ledger(LedgerReads):
         (`ledger/group.py`); each result is the one `send` would give, one at a time in
         this order. `GroupUnavailable` (a `StoreUnavailable`) says from which command to
         resend when the store fails."""
+        return self.group_sender()(commands)
+
+    def group_sender(self) -> Callable[[Sequence[dict[str, Any] | str | bytes]],
+                                       list[dict[str, Any]]]:
+        """`send_group` for one stream of groups sent one after another, from one thread
+        (`send_many`, `ledger send`): a group reuses the aggregates the groups before it
+        committed while the store still holds them at that version, instead of loading
+        and decoding them again (`group.GroupLoads.prefetch`)."""
         writer = group.Writer(self.app, self.clock, self._execute, self.group_stats)
-        return group.send_group(writer, commands)
+        return partial(group.send_group, writer)
 
     def send_many(self, commands: Iterable[dict[str, Any] | str | bytes], *,
                   group_size: int = 200) -> Iterator[dict[str, Any]]:
@@ -129,12 +138,10 @@ class Ledger(LedgerReads):
             raise ValueError("group_size must be at least 1")
         done = 0
         source = iter(commands)
-        # One writer for the stream: a group reuses the aggregates the one before it
-        # committed, when the store shows them unchanged (group.GroupLoads.prefetch).
-        writer = group.Writer(self.app, self.clock, self._execute, self.group_stats)
+        send = self.group_sender()
         while chunk := list(islice(source, group_size)):
             try:
-                results = group.send_group(writer, chunk)
+                results = send(chunk)
             except GroupUnavailable as e:
                 raise e.after(done) from None
             done += len(chunk)

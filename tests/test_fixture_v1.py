@@ -11,18 +11,33 @@ from collections.abc import Iterator
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ledger import FixedClock, Ledger
 from ledger.aggregates import registration_events as r
+from ledger.aggregates.base import registration_uuid
 from ledger.audit import chain
 from ledger.audit.history import history
+from ledger.commands.results import admit
 from ledger.projections.registry import projector
 from ledger.projections.ytd import ytd_report
+from ledger.store.plan import WritePlan
 from tests.conftest import NewUrl
 from tests.fixtures.make_v1_store import REPORTS
-from tests.support.helpers import SELLER, STARTS, hours, record_performance
+from tests.support.helpers import (
+    ACCOUNT,
+    MANUAL,
+    SELLER,
+    STARTS,
+    approve,
+    create_campaign,
+    hours,
+    record_performance,
+    register,
+    reject,
+)
 from tests.support.projections import copy_events
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v1-store.db"
@@ -41,7 +56,30 @@ def v1(new_url: NewUrl, tmp_path: Path) -> Iterator[Ledger]:
     with Ledger.open(f"sqlite:///{copy}", pool_size=1) as source, \
             Ledger.open(url, clock=clock, pool_size=1) as ledger:
         copy_events(source.app, ledger.app)
+        stored = source.app.store.find_commands([cid for cid, _ in stored_fingerprints()])
+        with ledger.app.store.writing() as curs:  # and its command rows, as they are
+            ledger.app.store.write_plan(curs, WritePlan(tuple(stored.values())))
         yield ledger
+
+
+def stored_fingerprints() -> list[tuple[str, str]]:
+    """(command_id, fingerprint) of the fixture's commands, in the order they were sent."""
+    with closing(sqlite3.connect(f"file:{FIXTURE}?mode=ro", uri=True)) as db:
+        return db.execute("SELECT command_id, fingerprint FROM ledger_commands "
+                          "ORDER BY rowid").fetchall()
+
+
+def fixture_history() -> list[dict[str, Any]]:
+    """The commands tests/fixtures/make_v1_store.py sent, with the ids it stored them under."""
+    kept, other = (str(registration_uuid(MANUAL, account)) for account in (ACCOUNT, "shop-2"))
+    sent = [create_campaign(), register(MANUAL),
+            register(MANUAL, seller_id="seller-2", account_id="shop-2"), approve(kept),
+            reject(other), *(record_performance(kept, report_id=report_id, gmv=f"{1000 + n}.25")
+                             for n, report_id in enumerate(REPORTS))]
+    stored = stored_fingerprints()
+    assert len(stored) == len(sent)
+    return [{**command, "command_id": command_id}
+            for command, (command_id, _) in zip(sent, stored, strict=True)]
 
 
 def reports(ledger: Ledger) -> list[r.PerformanceRecorded]:
@@ -86,6 +124,24 @@ def test_a_v1_store_verifies_and_takes_v2_events_that_verify_too(v1: Ledger) -> 
                      ("PerformanceRecorded", "v1-report-2", "0"),
                      ("PerformanceRecorded", "v1-report-3", "0"),
                      ("PerformanceRecorded", "v2-report", "10.50")]
+
+
+def test_commands_a_ledger_stored_before_replay_with_their_stored_fingerprints(
+    v1: Ledger
+) -> None:
+    """The fingerprint's bytes never change: the fixture's commands, sent again (in a
+    group, and one at a time), are replays, not `command_id_reused`."""
+    sent = fixture_history()
+    fingerprints = dict(stored_fingerprints())
+    for command in sent:
+        assert admit(command).fingerprint() == fingerprints[command["command_id"]]
+    grouped = v1.send_group([json.dumps(command) for command in sent])
+    assert [(r["ok"], r["replayed"]) for r in grouped] == [(True, True)] * len(sent)
+    assert [r["events"] for r in grouped][-1] == ["PerformanceRecorded"]
+    alone = v1.send(sent[3])
+    assert (alone["ok"], alone["replayed"], alone["events"]) == (True, True, ["Approved"])
+    changed = v1.send({**sent[3], "payload": {**sent[3]["payload"], "note": "new"}})
+    assert changed["error"]["details"]["reason"] == "command_id_reused"
 
 
 def test_read_models_rebuild_from_a_v1_store(v1: Ledger) -> None:

@@ -136,6 +136,30 @@ def test_results_stream_while_the_writer_pauses(new_url: NewUrl) -> None:
         writer.process.wait()
 
 
+def test_a_later_group_of_send_sees_what_another_writer_did_after_the_earlier_one(
+        new_url: NewUrl) -> None:
+    """`ledger send` keeps the aggregates its groups committed for its next groups only
+    while the store still holds them at that version: a session added by another writer
+    in between is seen (approved, at the version after it), not decided on stale state."""
+    url = new_url()
+    writer = Coprocess(url)
+    try:
+        writer.ask(create_campaign())
+        reg = writer.ask(register())["aggregate_id"]
+        assert writer.ask(add_session(reg, slot(5)))["version"] == 4  # s3, kept by send
+        with Ledger.open(url, clock=FixedClock(NOW), pool_size=1) as other:
+            assert other.send(add_session(reg, slot(8)))["version"] == 5  # s4
+        approved = writer.ask(approve(reg, ["s4"]))
+        assert (approved["ok"], approved["version"]) == (True, 6), approved
+        assert writer.finish() == (0, "")
+        with Ledger.open(url, clock=FixedClock(NOW), pool_size=1) as ledger:
+            assert ledger.registration(reg).sessions["s4"].status == "approved"
+    finally:
+        if writer.process.poll() is None:
+            writer.process.kill()
+        writer.process.wait()
+
+
 def test_send_stops_cleanly_while_its_writer_still_holds_the_pipe_open(
         new_url: NewUrl) -> None:
     with open("/dev/full", "wb") as full:

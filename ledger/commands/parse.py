@@ -110,6 +110,17 @@ def _nul_characters(value: Any, path: str = "") -> list[dict[str, str]]:
     return found
 
 
+def may_hold_nul(text: str | bytes) -> bool:
+    """Can this JSON text decode to a string (or key) holding U+0000? JSON spells that
+    character only as the escape `\\u0000` (hex digits have no case) or raw, and strict
+    parsing refuses a raw one inside a string; so without either, `_nul_characters` has
+    nothing to find. Bytes in UTF-16 or UTF-32 hold NUL bytes in their ASCII characters,
+    which every JSON text has: for them it says yes, and the walk runs."""
+    if isinstance(text, bytes):
+        return b"\x00" in text or b"\\u0000" in text
+    return "\x00" in text or "\\u0000" in text
+
+
 JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number",
               bool: "a boolean", type(None): "null"}
 
@@ -123,8 +134,9 @@ def not_an_object(data: Any) -> ValidationFailed:
     return ValidationFailed(message, [{"field": "", "message": message}])
 
 
-def parse_command(data: Any) -> Command:
-    """A command from its JSON; ValidationFailed naming every bad field."""
+def parse_command(data: Any, *, nul_free: bool = False) -> Command:
+    """A command from its JSON; ValidationFailed naming every bad field. `nul_free`: parsed
+    from a text that cannot hold U+0000 (`may_hold_nul`), so its strings need no walk."""
     if not isinstance(data, dict):
         raise not_an_object(data)
     details: list[dict[str, str]] = []
@@ -146,8 +158,9 @@ def parse_command(data: Any) -> Command:
             payload = schema.model_validate(data["payload"])
         except ValidationError as e:
             details += _details(e, "payload")
-    details += [d for d in _nul_characters(data) if d["field"] not in
-                {seen["field"] for seen in details}]
+    if not nul_free:
+        details += [d for d in _nul_characters(data) if d["field"] not in
+                    {seen["field"] for seen in details}]
     if details or envelope is None or payload is None:
         fields = ", ".join(d["field"] or "(command)" for d in details[:5])
         raise ValidationFailed(f"invalid command: {fields}", details)

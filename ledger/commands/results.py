@@ -14,7 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from ledger.commands.context import Outcome
-from ledger.commands.parse import Command, command_id_of, load_json, parse_command
+from ledger.commands.parse import (
+    Command,
+    command_id_of,
+    load_json,
+    may_hold_nul,
+    parse_command,
+)
 from ledger.commands.schemas import ROLES
 from ledger.errors import Conflict, Forbidden, LedgerError
 from ledger.store.application import LedgerApplication
@@ -31,10 +37,12 @@ def refused(command_id: str | None, error: LedgerError) -> Result:
 def admit(command: dict[str, Any] | str | bytes) -> Command | Result:
     """The parsed command if its JSON, fields and actor's role are right, else its refusal."""
     data: Any = command
+    nul_free = False
     try:
         if isinstance(command, str | bytes):
             data = load_json(command)
-        parsed = parse_command(data)
+            nul_free = not may_hold_nul(command)
+        parsed = parse_command(data, nul_free=nul_free)
         if parsed.actor.role not in ROLES[parsed.name]:
             raise Forbidden(f"a {parsed.actor.role} may not {parsed.name}",
                             {"role": parsed.actor.role, "allowed": sorted(ROLES[parsed.name])})

@@ -4,6 +4,7 @@ commands and the state replayed from events."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import click
@@ -12,7 +13,7 @@ from ledger.console.groups import Groups, Read, progress, watched
 from ledger.console.options import Settings, friendly_errors, json_option
 from ledger.console.streams import OutputFailed, reader_gone
 from ledger.errors import GroupUnavailable, InvalidJson, StoreUnavailable
-from ledger.ledger import Ledger, refused
+from ledger.ledger import refused
 
 GROUP_SIZE = 200  # commands per transaction unless --group-size says otherwise
 GROUP_WAIT_MS = 50  # how long a group waits for more input before it is run
@@ -61,13 +62,14 @@ def send(settings: Settings, source: BinaryIO, group_size: int, group_wait_ms: i
     except StoreUnavailable as e:
         raise StoreUnavailable(f"{e}; no command was run, sending them again is safe") from None
     worst, done = 0, 0
+    send_group = ledger.group_sender()  # one stream: a group reuses what the last committed
     with progress(source, watched(as_json)) as advance:
         for group in Groups(source, group_size, group_wait_ms / 1000):
             first = group[0].document.line
             if reader_gone(sys.stdout):  # `| head` has read enough: run nothing more
                 raise OutputFailed("its reader closed the pipe", "the results",
                                    _not_run(first, done))
-            for read, result in zip(group, _run(ledger, group, done), strict=True):
+            for read, result in zip(group, _run(send_group, group, done), strict=True):
                 try:
                     settings.printer.lines([result])
                 except OutputFailed as e:
@@ -81,7 +83,8 @@ def send(settings: Settings, source: BinaryIO, group_size: int, group_wait_ms: i
     sys.exit(worst)
 
 
-def _run(ledger: Ledger, group: list[Read], printed: int) -> list[dict[str, Any]]:
+def _run(send_group: Callable[[list[str]], list[dict[str, Any]]], group: list[Read],
+         printed: int) -> list[dict[str, Any]]:
     """The group's results in input order, each refusal with its input line named.
 
     Unreadable lines (not UTF-8, too long) are refused here; the others go to the store
@@ -90,7 +93,7 @@ def _run(ledger: Ledger, group: list[Read], printed: int) -> list[dict[str, Any]
     """
     texts = [read.document.text for read in group if read.document.unreadable is None]
     try:
-        decided = iter(ledger.send_group(texts) if texts else [])
+        decided = iter(send_group(texts) if texts else [])
     except StoreUnavailable as e:
         raise _stopped(e, group, printed) from None
     results = []
