@@ -146,6 +146,29 @@ def test_campaign_performance_counts_statuses_and_the_approval_rate_of_decided_o
         ("2026-11-10T18:00:00Z", "THB", "10.05")]
 
 
+@pytest.mark.parametrize("page", [1, 1000])
+def test_reports_of_one_instant_in_two_offsets_count_on_each_report_s_own_day(
+    world: World, page: int,
+) -> None:
+    """Two sellers of one campaign report the hour starting at 2026-11-10T18:00Z, one in
+    +07:00 (the 11th for that seller): one hour row, two days, whatever the pages."""
+    world.accept(create_campaign())
+    bangkok = joined(world, MANUAL, "seller-a")
+    utc = joined(world, MANUAL, "seller-b", account_id="shop-b")
+    world.at(STARTS + hours(30))
+    report(world, bangkok, "a1", datetime(2026, 11, 11, 1, tzinfo=BANGKOK), gmv="10.05")
+    report(world, utc, "b1", datetime(2026, 11, 10, 18, tzinfo=UTC), gmv="1.5")
+    report(world, bangkok, "a2", datetime(2026, 11, 11, 1, 30, tzinfo=BANGKOK), gmv="2")
+
+    result = campaign_performance_report(caught_up(world, page), MANUAL)
+    assert [(d["day"], d["gmv"], d["reports"]) for d in result["days"]] == [
+        ("2026-11-10", "1.5", 1), ("2026-11-11", "12.05", 2)]
+    assert [(h["hour"], h["gmv"], h["reports"]) for h in result["hours"]] == [
+        ("2026-11-10T18:00:00Z", "13.55", 3)]
+    assert [(s["seller_id"], s["gmv"]) for s in result["sellers"]] == [
+        ("seller-a", "12.05"), ("seller-b", "1.5")]
+
+
 def test_the_system_s_auto_decisions_count_in_the_approval_rate(world: World) -> None:
     world.accept(create_auto_campaign())
     world.register(register_auto(seller_id="seller-a", account_id="shop-a"))

@@ -94,22 +94,32 @@ class CampaignPerformance(ReadModel):
 
     @handles(r.PerformanceRecorded, reads=REPORT_FIELDS)
     def on_performance(self, e: r.PerformanceRecorded, aid: str) -> None:
-        # The hour (and so the day) in the report's own offset, as the seller and the
-        # campaign team saw it.
-        hour = e.period_start.replace(minute=0, second=0, microsecond=0)
-        add_report(self.batch.cells, (aid, hour, e.currency), e)
+        batch = self.batch
+        row = batch.get(REGISTRATIONS, aid)
+        if row is None:
+            return  # a report of a registration this read model never saw
+        # Cells per campaign, not per registration: a campaign's registrations report the
+        # same hours, so a season's reports fold into a few hundred cells instead of one
+        # each, and `settle` has that many rows to add to. The start's offset is part of
+        # the key: aware times of one instant are equal, yet each report's day is the
+        # one of its own offset.
+        start, currency, cells = e.period_start, e.currency, batch.cells
+        add_report(cells["starts"], (row["campaign_id"], start, start.tzinfo, currency), e)
+        add_report(cells["sellers"], (row["campaign_id"], row["seller_id"], currency), e)
 
     def settle(self) -> None:
         batch = self.batch
-        for (aid, hour, currency), amounts in batch.cells.items():
-            row = batch.get(REGISTRATIONS, aid)
-            if row is None:
-                continue  # a report of a registration this read model never saw
-            campaign = row["campaign_id"]
+        starts, sellers = batch.cells["starts"], batch.cells["sellers"]
+        for (campaign, start, _offset, currency), amounts in starts.items():
+            # The hour (and so the day) in the report's own offset, as the seller and the
+            # campaign team saw it.
+            hour = start.replace(minute=0, second=0, microsecond=0)
             batch.add(DAYS, (campaign, hour.date().isoformat(), currency), amounts)
             batch.add(HOURS, (campaign, utc_hour(hour), currency), amounts)
-            batch.add(SELLERS, (campaign, row["seller_id"], currency), amounts)
-        batch.cells.clear()
+        for key, amounts in sellers.items():
+            batch.add(SELLERS, key, amounts)
+        starts.clear()
+        sellers.clear()
 
 
 def utc_hour(hour: datetime) -> str:

@@ -80,18 +80,19 @@ class YtdPerformance(ReadModel):
         # The calendar of the report's own offset: a report starting 2026-12-31T23:00+07:00
         # belongs to December 2026 for the seller who sent it, whatever UTC says.
         start = e.period_start
-        add_report(self.batch.cells, (aid, start.year, start.month, e.currency), e)
+        add_report(self.batch.cells["months"], (aid, start.year, start.month, e.currency), e)
 
     def settle(self) -> None:
         batch = self.batch
-        for (aid, year, month, currency), amounts in batch.cells.items():
+        cells = batch.cells["months"]
+        for (aid, year, month, currency), amounts in cells.items():
             row = batch.get(REGISTRATIONS, aid)
             if row is None:
                 continue  # a report of a registration this read model never saw
             seller = row["seller_id"]
             batch.add(MONTHS, (seller, year, month, currency), amounts)
             batch.add(CAMPAIGNS, (seller, year, row["campaign_id"], currency), amounts)
-        batch.cells.clear()
+        cells.clear()
 
 
 # Queries ---------------------------------------------------------------------------------
