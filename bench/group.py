@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,17 +53,18 @@ from workload import (
     Backend,
     Plan,
     PostgresBackend,
-    Seller,
     SellerCounter,
     SQLiteBackend,
     create_campaign_op,
+    feed,
+    feed_setup,
+    lines,
+    set_up,
     shifted,
 )
 
-from ledger import FixedClock, Ledger
 from ledger.store.urls import parse_url
 
-FEED_CAMPAIGN = "group-feed"
 Json = dict[str, Any]
 
 # A child's own peak memory: VmHWM, which a new program image starts afresh (ru_maxrss
@@ -83,24 +84,6 @@ runpy.run_module('ledger', run_name='__main__', alter_sys=True)
 
 # Commands (bench/workload.py's sellers) -------------------------------------------------------
 
-def feed_setup(registrations: int) -> list[Json]:
-    """The feed's campaign and its registrations, approved (at IN_WINDOW)."""
-    people = [Seller(i, FEED_CAMPAIGN, prefix="feed") for i in range(registrations)]
-    return [create_campaign_op(FEED_CAMPAIGN).command, *(p.register().command for p in people),
-            *(p.approve().command for p in people)]
-
-
-def feed(registrations: int, reports: int) -> Iterator[Json]:
-    """`reports` reports (at AFTER_CAMPAIGN) in rounds: every registration's next one."""
-    made = 0
-    for number in range(-(-reports // registrations)):
-        for index in range(registrations):
-            if made == reports:
-                return
-            yield Seller(index, FEED_CAMPAIGN, prefix="feed").report(number).command
-            made += 1
-
-
 def season_plan(total: int) -> Plan:
     """bench/workload.py's season for one client: per seller register, add_session,
     approve, 1 in 5 withdraw, and two reports of the ended campaign (about 5.2 commands),
@@ -111,11 +94,6 @@ def season_plan(total: int) -> Plan:
 
 def season(plan: Plan, total: int) -> list[Json]:
     return list(plan.stream(0, SellerCounter(plan.sellers)))[:total]
-
-
-def lines(commands: Iterable[Json]) -> Iterator[bytes]:
-    for cmd in commands:
-        yield json.dumps(cmd).encode() + b"\n"
 
 
 # The floor -----------------------------------------------------------------------------------
@@ -153,14 +131,6 @@ def floor(backend: Backend, label: str, count: int) -> Json:
 
 
 # `ledger send`, timed ------------------------------------------------------------------------
-
-def set_up(url: str, at: datetime, commands: list[Json]) -> None:
-    """Send the untimed setup in-process; every command must be accepted."""
-    with Ledger.open(url, clock=FixedClock(at), pool_size=1) as ledger:
-        for result in ledger.send_many(commands):
-            if not result["ok"]:
-                raise RuntimeError(f"setup refused: {result}")
-
 
 def ledger_send(url: str, at: datetime, options: Sequence[str], source: str) -> list[str]:
     return [sys.executable, "-m", "ledger", "--db", url, "--now", iso(at), "send",

@@ -30,8 +30,8 @@ from typing import Any
 
 import psycopg
 from common import AFTER_CAMPAIGN, IN_WINDOW, emit, environment, iso, log
-from group import feed, feed_setup, lines, set_up
 from psycopg import sql
+from workload import feed, feed_setup, lines, set_up
 
 HERE = Path(__file__).resolve().parents[1]  # this checkout: its `ledger` package
 

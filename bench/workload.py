@@ -9,10 +9,11 @@ them, so no benchmark script imports another.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -367,3 +368,40 @@ class SellerCounter:
             self.exhausted = True
             return None
         return index
+
+
+# The report feed of bench/group.py and bench/send_cpu.py ------------------------------------
+
+FEED_CAMPAIGN = "group-feed"
+Json = dict[str, Any]
+
+
+def feed_setup(registrations: int) -> list[Json]:
+    """The feed's campaign and its registrations, approved (at IN_WINDOW)."""
+    people = [Seller(i, FEED_CAMPAIGN, prefix="feed") for i in range(registrations)]
+    return [create_campaign_op(FEED_CAMPAIGN).command, *(p.register().command for p in people),
+            *(p.approve().command for p in people)]
+
+
+def feed(registrations: int, reports: int) -> Iterator[Json]:
+    """`reports` reports (at AFTER_CAMPAIGN) in rounds: every registration's next one."""
+    made = 0
+    for number in range(-(-reports // registrations)):
+        for index in range(registrations):
+            if made == reports:
+                return
+            yield Seller(index, FEED_CAMPAIGN, prefix="feed").report(number).command
+            made += 1
+
+
+def lines(commands: Iterable[Json]) -> Iterator[bytes]:
+    for cmd in commands:
+        yield json.dumps(cmd).encode() + b"\n"
+
+
+def set_up(url: str, at: datetime, commands: list[Json]) -> None:
+    """Send the untimed setup in-process; every command must be accepted."""
+    with Ledger.open(url, clock=FixedClock(at), pool_size=1) as ledger:
+        for result in ledger.send_many(commands):
+            if not result["ok"]:
+                raise RuntimeError(f"setup refused: {result}")
