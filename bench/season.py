@@ -594,10 +594,12 @@ def existing_stores(args: argparse.Namespace, backends: Sequence[str], sizes: Se
     """The stores an earlier `--generate-only` run with the same options left, as they are
     (generating 1M events takes minutes; measuring them again should not)."""
     out: list[list[Store]] = []
+    # The database's URL, also as `--generate-only` printed it (with its store's schema).
+    database = args.pg_url.split("?", 1)[0]
     for size in sizes:
         label = size_label(size)
         stores = [Store(b, label, f"sqlite:///{sqlite_dir / f'rebuild-{label}.db'}"
-                        if b == "sqlite" else f"{args.pg_url}?schema=store_{label.lower()}")
+                        if b == "sqlite" else f"{database}?schema=store_{label.lower()}")
                   for b in backends]
         for store in stores:
             store.events = head_of(store.url)
