@@ -40,7 +40,16 @@ from ledger.store.tokens import TokenActor
 from tests.conftest import POSTGRES_URL, NewUrl
 from tests.reliability.test_crash_writes import assert_whole, command_rows
 from tests.reliability.test_outage import dedicated_database, refused, write_locked
-from tests.support.helpers import OPERATOR, REVIEWER, Json, add_session, command, iso, live_calendar
+from tests.support.helpers import (
+    OPERATOR,
+    REVIEWER,
+    Json,
+    add_session,
+    approve,
+    command,
+    iso,
+    live_calendar,
+)
 from tests.support.helpers import campaign_fields as realistic_campaign
 from tests.support.helpers import register as register_command
 from tests.support.helpers import withdraw as withdraw_command
@@ -240,6 +249,33 @@ def outage_store(backend: str, tmp_path: Path) -> AbstractContextManager[
         yield f"sqlite:///{path}", lambda: write_locked(path)
 
     return postgres() if backend == "postgres" else sqlite()
+
+
+def test_a_group_sees_what_another_writer_did_after_the_groups_before_it(
+        new_url: NewUrl, tmp_path: Path) -> None:
+    """Each group in flight keeps the aggregates its groups committed, for the next
+    group, and reuses one only while the store still holds it at that version: a session
+    another writer added between two requests is there for the next request."""
+    url = new_url()
+    scene = set_up(url)
+    reg = registration_id("group-shop-0")
+    with serving(url, tmp_path / "serve.log") as server, \
+            httpx.Client(base_url=server.base, timeout=60) as http:
+        def post(cmd: Json) -> httpx.Response:
+            return http.post("/v1/commands", json=cmd,
+                             headers=bearer(scene.tokens[cmd["actor"]["id"]]))
+
+        assert post(register(0, scene.now)).json()["ok"]  # s1
+        assert post(add_session(reg, window(scene.now, 3), seller_id=seller_of(0))).json()[
+            "ok"]  # s2: the group's aggregate, kept
+        with Ledger.open(url, pool_size=1) as other:  # s3, by another writer
+            added = other.send(add_session(reg, window(scene.now, 5), seller_id=seller_of(0)))
+            assert added["ok"], added
+        approved = post(approve(reg, ["s3"]))
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["version"] == added["version"] + 1
+    with Ledger.open(url, pool_size=1) as ledger:
+        assert ledger.registration(reg).sessions["s3"].status == "approved"
 
 
 def store_answers(base: str, within: float = 10.0) -> None:

@@ -5,8 +5,10 @@ answers) while the store is still unreachable."""
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +26,8 @@ from ledger.service.coalesce import Coalescer
 from ledger.service.models import MAX_BATCH
 from ledger.service.status import ServiceError
 from ledger.service.worker_env import GROUP_MAX, GROUP_WAIT_MS, READY_MAX_LAG
+
+GroupSender = Callable[[Sequence[Any]], list[dict[str, Any]]]  # Ledger.group_sender()
 
 READ_TIMEOUT = 5.0  # seconds a read waits for its read model to reach ?after=
 FIRST_PAUSE, LAST_PAUSE = 0.005, 0.1  # seconds between a waiting read's checks (doubling)
@@ -82,12 +86,29 @@ class Service:
         # at once per worker: SQLite has one writer, so one; on PostgreSQL a second group
         # is decided while the first one commits (measured: servebatch-bench.md).
         self.group_max = group_max
+        # One group writer per group in flight, taken by the thread deciding a group and
+        # put back after: a group reuses the aggregates its slot's earlier groups committed
+        # while the store still holds them at that version (group.GroupLoads.prefetch).
+        self._senders: queue.SimpleQueue[GroupSender] = queue.SimpleQueue()
         self.coalescer = Coalescer(
-            lambda commands: self.ledger().send_group(commands),
+            self._send_group,
             lambda command: self.ledger().send(command),
             wait=group_wait_ms / 1000, most=group_max,
             in_flight=1 if url.startswith("sqlite") else 2,
         ) if group_wait_ms > 0 and group_max > 0 else None
+
+    def _send_group(self, commands: list[Any]) -> list[dict[str, Any]]:
+        """One coalesced group, through a writer no other thread is using (at most one
+        per group in flight is ever made; each keeps what its groups committed)."""
+        ledger = self.ledger()
+        try:
+            send = self._senders.get_nowait()
+        except queue.Empty:
+            send = ledger.group_sender()
+        try:
+            return send(commands)
+        finally:
+            self._senders.put(send)
 
     def ledger(self) -> Ledger:
         """The store's Ledger, opened on first use. An open that failed is remembered for
