@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -84,6 +84,44 @@ class GroupStats:
     one_at_a_time: int = 0
 
 
+class Kept:
+    """Aggregates as a stream's runs committed them, the least recently used first, and
+    the events they hold in all (each one's version when it was kept: the number of
+    events folded into its state). At most KEEP of them holding at most KEEP_EVENTS."""
+
+    def __init__(self) -> None:
+        self._aggregates: dict[UUID, tuple[LedgerAggregate, int]] = {}
+        self.events = 0
+
+    def __iter__(self) -> Iterator[UUID]:
+        return iter(self._aggregates)
+
+    def __len__(self) -> int:
+        return len(self._aggregates)
+
+    def take(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, LedgerAggregate]:
+        """Those of these ids kept, taken out (a run that does not commit may change
+        them: only a committed run puts them back)."""
+        taken = {}
+        for aggregate_id in aggregate_ids:
+            found = self._aggregates.pop(aggregate_id, None)
+            if found is not None:
+                taken[aggregate_id] = found[0]
+                self.events -= found[1]
+        return taken
+
+    def put(self, committed: dict[UUID, LedgerAggregate]) -> None:
+        """Keep a committed run's aggregates, the most recently used; forget the least
+        recently used while more than KEEP are kept or they hold over KEEP_EVENTS."""
+        self.take(committed)
+        for aggregate_id, aggregate in committed.items():
+            version = aggregate.version
+            self._aggregates[aggregate_id] = (aggregate, version)
+            self.events += version
+        while self._aggregates and (len(self._aggregates) > KEEP or self.events > KEEP_EVENTS):
+            self.events -= self._aggregates.pop(next(iter(self._aggregates)))[1]
+
+
 @dataclass
 class Writer:
     """What a group needs of the `Ledger`: its store, its clock, the one-command path
@@ -94,21 +132,14 @@ class Writer:
     clock: Clock
     execute: Callable[[Command], Result]
     stats: GroupStats = field(default_factory=GroupStats)
-    # Aggregates as the stream's runs committed them, the most recently used last (at
-    # most KEEP): a later run of the same stream (`Ledger.group_sender`: `send_many`,
-    # `ledger send`) reuses those still at that version in the store (see `prefetch`).
-    kept: dict[UUID, LedgerAggregate] = field(default_factory=dict)
+    # Aggregates as the stream's runs committed them: a later run of the same stream
+    # (`Ledger.group_sender`: `send_many`, `ledger send`, a coalescer's slot) reuses
+    # those still at that version in the store (see `GroupLoads.prefetch`).
+    kept: Kept = field(default_factory=Kept)
 
     def keep(self, committed: dict[UUID, LedgerAggregate]) -> None:
-        """Remember a committed run's aggregates; forget the least recently used while
-        more than KEEP are kept or they hold more than KEEP_EVENTS events in all (an
-        aggregate's version is the number of events folded into its state)."""
-        for aggregate_id, aggregate in committed.items():
-            self.kept.pop(aggregate_id, None)
-            self.kept[aggregate_id] = aggregate
-        held = sum(aggregate.version for aggregate in self.kept.values())
-        while self.kept and (len(self.kept) > KEEP or held > KEEP_EVENTS):
-            held -= self.kept.pop(next(iter(self.kept))).version
+        """Remember a committed run's aggregates (`Kept.put`)."""
+        self.kept.put(committed)
 
 
 class GroupLoads:
@@ -123,13 +154,13 @@ class GroupLoads:
         self.topics: dict[UUID, str] = {}  # the last event the run decided, per aggregate
         self.handed: list[LedgerAggregate] = []  # handed to the command being decided
 
-    def prefetch(self, aggregate_ids: set[UUID], kept: dict[UUID, LedgerAggregate]) -> None:
+    def prefetch(self, aggregate_ids: set[UUID], kept: Kept) -> None:
         """Load these aggregates together (`LedgerApplication.get_many`). Those `kept`
         from the stream's previous run are reused when the store still holds them at the
         same version (one query for all): as fresh as a load, without decoding again."""
         # Taken out: a run that does not commit may have changed them (its events on
         # them, its version numbers), so only a committed run puts them back.
-        reuse = {i: kept.pop(i) for i in aggregate_ids if i in kept}
+        reuse = kept.take(aggregate_ids)
         if reuse:
             stored = self.app.store.versions_of(reuse)
             reuse = {i: a for i, a in reuse.items() if stored.get(i) == a.version}
@@ -274,8 +305,7 @@ def _commit_run(writer: Writer, run: list[tuple[int, Command]]) -> dict[int, Res
     return {index: _alone(writer, index, command) for index, command in run}
 
 
-def _decide(writer: Writer, run: list[tuple[int, Command]],
-            kept: dict[UUID, LedgerAggregate]) -> Decided | None:
+def _decide(writer: Writer, run: list[tuple[int, Command]], kept: Kept) -> Decided | None:
     app = writer.app
     view = GroupLoads(app)
     view.prefetch(_aggregate_ids(command for _, command in run), kept)

@@ -404,9 +404,12 @@ def test_a_stream_keeps_aggregates_up_to_an_event_budget(
     writer.keep({b: loaded[b]})  # used again: now the most recent
     writer.keep({a: loaded[a]})
     assert list(writer.kept) == [b, a]
+    assert writer.kept.events == loaded[a].version + loaded[b].version
+    assert writer.kept.take([a, c]) == {a: loaded[a]}  # a run takes what it reuses
+    assert (list(writer.kept), writer.kept.events) == ([b], loaded[b].version)
     monkeypatch.setattr(group, "KEEP", 1)
     writer.keep({c: loaded[c]})
-    assert list(writer.kept) == [c]
+    assert (list(writer.kept), writer.kept.events) == ([c], loaded[c].version)
 
 
 def test_a_stream_over_more_history_than_it_keeps_gives_the_same_results(
