@@ -53,7 +53,7 @@ from tests.support.helpers import (
 from tests.support.helpers import campaign_fields as realistic_campaign
 from tests.support.helpers import register as register_command
 from tests.support.helpers import withdraw as withdraw_command
-from tests.support.service import bearer, in_process, serving
+from tests.support.service import bearer, in_process, serving, store_answers
 
 CLIENTS = 16
 LIVE = "group-live"  # a campaign open for registration on the real clock (the service's)
@@ -276,21 +276,6 @@ def test_a_group_sees_what_another_writer_did_after_the_groups_before_it(
         assert approved.json()["version"] == added["version"] + 1
     with Ledger.open(url, pool_size=1) as ledger:
         assert ledger.registration(reg).sessions["s3"].status == "approved"
-
-
-def store_answers(base: str, within: float = 10.0) -> None:
-    """Wait, as a load balancer's health check would, until the server reaches its store
-    again after an outage (`/readyz` no longer `store_unavailable`). While the store was
-    down the server fails requests at once and probes it every half second (so a request
-    in the half second after it came back may still get 503 with Retry-After)."""
-    deadline = time.monotonic() + within
-    with httpx.Client(base_url=base, timeout=10) as client:
-        while True:
-            body = client.get("/readyz").json()
-            if (body.get("error") or {}).get("code") != "store_unavailable":
-                return
-            assert time.monotonic() < deadline, body
-            time.sleep(0.1)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",

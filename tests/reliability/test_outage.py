@@ -42,7 +42,7 @@ from ledger.projections.registry import projector
 from tests.conftest import POSTGRES_URL, SKIP_POSTGRES
 from tests.reliability.test_crash_writes import assert_stored, assert_whole, command_rows
 from tests.support.helpers import NOW, Json, create_campaign, iso, live_calendar, register
-from tests.support.service import Server, add_token, free_port, wait_until_up
+from tests.support.service import Server, add_token, free_port, store_answers, wait_until_up
 
 CAMPAIGN = "outage-live"
 LIVE = "outage-live-now"  # a campaign open for registration on the real clock (the service)
@@ -413,8 +413,11 @@ def test_postgres_outage_under_load(tmp_path: Path) -> None:
                         check.result()
                     wait_until(lambda: bool(load.unavailable), 20, "the load never noticed")
 
-                # Back: the same Ledger, service and runner carry on, nothing restarted.
+                # Back: the same Ledger, service and runner carry on, nothing restarted
+                # (the service once its probe of the database, every half second, finds
+                # it back: as a health check would, wait for /readyz).
                 assert ledger.send(registration(1, "direct"))["ok"]
+                store_answers(server.base)
                 response = service.send(live_registration(2))
                 assert response.status_code == 200, response.text
                 load.wait_for(5)

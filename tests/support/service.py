@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -94,3 +96,18 @@ def serving(url: str, log: Path, *options: str) -> Iterator[Server]:
     stopped (its whole process group) at the end."""
     with common.serving(url, log, *options, within=STARTUP) as running:
         yield running
+
+
+def store_answers(base: str, within: float = 10.0) -> None:
+    """Wait, as a load balancer's health check would, until the server reaches its store
+    again after an outage (`/readyz` no longer `store_unavailable`). While the store was
+    down the server fails requests at once and probes it every half second (so a request
+    in the half second after it came back may still get 503 with Retry-After)."""
+    deadline = time.monotonic() + within
+    with httpx.Client(base_url=base, timeout=10) as client:
+        while True:
+            body = client.get("/readyz").json()
+            if (body.get("error") or {}).get("code") != "store_unavailable":
+                return
+            assert time.monotonic() < deadline, body
+            time.sleep(0.1)
