@@ -137,10 +137,6 @@ class Writer:
     # those still at that version in the store (see `GroupLoads.prefetch`).
     kept: Kept = field(default_factory=Kept)
 
-    def keep(self, committed: dict[UUID, LedgerAggregate]) -> None:
-        """Remember a committed run's aggregates (`Kept.put`)."""
-        self.kept.put(committed)
-
 
 class GroupLoads:
     """What handlers read while a run is decided (`commands.context.Loads`): an aggregate
@@ -289,7 +285,7 @@ def _commit_run(writer: Writer, run: list[tuple[int, Command]]) -> dict[int, Res
             results = decided.commit(writer.app)
             writer.stats.committed += 1
             metrics.observe_group(len(run))
-            writer.keep(decided.view_after)
+            writer.kept.put(decided.view_after)
             return results
         except IntegrityError as e:
             if "ledger_event_hashes" in str(e):

@@ -13,21 +13,19 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import MapperDeserialisationError, StoredEvent
 
-from ledger import FixedClock, Ledger
+from ledger import Ledger
 from ledger.aggregates import registration_events as r
 from ledger.projections.decode import Decoder
 from ledger.projections.registry import projector
 from ledger.projections.ytd import REPORT_FIELDS
 from tests.conftest import NewUrl
 from tests.support.projections import clone_events, rows_elsewhere, rows_of
-from tests.support.scenarios import PHASES, season
+from tests.support.scenarios import seasoned
 
 
 @pytest.fixture(scope="module")
 def source(new_url: NewUrl) -> Iterator[Ledger]:
-    clock = FixedClock(PHASES[0])
-    with Ledger.open(new_url(), clock=clock, pool_size=1) as ledger:
-        season(ledger, clock, registrations=12)
+    with seasoned(new_url(), registrations=12) as ledger:
         yield ledger
 
 

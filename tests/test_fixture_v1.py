@@ -17,7 +17,6 @@ import pytest
 
 from ledger import FixedClock, Ledger
 from ledger.aggregates import registration_events as r
-from ledger.aggregates.base import registration_uuid
 from ledger.audit import chain
 from ledger.audit.history import history
 from ledger.commands.results import admit
@@ -25,18 +24,12 @@ from ledger.projections.registry import projector
 from ledger.projections.ytd import ytd_report
 from ledger.store.plan import WritePlan
 from tests.conftest import NewUrl
-from tests.fixtures.make_v1_store import REPORTS
+from tests.fixtures.make_v1_store import REPORTS, commands_sent
 from tests.support.helpers import (
-    ACCOUNT,
-    MANUAL,
     SELLER,
     STARTS,
-    approve,
-    create_campaign,
     hours,
     record_performance,
-    register,
-    reject,
 )
 from tests.support.projections import copy_events
 
@@ -71,11 +64,8 @@ def stored_fingerprints() -> list[tuple[str, str]]:
 
 def fixture_history() -> list[dict[str, Any]]:
     """The commands tests/fixtures/make_v1_store.py sent, with the ids it stored them under."""
-    kept, other = (str(registration_uuid(MANUAL, account)) for account in (ACCOUNT, "shop-2"))
-    sent = [create_campaign(), register(MANUAL),
-            register(MANUAL, seller_id="seller-2", account_id="shop-2"), approve(kept),
-            reject(other), *(record_performance(kept, report_id=report_id, gmv=f"{1000 + n}.25")
-                             for n, report_id in enumerate(REPORTS))]
+    before, later = commands_sent()
+    sent = [*before, *later]
     stored = stored_fingerprints()
     assert len(stored) == len(sent)
     return [{**command, "command_id": command_id}

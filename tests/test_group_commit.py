@@ -397,18 +397,18 @@ def test_a_stream_keeps_aggregates_up_to_an_event_budget(
     assert loaded[c].version < loaded[a].version == loaded[b].version  # c not approved
     monkeypatch.setattr(group, "KEEP_EVENTS", loaded[a].version + loaded[b].version)
     writer = group.Writer(world.ledger.app, world.ledger.clock, world.ledger._execute)
-    writer.keep({a: loaded[a], b: loaded[b]})
+    writer.kept.put({a: loaded[a], b: loaded[b]})
     assert list(writer.kept) == [a, b]
-    writer.keep({c: loaded[c]})  # over the budget: the least recently used goes
+    writer.kept.put({c: loaded[c]})  # over the budget: the least recently used goes
     assert list(writer.kept) == [b, c]
-    writer.keep({b: loaded[b]})  # used again: now the most recent
-    writer.keep({a: loaded[a]})
+    writer.kept.put({b: loaded[b]})  # used again: now the most recent
+    writer.kept.put({a: loaded[a]})
     assert list(writer.kept) == [b, a]
     assert writer.kept.events == loaded[a].version + loaded[b].version
     assert writer.kept.take([a, c]) == {a: loaded[a]}  # a run takes what it reuses
     assert (list(writer.kept), writer.kept.events) == ([b], loaded[b].version)
     monkeypatch.setattr(group, "KEEP", 1)
-    writer.keep({c: loaded[c]})
+    writer.kept.put({c: loaded[c]})
     assert (list(writer.kept), writer.kept.events) == ([c], loaded[c].version)
 
 

@@ -46,7 +46,7 @@ from tests.support.projections import (
     status_of,
     store_tables,
 )
-from tests.support.scenarios import PHASES, History, Player, histories, season
+from tests.support.scenarios import PHASES, History, Player, histories, seasoned
 
 NewUrl = Callable[[], str]
 Store = tuple[str, Ledger]  # its URL, and a ledger on it
@@ -56,9 +56,7 @@ UNKNOWN = ("ledger.future:Unknown", "ledger.aggregates.registration_events:Refun
 @pytest.fixture(scope="module")
 def source(new_url: NewUrl) -> Iterator[Ledger]:
     """A season of every command kind (~110 events), written once per backend."""
-    clock = FixedClock(PHASES[0])
-    with Ledger.open(new_url(), clock=clock, pool_size=1) as ledger:
-        season(ledger, clock, registrations=12)
+    with seasoned(new_url(), registrations=12) as ledger:
         yield ledger
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from ledger import FixedClock, Ledger
+from ledger import Ledger
 from ledger.cli import main
 from ledger.projections.lock import lease
 from ledger.projections.registry import READ_MODELS, projector
@@ -26,7 +26,7 @@ from ledger.projections.verify import verify
 from ledger.projections.view import VERIFY, physical
 from tests.support.helpers import dump_store
 from tests.support.projections import clone_events, copy_events, event_count, store_tables
-from tests.support.scenarios import PHASES, season
+from tests.support.scenarios import seasoned
 
 NewUrl = Callable[[], str]
 Store = tuple[str, Ledger]
@@ -34,9 +34,7 @@ Store = tuple[str, Ledger]
 
 @pytest.fixture(scope="module")
 def source(new_url: NewUrl) -> Iterator[Ledger]:
-    clock = FixedClock(PHASES[0])
-    with Ledger.open(new_url(), clock=clock, pool_size=1) as ledger:
-        season(ledger, clock, registrations=12)
+    with seasoned(new_url(), registrations=12) as ledger:
         yield ledger
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ledger import FixedClock, Ledger
+from ledger import Ledger
 from ledger.projections.processes import RebuildFailed
 from ledger.projections.registry import projector
 from ledger.projections.runner import Projector
@@ -33,7 +33,7 @@ from tests.support.projections import (
     status_of,
     store_tables,
 )
-from tests.support.scenarios import PHASES, season
+from tests.support.scenarios import seasoned
 
 NewUrl = Callable[[], str]
 Store = tuple[str, Ledger]
@@ -46,9 +46,7 @@ ORPHAN_GRACE = 1.0  # seconds: a helper left running writes a page in far less
 @pytest.fixture(scope="module")
 def source(new_url: NewUrl) -> Iterator[Ledger]:
     """A busy season (~320 events), written once per backend."""
-    clock = FixedClock(PHASES[0])
-    with Ledger.open(new_url(), clock=clock, pool_size=1) as ledger:
-        season(ledger, clock, registrations=36)
+    with seasoned(new_url(), registrations=36) as ledger:
         yield ledger
 
 

@@ -10,6 +10,8 @@ so most commands are accepted; the refusals left are part of real traffic.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -262,3 +264,12 @@ def season(ledger: Ledger, clock: FixedClock, registrations: int = 36, seed: int
     player = Player(ledger, clock)
     player.play(History(specs, phases))
     return player
+
+
+@contextmanager
+def seasoned(url: str, registrations: int = 36) -> Iterator[Ledger]:
+    """A Ledger on `url` holding `season`'s history (written on the season's clock)."""
+    clock = FixedClock(PHASES[0])
+    with Ledger.open(url, clock=clock, pool_size=1) as ledger:
+        season(ledger, clock, registrations=registrations)
+        yield ledger
