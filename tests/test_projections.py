@@ -221,14 +221,39 @@ def test_a_second_rebuild_swaps_again(full: Store, source: Ledger, new_url: NewU
 def test_a_rebuild_in_two_processes_gives_the_same_rows(
     full: Store, source: Ledger, new_url: NewUrl
 ) -> None:
+    """The helper folds the reports of the chunks it takes (segments of three chunks,
+    rows evicted, so sums and state rows are fetched again); every event counts once."""
     _, ledger = full
     p = projector(ledger.app, page=9, flush_every=30, working_set=10, jobs=2)
-    assert [len(group) for group in split(p.models, 2)] == [2, 2]
-    done = p.rebuild()
+
+    def slowly(position: int, stop: int) -> None:
+        time.sleep(0.005)  # so that the helper, started meanwhile, takes chunks too
+
+    done = p.rebuild(progress=slowly)
     assert done == p.head()
+    assert p.shared is not None
+    chunks, by_helper = p.shared
+    assert chunks == -(-p.head() // 9)
+    assert 0 < by_helper < chunks
     assert rows_of(p, exact=True) == rows_elsewhere(source.app, new_url(), exact=True)
     assert_applied_once(p)
     assert not {t for t in store_tables(p) if t.endswith("__new")}
+
+
+def test_read_models_that_read_no_reports_are_rebuilt_in_groups(
+    full: Store, source: Ledger, new_url: NewUrl
+) -> None:
+    _, ledger = full
+    p = projector(ledger.app, page=9, flush_every=30, working_set=10, jobs=2)
+    chosen = ["manage_campaign", "review_decisions"]
+    assert [len(group) for group in split([p.model(n) for n in chosen], 2)] == [1, 1]
+    assert p.rebuild(chosen) == p.head()
+    assert p.shared is None
+    tables = {physical(t, False) for name in chosen for t in p.model(name).tables}
+    expected = rows_elsewhere(source.app, new_url(), exact=True)
+    seen = rows_of(p, exact=True)
+    assert {t: seen[t] for t in tables} == {t: expected[t] for t in tables}
+    assert all(seen[t] for t in tables)
 
 
 # Unknown events, idempotence, determinism -------------------------------------------------

@@ -148,8 +148,10 @@ def projections_run(settings: Settings, names: tuple[str, ...], interval: float,
 @click.option("--restart", is_flag=True,
               help="Throw away an interrupted rebuild instead of resuming it.")
 @click.option("--jobs", type=click.IntRange(1, 8), default=None,
-              help="Processes to rebuild with, each taking a group of read models "
-                   "[default: 2 when two CPUs are free (1-minute load average), else 1].")
+              help="Processes to rebuild with: the others fold performance reports "
+                   "alongside this one (or, when the read models chosen read no reports, "
+                   "each takes a group of read models) [default: 2 when two CPUs are "
+                   "free (1-minute load average), else 1].")
 @click.option("--wait", is_flag=True,
               help="If another rebuild of this store is running, wait for it to end "
                    "(default: stop at once, naming it).")
@@ -161,8 +163,9 @@ def projections_rebuild(settings: Settings, names: tuple[str, ...], restart: boo
     """Rebuild read models from the first event, then swap them in atomically.
 
     Readers keep seeing the old tables until the new ones are complete. An interrupted
-    rebuild leaves the old tables in place; running it again resumes it. With two free
-    CPUs the read models are rebuilt by two processes, each reading the store once. One
+    rebuild leaves the old tables in place; running it again resumes it (in one
+    process). With two free CPUs a second process adds up the performance reports of
+    the parts of the store it takes, while this one applies everything else. One
     rebuild at a time per store: another one running is named in one line (or waited
     for, with --wait).
 

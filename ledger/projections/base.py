@@ -15,19 +15,27 @@ H = TypeVar("H", bound=Callable[..., None])
 Handler = Callable[[Any, Any, str], None]
 
 
-def handles(*event_classes: type[Any], reads: Sequence[str] | None = None
-            ) -> Callable[[H], H]:
+def handles(*event_classes: type[Any], reads: Sequence[str] | None = None,
+            fold: bool = False) -> Callable[[H], H]:
     """Mark a read-model method as the handler of these event classes (and subclasses).
 
     A handler is called as `handler(self, event, aggregate_id)`, the id as a string.
     `reads`: the event's fields the handler uses; a rebuild and a catch-up then decode
     only those (`ledger.projections.decode`), and the event has no other attribute. A
-    handler that declares nothing gets the whole event."""
+    handler that declares nothing gets the whole event.
+
+    `fold`: the handler only adds the event's amounts to `batch.cells`, under a key made
+    of the event, the aggregate id and the `fold_columns` of its aggregate's state row
+    (columns that never change once the row is first put). Such events can be applied in
+    any order and in any process, and their cells added up: a rebuild with `--jobs`
+    hands them to helper processes (`ledger.projections.share`)."""
 
     def mark(method: H) -> H:
         method.__dict__["handles"] = event_classes
         if reads is not None:
             method.__dict__["reads"] = tuple(reads)
+        if fold:
+            method.__dict__["fold"] = True
         return method
 
     return mark
@@ -43,6 +51,10 @@ class ReadModel(Projection[Any]):
     description: ClassVar[str] = ""
     # Relative work per event, to split a parallel rebuild into groups of equal work.
     weight: ClassVar[int] = 1
+    # For `fold` handlers (see `handles`): the events whose handlers put the state rows
+    # a fold reads, and the columns of those rows it reads (they never change).
+    fold_seeds: ClassVar[tuple[type[Any], ...]] = ()
+    fold_columns: ClassVar[tuple[str, ...]] = ()
     handlers: ClassVar[dict[type[Any], Handler]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

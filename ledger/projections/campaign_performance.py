@@ -46,6 +46,8 @@ class CampaignPerformance(ReadModel):
     tables = (CAMPAIGNS, REGISTRATIONS, DAYS, HOURS, SELLERS)
     state_tables = (CAMPAIGNS, REGISTRATIONS)
     weight = 4  # handles every performance report (90% of a season's events)
+    fold_seeds = (r.Registered,)  # the report fold reads a registration's campaign, seller
+    fold_columns = ("campaign_id", "seller_id")
 
     @handles(c.CampaignCreated)
     def on_campaign_created(self, e: c.CampaignCreated, aid: str) -> None:
@@ -92,7 +94,7 @@ class CampaignPerformance(ReadModel):
             row["ever_approved"] = 1
         self.batch.put(REGISTRATIONS, restatus(row))
 
-    @handles(r.PerformanceRecorded, reads=REPORT_FIELDS)
+    @handles(r.PerformanceRecorded, reads=REPORT_FIELDS, fold=True)
     def on_performance(self, e: r.PerformanceRecorded, aid: str) -> None:
         batch = self.batch
         row = batch.get(REGISTRATIONS, aid)

@@ -21,6 +21,7 @@ from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 
 from ledger.projections.base import Handler, ReadModel
 from ledger.projections.decode import Decoded, Decoder
+from ledger.projections.share import Share, merge
 from ledger.projections.tables import Batch
 from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
 from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
@@ -119,6 +120,8 @@ class CatchUp:
         self.flush_every = flush_every or self.rebuild_page
         self.working_set = working_set
         self.jobs = jobs
+        # The last shared rebuild's chunks, and how many helpers folded (for tests, bench).
+        self.shared: tuple[int, int] | None = None
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
@@ -130,11 +133,14 @@ class CatchUp:
         raise KeyError(name)
 
     def catch_up(self, names: Sequence[str] | None = None, *, shadow: bool = False,
-                 until: int | None = None, progress: Progress | None = None) -> int:
+                 until: int | None = None, progress: Progress | None = None,
+                 share: Share | None = None) -> int:
         """Apply everything recorded up to `until` (default: the head now); events done.
 
         Live tables are written once per page. A rebuild (`shadow`) owns its tables, so
-        it keeps each working set across pages and writes every `flush_every` events."""
+        it keeps each working set across pages and writes every `flush_every` events.
+        `share`: a rebuild's fold events are shared with helpers (`ledger.projections.
+        share`): pages are its chunks, and writes wait for the helpers' cells."""
         follows = []
         for model in self.models:
             if names is None or model.name in names:
@@ -147,21 +153,32 @@ class CatchUp:
         decoder = self.decoder_for([f.model for f in follows])
         done = 0
         while start < stop:
-            page = decoder.page(start, self.rebuild_page if shadow else self.page, stop)
-            if not page:
-                break
-            behind = [f for f in follows if f.position < page[-1].position]
+            limit = self.rebuild_page if shadow else self.page
+            if share is None:
+                page = decoder.page(start, limit, stop)
+                if not page:
+                    break
+                end = page[-1].position
+            else:  # the chunk after `start`, less what a helper folds of it
+                end, topics = share.topics(start)
+                page = decoder.page(start, limit, end, topics)
+            behind = [f for f in follows if f.position < end]
             for _, group in groupby(sorted(behind, key=attrgetter("position")),
                                     key=attrgetter("position")):
-                self._apply(list(group), page, shadow)
+                self._apply(list(group), page, end, shadow)
+            if share is not None and share.at_segment_end(end):
+                done += self._take(share, end, follows)
             for follow in behind:
-                if (not shadow or follow.unwritten >= self.flush_every
-                        or follow.model.batch.largest() > 2 * self.working_set):
+                if ((share is None or share.at_segment_end(end))
+                        and (not shadow or follow.unwritten >= self.flush_every
+                             or follow.model.batch.largest() > 2 * self.working_set)):
                     self._write(follow, shadow)
-            start = min(page[-1].position, *(f.position for f in follows))
+            start = min(end, *(f.position for f in follows))
             done += len(page)
             if progress is not None:
                 progress(start, stop)
+        if share is not None:
+            done += self._take(share, stop, follows)
         for follow in follows:
             if follow.unwritten:
                 self._write(follow, shadow)
@@ -179,11 +196,29 @@ class CatchUp:
             found = self._decoders[names] = Decoder(self.app, models)
         return found
 
-    def _apply(self, group: list[Follow], page: list[Decoded], shadow: bool) -> None:
+    def _take(self, share: Share, end: int, follows: list[Follow]) -> int:
+        """Add the helpers' cells up to `end` to the read models' own (with the state rows
+        their `settle` reads), and count their events; the events."""
+        cells, aids, count = share.take(end)
+        for follow in follows:
+            model = follow.model
+            mine = cells.get(model.name)
+            if mine:
+                for group, part in mine.items():
+                    merge(model.batch.cells[group], part)
+                if any(t.name not in model.batch.complete for t in model.state_tables):
+                    self.view.prefetch(model.state_tables, aids, model.batch, shadow=True)
+            follow.applied += count
+        return count
+
+    def _apply(self, group: list[Follow], page: list[Decoded], end: int,
+               shadow: bool) -> None:
         """Apply the page's events past the group's position (the same for each read model
-        in it) to their working sets, in one pass over the page."""
+        in it) to their working sets, in one pass over the page; the page was read up to
+        position `end`."""
         after = group[0].position
-        fresh = page if page[0].position > after else [d for d in page if d.position > after]
+        fresh = (page if not page or page[0].position > after
+                 else [d for d in page if d.position > after])
         by_class: dict[type[Any], set[str]] | None = None
         for follow in group:
             model, batch = follow.model, follow.model.batch
@@ -216,7 +251,7 @@ class CatchUp:
             follow.applied += applied
             for topic, count in skipped.items():
                 follow.skipped[topic] = follow.skipped.get(topic, 0) + count
-            follow.position = page[-1].position
+            follow.position = end
 
     def _write(self, follow: Follow, shadow: bool) -> None:
         """Write the working set and the position; after a lost compare-and-set (another

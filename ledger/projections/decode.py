@@ -36,7 +36,7 @@ from eventsourcing.utils import resolve_topic
 
 from ledger.projections.base import ReadModel
 from ledger.store.application import LedgerApplication
-from ledger.store.rows import EventRow
+from ledger.store.rows import EventRow, Topics
 
 # The library's transcodings whose data is a string, done without a method call each.
 DIRECT: dict[type[Any], Callable[[Any], Any]] = {
@@ -84,11 +84,13 @@ class Decoder:
                      and self.mapper.compressor is None)
         self.kinds: dict[str, Kind] = {}
 
-    def page(self, after: int, limit: int, stop: int) -> list[Decoded]:
-        """The events after position `after` up to `stop` (at most `limit`), decoded."""
+    def page(self, after: int, limit: int, stop: int, topics: Topics = None
+             ) -> list[Decoded]:
+        """The events after position `after` up to `stop` (at most `limit`), decoded;
+        `topics` filters them by topic in the database (see `select_rows`)."""
         kinds, decode = self.kinds, self.decode
         page = []
-        for row in self.app.store.select_rows(after, limit, stop):
+        for row in self.app.store.select_rows(after, limit, stop, topics):
             kind = kinds.get(row[3]) or self.kind(row[3])
             if kind.cls is None:
                 page.append(Decoded(row[0], None, row[3], row[1], known=False))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -16,6 +15,7 @@ from eventsourcing.utils import Environment, get_topic, resolve_topic
 from ledger.projections.base import ReadModel
 from ledger.projections.catchup import CatchUp, Progress
 from ledger.projections.rebuild import rebuild_shadow
+from ledger.projections.share import RebuildFailed, die_with_parent
 from ledger.store.application import LedgerApplication
 from ledger.store.readstore import NAME, ReadStore
 
@@ -99,10 +99,6 @@ class Helpers:
                 progress(min(self.positions), self.stop)
 
 
-class RebuildFailed(RuntimeError):
-    """A helper process of a parallel rebuild failed (its message says why)."""
-
-
 def rebuild_in_helper(env: dict[str, str], topics: list[str], restart: bool,
                       options: dict[str, int], queue: Any, index: int, parent: int,
                       read_env: dict[str, str] | None = None) -> None:
@@ -143,19 +139,3 @@ def rebuild_in_helper(env: dict[str, str], topics: list[str], restart: bool,
 
 class Orphaned(BaseException):
     """The rebuild that started this helper is gone."""
-
-
-PR_SET_PDEATHSIG = 1  # prctl(2)
-
-
-def die_with_parent() -> None:
-    """On Linux, have the kernel kill this process with SIGKILL when its parent dies (as a
-    kill of the parent would kill it at that instant: its open transaction is lost, which
-    the read models are built to survive). Elsewhere the per-page check has to do."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from ledger.projections.base import ReadModel
 from ledger.projections.catchup import CatchUp, Progress, ddl_lock
+from ledger.projections.share import Chunks, Plan, Share
+
+# Events between a shared rebuild's writes (`ledger.projections.share`): more often than
+# one process writes, so that the helpers fold while this process writes (the last write,
+# which nothing overlaps, is then a small one).
+SHARED_FLUSH = int(os.environ.get("LEDGER_SHARED_FLUSH", "10000"))
 
 
 @contextmanager
@@ -27,20 +34,36 @@ def fewer_collections() -> Iterator[None]:
 
 
 def rebuild_shadow(projector: CatchUp, models: Sequence[ReadModel], *, restart: bool,
-                   progress: Progress | None) -> int:
+                   progress: Progress | None, helpers: int = 0) -> int:
     """Build `models` into their shadow tables up to the head, then swap them in; the
-    events read. `restart` drops an interrupted rebuild's tables first."""
+    events read. `restart` drops an interrupted rebuild's tables first. `helpers`:
+    processes that fold events alongside this one (`ledger.projections.share`), when the
+    rebuild starts from the first event and the read models have fold handlers."""
     view = projector.view
     for model in models:
         if restart:
             view.reset_shadow(model.name, model.tables)
         view.create_tables(model.tables, shadow=True)
     done = 0
+    plan = Plan.of(models) if helpers else None
     while True:
         target = projector.head()
-        with fewer_collections():
-            done += projector.catch_up([m.name for m in models], shadow=True, until=target,
-                                       progress=progress)
+        share = None
+        if plan is not None and target and not any(
+                view.position(m.name, shadow=True) for m in models):
+            per_segment = max(1, min(projector.flush_every, SHARED_FLUSH)
+                              // projector.rebuild_page)
+            share = Share(projector.app, models, plan,
+                          Chunks(0, target, projector.rebuild_page, per_segment), helpers)
+        plan = None  # (the events written meanwhile are few: one process)
+        try:
+            with fewer_collections():
+                done += projector.catch_up([m.name for m in models], shadow=True,
+                                           until=target, progress=progress, share=share)
+        finally:
+            if share is not None:
+                share.close()
+                projector.shared = share.counts()
         if all(view.position(m.name, shadow=True) >= target for m in models):
             break
     # Under the DDL lock: a projector starting now creates the live tables (if not

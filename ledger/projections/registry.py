@@ -38,11 +38,9 @@ def projector(app: LedgerApplication, page: int | None = None, *,
 
 
 def default_jobs() -> int:
-    """Two processes when two CPUs are free, else one. Each process reads and decodes the
-    whole store for its group of read models (`ytd_performance` and `campaign_performance`
-    handle every report); with the fast decode that is most of a rebuild's work, so a
-    second process only pays on a CPU nobody else is using (measured on a busy 2-CPU
-    machine: two processes 0.51x the floor, one 0.69x; docs/benchmarks.md)."""
+    """Two processes when two CPUs are free, else one. The second process folds the
+    performance reports of the chunks of the store it takes (`ledger.projections.share`);
+    it only pays on a CPU nobody else is using."""
     cpus = os.cpu_count() or 1
     busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, min(2, cpus - round(busy)))

@@ -14,6 +14,7 @@ from ledger.projections.catchup import CatchUp, Progress
 from ledger.projections.lock import REBUILD, only_one
 from ledger.projections.processes import Helpers
 from ledger.projections.rebuild import rebuild_shadow, split
+from ledger.projections.share import Plan
 from ledger.store.faults import StoreErrors, classify
 
 MAX_WAIT = 1.0  # seconds between a follower's attempts while the store is failing
@@ -71,15 +72,21 @@ class Projector(CatchUp):
         """Build into shadow tables from the first event (or where an interrupted rebuild
         stopped), then swap them in atomically; readers see the old tables until then.
 
-        With `jobs` > 1 the read models are split into that many groups of about equal
-        work (`ReadModel.weight`), each rebuilt by its own process reading the store;
-        this process runs the first group. Returns the events read (by one group).
+        With `jobs` > 1, when the read models have fold handlers (the performance
+        reports), `jobs - 1` helper processes fold those events alongside this one
+        (`ledger.projections.share`); otherwise the read models are split into `jobs`
+        groups of about equal work (`ReadModel.weight`), each rebuilt by its own process
+        reading the store, this one running the first. Returns the events read.
 
         One rebuild at a time per read database (`only_one(reads, REBUILD)`): another one running is
         `LockHeld`, naming it, before anything is touched; or, `wait`, waited for."""
         models = [m for m in self.models if names is None or m.name in names]
-        groups = split(models, jobs or self.jobs)
+        jobs = jobs or self.jobs
+        groups = split(models, jobs)
         with only_one(self.reads, REBUILD, wait=wait):
+            if jobs > 1 and Plan.of(models) is not None:
+                return rebuild_shadow(self, models, restart=restart, progress=progress,
+                                      helpers=jobs - 1)
             if len(groups) <= 1:
                 return rebuild_shadow(self, models, restart=restart, progress=progress)
             return Helpers(self, groups, restart).run(progress)

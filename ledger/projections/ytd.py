@@ -75,7 +75,7 @@ class YtdPerformance(ReadModel):
         self.batch.add(JOINED, (row["seller_id"], row["campaign_year"], row["campaign_id"]),
                        (1,))
 
-    @handles(r.PerformanceRecorded, reads=REPORT_FIELDS)
+    @handles(r.PerformanceRecorded, reads=REPORT_FIELDS, fold=True)
     def on_performance(self, e: r.PerformanceRecorded, aid: str) -> None:
         # The calendar of the report's own offset: a report starting 2026-12-31T23:00+07:00
         # belongs to December 2026 for the seller who sent it, whatever UTC says.

@@ -49,7 +49,9 @@ from ledger.store.plan import WritePlan
 from ledger.store.rows import (
     EventRow,
     LedgerRows,
+    Topics,
     _Cursor,
+    topic_filter,
     write_plan_of,
 )
 
@@ -94,23 +96,25 @@ class LedgerSQLiteRecorder(LedgerRows, SQLiteApplicationRecorder):
             c.execute(sql, params)
             return list(c.fetchall())
 
-    def select_rows(self, after: int, limit: int, stop: int) -> list[EventRow]:
+    def select_rows(self, after: int, limit: int, stop: int, topics: Topics = None
+                    ) -> list[EventRow]:
         """The events after position `after` up to `stop`, at most `limit`, as plain rows:
         what `select_notifications` reads, without making an object and a UUID of each
-        row (read models key their rows by the id's text; SQLite stores it as hex)."""
+        row (read models key their rows by the id's text; SQLite stores it as hex).
+        `topics`: `(names, True)` only events of these topics, `(names, False)` all but."""
+        where, params = topic_filter(topics, "?")
         with self.datastore.transaction(commit=False) as c:
             cursor = c.sqlite_cursor
             cursor.row_factory = None  # plain tuples, not the datastore's sqlite3.Row
-            cursor.execute(self._select_rows, (after, stop, limit))
+            cursor.execute(self._select_rows(where), (after, stop, *params, limit))
             rows: list[EventRow] = cursor.fetchall()
             return rows
 
-    @property
-    def _select_rows(self) -> str:
+    def _select_rows(self, where: str) -> str:
         dashed = "||'-'||".join(f"substr(originator_id, {a}, {n})" for a, n in
                                 ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12)))
         return (f"SELECT rowid, {dashed}, originator_version, topic, state "
-                f"FROM {self.events_table_name} WHERE rowid > ? AND rowid <= ? "
+                f"FROM {self.events_table_name} WHERE rowid > ? AND rowid <= ?{where} "
                 "ORDER BY rowid LIMIT ?")
 
     def position_of(self, originator_id: str, version: int) -> int | None:
@@ -265,16 +269,18 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
             return list(curs.fetchall())
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def select_rows(self, after: int, limit: int, stop: int) -> list[EventRow]:
+    def select_rows(self, after: int, limit: int, stop: int, topics: Topics = None
+                    ) -> list[EventRow]:
         """The events after position `after` up to `stop`, at most `limit`, as plain rows
         (see the SQLite recorder's); in binary, so `state` needs no hex decoding."""
+        where, params = topic_filter(topics, "%s")
         with self.datastore.get_connection() as conn, conn.cursor(
                 row_factory=tuple_row, binary=True) as curs:
             curs.execute(
                 f"SELECT notification_id, originator_id::text, originator_version, topic, "
                 f"state FROM {self.events_table} WHERE notification_id > %s AND "
-                "notification_id <= %s ORDER BY notification_id LIMIT %s",
-                (after, stop, limit), prepare=True)
+                f"notification_id <= %s{where} ORDER BY notification_id LIMIT %s",
+                (after, stop, *params, limit), prepare=True)
             return curs.fetchall()
 
     def position_of(self, originator_id: str, version: int) -> int | None:

@@ -30,6 +30,20 @@ GUARD_CHUNK = 500  # ids per look-up (SQLite allows 32,766 parameters)
 # A stored event as read models read it: (position, aggregate id as text with dashes,
 # version, topic, state), from `select_rows`.
 EventRow = tuple[int, str, int, str, bytes]
+# A topic filter for `select_rows`: (topics, True) keeps only them, (topics, False) all
+# but them; None keeps every event.
+Topics = tuple[Sequence[str], bool] | None
+
+
+def topic_filter(topics: Topics, mark: str) -> tuple[str, tuple[str, ...]]:
+    """The SQL condition (after the position range) and its parameters for `topics`."""
+    if topics is None:
+        return "", ()
+    names, keep = topics
+    if not names:
+        return ("", ()) if not keep else (" AND 1 = 0", ())
+    marks = ", ".join([mark] * len(names))
+    return f" AND topic {'IN' if keep else 'NOT IN'} ({marks})", tuple(names)
 
 
 class _Cursor(Protocol):

@@ -1,0 +1,371 @@
+"""A rebuild's fold events shared with helper processes (`rebuild --jobs N`).
+
+Nine events in ten of a season are performance reports, and the two read models that read
+them only add their amounts to cells (`@handles(..., fold=True)`): the order in which
+reports are added does not matter, and they read nothing of their registration but its
+campaign and seller, which never change. So a rebuild from the first event splits the
+store's positions into chunks of one rebuild page and hands out each chunk once, first
+come first served (a counter in shared memory):
+
+- this process (the *main* one) reads every chunk in turn. A chunk it takes itself is read
+  and applied whole, as a one-process rebuild does. From a chunk a helper took it reads
+  every event but the fold events (filtered by topic in the database), and applies them
+  in order as before;
+- a *helper* (forked, so it starts in milliseconds with everything imported) takes the
+  next free chunks. For each it applies the fold events to its own cells, having first
+  applied the *seed* events up to the chunk's end (`ReadModel.fold_seeds`: the events
+  that put the state rows a fold reads, kept as just their `fold_columns`);
+- a helper sends its cells, the aggregates they came from and the number of events, once
+  per *segment* (the chunks between two of the main process's writes). Before each write
+  the main process waits for the segments up to the position it writes and adds their
+  cells to its own; `settle()` then folds them into sum rows as ever.
+
+Invariants:
+
+- every event is applied by exactly one process: a chunk has one owner (the counter),
+  and the main process leaves out of a helper's chunk exactly the topics the helper reads;
+- a position is written only with the cells of every fold event up to it: the main process
+  writes only at segment ends, after taking the segments before; so a rebuild killed at
+  any moment resumes from a position whose rows hold every event up to it, and nothing
+  twice;
+- a helper that dies fails the rebuild in one line (`RebuildFailed`), like a group helper;
+  a helper stops when its rebuild is gone (`die_with_parent`, and a check per chunk);
+- a fold event whose seed the helper never saw fails the rebuild (`FoldStateMissing`)
+  instead of leaving the event out.
+
+Only a rebuild that starts from the first event shares (a resumed one runs in one process:
+the helper would need the state rows before the resume point).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.utils import get_topic, resolve_topic
+
+from ledger.projections.base import ReadModel
+from ledger.projections.decode import Decoded, Decoder
+from ledger.projections.tables import Batch, Key, Row, Table
+from ledger.store.application import LedgerApplication
+
+SEED_PAGE = 5_000  # seed events read per query by a helper
+WAIT = 0.5  # seconds between looks at a helper that has not sent what is waited for
+
+Cells = dict[str, dict[str, dict[Key, list[Any]]]]  # read model -> group -> key -> amounts
+
+
+class RebuildFailed(RuntimeError):
+    """A helper process of a parallel rebuild failed (its message says why)."""
+
+
+class FoldStateMissing(RuntimeError):
+    """A fold event came before any seed event of its aggregate (see `ReadModel.fold_seeds`)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a rebuild of these read models can share: the topics of the fold events (every
+    handler of them, in every read model of the run, is a fold) and of their seeds."""
+
+    folds: tuple[str, ...]
+    seeds: tuple[str, ...]
+
+    @classmethod
+    def of(cls, models: Sequence[ReadModel]) -> Plan | None:
+        classes = {c for m in models for c, h in m.handlers.items() if getattr(h, "fold", False)}
+        folds = sorted(get_topic(c) for c in classes
+                       if all(getattr(m.handler(c), "fold", True) for m in models))
+        if not folds:
+            return None
+        seeds = sorted({get_topic(c) for m in models if m.fold_seeds for c in m.fold_seeds})
+        return cls(tuple(folds), tuple(seeds))
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """Positions (after, stop] in chunks of `size`, `per_segment` chunks to a segment."""
+
+    after: int
+    stop: int
+    size: int
+    per_segment: int
+
+    @property
+    def count(self) -> int:
+        return -(-(self.stop - self.after) // self.size)
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        low = self.after + i * self.size
+        return low, min(self.stop, low + self.size)
+
+    def index(self, position: int) -> int:
+        """The chunk holding the event after `position`."""
+        return (position - self.after) // self.size
+
+    def segment_end(self, segment: int) -> int:
+        return min(self.stop, self.after + (segment + 1) * self.per_segment * self.size)
+
+
+class Share:
+    """The main process's side: owns the helpers, says who reads what, takes their cells."""
+
+    def __init__(self, app: LedgerApplication, models: Sequence[ReadModel], plan: Plan,
+                 chunks: Chunks, helpers: int) -> None:
+        self.plan, self.chunks = plan, chunks
+        context = multiprocessing.get_context("fork")  # started in ms, all imported
+        self.counter: Any = context.Value("q", 0)
+        self.owners: Any = context.Array("i", chunks.count, lock=False)  # 0: main, k: helper
+        self.pipes: list[Any] = []
+        self.processes: list[Any] = []
+        self.stashed: list[dict[int, tuple[Cells, list[str], int]]] = []
+        self.merged = -1  # the last segment taken
+        self.ended: set[int] = set()  # helpers whose pipe is closed
+        self.exclude = (plan.folds, False)
+        self.ready = False
+        env = dict(app.env)
+        names = [get_topic(type(m)) for m in models]
+        for index in range(1, helpers + 1):
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(
+                target=fold_in_helper, daemon=True,
+                args=(env, names, plan, chunks, self.counter, self.owners, sender, index,
+                      os.getpid()))
+            self.pipes.append(receiver)
+            self.processes.append(process)
+            self.stashed.append({})
+            process.start()
+            sender.close()
+        self.ready = True
+
+    def topics(self, position: int) -> tuple[int, tuple[Sequence[str], bool] | None]:
+        """Where the chunk holding the event after `position` ends, and what this process
+        reads of it (None: all of it; it takes the chunk if nobody has)."""
+        i = self.chunks.index(position)
+        with self.counter.get_lock():
+            if self.counter.value <= i:
+                self.counter.value = i + 1
+        self.drain()
+        return self.chunks.bounds(i)[1], (self.exclude if self.owners[i] else None)
+
+    def at_segment_end(self, position: int) -> bool:
+        chunks = self.chunks
+        return position >= chunks.stop or (position - chunks.after) % (
+            chunks.size * chunks.per_segment) == 0
+
+    def take(self, position: int) -> tuple[Cells, list[str], int]:
+        """The helpers' cells, aggregates and event count for every segment ending at or
+        before `position`, waiting for them."""
+        cells: Cells
+        chunks, cells, count = self.chunks, {}, 0
+        aids: list[str] = []
+        last = (position - chunks.after) // (chunks.size * chunks.per_segment) - 1
+        if position >= chunks.stop:
+            last = (chunks.count - 1) // chunks.per_segment
+        for segment in range(self.merged + 1, last + 1):
+            first = segment * chunks.per_segment
+            owners = {self.owners[i] for i in range(first, min(chunks.count,
+                                                              first + chunks.per_segment))}
+            for helper in sorted(owners - {0}):
+                part, ids, n = self.wait(helper, segment)
+                add_cells(cells, part)
+                aids.extend(ids)
+                count += n
+            self.merged = segment
+        return cells, aids, count
+
+    def drain(self) -> None:
+        """Take what the helpers have sent (so that they never wait on a full pipe)."""
+        for index, pipe in enumerate(self.pipes, start=1):
+            while index not in self.ended and pipe.poll():
+                self.receive(index)
+
+    def wait(self, helper: int, segment: int) -> tuple[Cells, list[str], int]:
+        stash = self.stashed[helper - 1]
+        pipe, process = self.pipes[helper - 1], self.processes[helper - 1]
+        while segment not in stash:
+            if helper in self.ended or (not pipe.poll(WAIT) and not process.is_alive()
+                                        and not pipe.poll()):
+                # Gone without sending it: killed, or out of memory, say.
+                process.join(timeout=5)
+                raise RebuildFailed(
+                    f"a rebuild helper exited with code(s) [{process.exitcode}]")
+            if pipe.poll():
+                self.receive(helper)
+        return stash.pop(segment)
+
+    def receive(self, helper: int) -> None:
+        try:
+            message = self.pipes[helper - 1].recv()
+        except EOFError:  # it has sent all it will send
+            self.ended.add(helper)
+            return
+        if message[0] == "failed":
+            raise RebuildFailed(f"a rebuild helper failed: {message[1]}")
+        _, segment, cells, aids, count = message
+        self.stashed[helper - 1][segment] = (cells, aids, count)
+
+    def counts(self) -> tuple[int, int]:
+        """The chunks, and how many of them helpers took."""
+        return self.chunks.count, sum(1 for owner in self.owners if owner)
+
+    def close(self) -> None:
+        """Stop the helpers that are still running (after a failure) and reap them all."""
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+            process.join(timeout=30)
+        for pipe in self.pipes:
+            pipe.close()
+
+
+def add_cells(into: Cells, cells: Cells) -> None:
+    """Add `cells` to `into`, amount by amount (exact: money is `Decimal`)."""
+    for name, groups in cells.items():
+        mine = into.setdefault(name, {})
+        for group, part in groups.items():
+            merge(mine.setdefault(group, {}), part)
+
+
+def merge(into: dict[Key, list[Any]], cells: dict[Key, list[Any]]) -> None:
+    """Add one group of cells to another."""
+    for key, amounts in cells.items():
+        cell = into.get(key)
+        if cell is None:
+            into[key] = amounts
+        else:
+            for j, value in enumerate(amounts):
+                cell[j] += value
+
+
+class FoldBatch(Batch):
+    """A helper's working set: the state rows its seeds put, as just the `fold_columns`."""
+
+    def __init__(self, tables: Sequence[Table], columns: Iterable[str]) -> None:
+        super().__init__(tables, complete=True)
+        self.columns = tuple(columns)
+        self.seen: set[str] = set()
+
+    def put(self, table: Table, row: Row) -> Row:
+        key = table.key_of(row)
+        self.rows[table.name][key] = {c: row[c] for c in self.columns if c in row}
+        self.seen.add(key[0])
+        return row
+
+
+def fold_in_helper(env: dict[str, str], names: list[str], plan: Plan, chunks: Chunks,
+                   counter: Any, owners: Any, pipe: Any, index: int, parent: int) -> None:
+    """A helper: take free chunks and fold their events; send the cells per segment."""
+    die_with_parent()
+    try:
+        if os.getppid() != parent:
+            raise SystemExit(1)
+        app = LedgerApplication(env=env)
+        try:
+            folder = Folder(app, [resolve_topic(n) for n in names], plan, chunks.after)
+            segment = None
+            while True:
+                with counter.get_lock():
+                    i = counter.value
+                    if i < chunks.count:
+                        counter.value = i + 1
+                        owners[i] = index
+                if segment is not None and (i >= chunks.count
+                                            or i // chunks.per_segment != segment):
+                    pipe.send(("cells", segment, *folder.take()))  # its segment is done
+                if i >= chunks.count:
+                    break
+                if os.getppid() != parent:
+                    raise SystemExit(1)  # the rebuild is gone: stop
+                segment = i // chunks.per_segment
+                folder.fold(*chunks.bounds(i))
+        finally:
+            app.close()
+    except SystemExit:
+        raise
+    except BaseException as error:  # reported by the main process, as one line
+        pipe.send(("failed", f"{type(error).__name__}: {error}"))
+        sys.exit(1)
+
+
+class Folder:
+    """What a helper does to its chunks (see the module's docstring)."""
+
+    def __init__(self, app: LedgerApplication, classes: Sequence[type[ReadModel]],
+                 plan: Plan, after: int) -> None:
+        self.models = [cls(None) for cls in classes]  # type: ignore[arg-type]  # no view
+        for model in self.models:
+            model.batch = FoldBatch(model.tables, model.fold_columns)
+        self.decoder = Decoder(app, self.models)
+        self.plan = plan
+        self.seen = after  # seed events are applied up to here
+        self.aids: set[str] = set()
+        self.count = 0
+
+    def fold(self, low: int, high: int) -> None:
+        while self.seen < high:  # the seeds up to the chunk's end, in order
+            page = self.decoder.page(self.seen, SEED_PAGE, high, (self.plan.seeds, True))
+            self.apply(page, seeds=True)
+            self.seen = page[-1].position if len(page) == SEED_PAGE else high
+        page = self.decoder.page(low, high - low, high, (self.plan.folds, True))
+        self.apply(page, seeds=False)
+        self.count += len(page)
+
+    def apply(self, page: list[Decoded], *, seeds: bool) -> None:
+        routes: dict[type[Any], list[tuple[Any, ReadModel, bool]]] = {}
+        for item in page:
+            event = item.event
+            if event is None:
+                continue  # (a fold or seed topic is one this version knows)
+            route = routes.get(type(event))
+            if route is None:
+                route = routes[type(event)] = [
+                    (handler, model, bool(model.fold_seeds) and not seeds)
+                    for model in self.models
+                    if (handler := model.handler(type(event))) is not None
+                    and (not seeds or isinstance(event, model.fold_seeds))]
+            aid = item.originator_id
+            for handler, model, needs_seed in route:
+                if needs_seed and aid not in model.batch.seen:  # type: ignore[attr-defined]
+                    raise FoldStateMissing(
+                        f"{model.name}: a {type(event).__name__} of aggregate {aid} at "
+                        f"position {item.position} comes before any of its "
+                        f"{', '.join(c.__name__ for c in model.fold_seeds)}")
+                handler(model, event, aid)
+            if not seeds:
+                self.aids.add(aid)
+
+    def take(self) -> tuple[Cells, list[str], int]:
+        """The cells, aggregates and events folded since the last take."""
+        cells: Cells = {}
+        for model in self.models:
+            groups = {g: c for g, c in model.batch.cells.items() if c}
+            if groups:
+                cells[model.name] = groups
+            model.batch.cells = defaultdict(dict)
+        aids, count = sorted(self.aids), self.count
+        self.aids, self.count = set(), 0
+        return cells, aids, count
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def die_with_parent() -> None:
+    """On Linux, have the kernel kill this process with SIGKILL when its parent dies (as a
+    kill of the parent would kill it at that instant: its open transaction is lost, which
+    the read models are built to survive). Elsewhere the per-page check has to do."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
