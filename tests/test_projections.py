@@ -120,6 +120,11 @@ def test_catching_up_in_any_pages_gives_the_rows_of_a_rebuild(
         projector(ledger.app, page, flush_every=flush_every, working_set=working_set).rebuild()
         assert rows_of(p, exact=True) == caught_up
         assert_applied_once(p)
+        # The same with a helper folding the reports of the chunks it takes.
+        projector(ledger.app, page, flush_every=flush_every, working_set=working_set,
+                  jobs=2).rebuild()
+        assert rows_of(p, exact=True) == caught_up
+        assert_applied_once(p)
 
 
 def test_money_sums_keep_their_scale_whatever_the_pages(new_url: NewUrl) -> None:
