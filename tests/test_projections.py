@@ -232,7 +232,9 @@ def test_a_rebuild_in_two_processes_gives_the_same_rows(
     p = projector(ledger.app, page=9, flush_every=30, working_set=10, jobs=2)
 
     def slowly(position: int, stop: int) -> None:
-        time.sleep(0.005)  # so that the helper, started meanwhile, takes chunks too
+        # So that the helper, forked as the rebuild starts, takes chunks too (it opens its
+        # own connection first: slow on a loaded machine).
+        time.sleep(0.5 if position <= 9 else 0.005)
 
     done = p.rebuild(progress=slowly)
     assert done == p.head()

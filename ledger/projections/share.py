@@ -152,7 +152,6 @@ class Share:
         with self.counter.get_lock():
             if self.counter.value <= i:
                 self.counter.value = i + 1
-        self.drain()
         return self.chunks.bounds(i)[1], (self.exclude if self.owners[i] else None)
 
     def at_segment_end(self, position: int) -> bool:

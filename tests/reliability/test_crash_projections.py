@@ -10,6 +10,7 @@ kill costs milliseconds, not an interpreter start.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import signal
 import time
@@ -24,6 +25,7 @@ from ledger import Ledger
 from ledger.projections.processes import RebuildFailed
 from ledger.projections.registry import projector
 from ledger.projections.runner import Projector
+from ledger.projections.share import Folder
 from tests.support.projections import (
     child,
     clone_events,
@@ -203,24 +205,57 @@ def test_a_two_process_rebuild_killed_at_random_moments_leaves_no_helper_then_co
 def test_a_helper_killed_mid_rebuild_fails_the_rebuild_in_one_line_then_it_resumes(
     store: Store, source: Ledger, new_url: NewUrl
 ) -> None:
+    """Read models split into groups (these read no reports): a helper killed with
+    SIGKILL once every group has written a page."""
     _, ledger = store
     p = projector(ledger.app, page=PAGE)
+    chosen = ["manage_campaign", "review_decisions"]
     killed: list[int] = []
 
     def kill_the_helper(position: int, stop: int) -> None:
         # `position` is the slowest group's: past 0 once the helper has written a page
         # (killed before that, under load, it would leave nothing in progress to resume).
-        if not killed and position > 0:
+        if not killed and 0 < position < stop:
             for helper in multiprocessing.active_children():
                 helper.kill()
                 killed.append(helper.exitcode or 0)
 
     with pytest.raises(RebuildFailed, match=r"a rebuild helper exited with code\(s\) \[-9\]"):
-        p.rebuild(progress=kill_the_helper, jobs=2)
+        p.rebuild(chosen, progress=kill_the_helper, jobs=2)
     assert killed, "no helper was running"
     assert any(s["rebuild_in_progress"] for s in status_of(p).values())
 
     p.rebuild(jobs=2)
+
+    assert rows_of(p) == rows_elsewhere(source.app, new_url())
+    assert_each_event_applied_once(p)
+
+
+def test_a_report_folding_helper_that_dies_fails_the_rebuild_then_it_resumes(
+    store: Store, source: Ledger, new_url: NewUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper of a shared rebuild (forked: it runs this test's `Folder.fold`) dies by
+    SIGKILL at its third chunk, having sent the cells of its first ones: the rebuild
+    fails in one line, what it wrote holds every event up to its position once, and the
+    next rebuild finishes it."""
+    _, ledger = store
+    p = projector(ledger.app, page=PAGE)
+    fold, folded = Folder.fold, []
+
+    def dies_at_its_third_chunk(self: Folder, low: int, high: int) -> None:
+        folded.append(low)
+        if len(folded) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        fold(self, low, high)
+
+    monkeypatch.setattr(Folder, "fold", dies_at_its_third_chunk)
+    with pytest.raises(RebuildFailed, match=r"a rebuild helper exited with code\(s\) \[-9\]"):
+        p.rebuild(jobs=2)
+    assert all(s["rebuild_in_progress"] for s in status_of(p).values())
+    assert 0 < min(positions(p, shadow=True).values()) < p.head()
+    monkeypatch.undo()
+
+    p.rebuild(jobs=2)  # resumed: in one process
 
     assert rows_of(p) == rows_elsewhere(source.app, new_url())
     assert_each_event_applied_once(p)
