@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -27,7 +26,6 @@ from ledger.projections.tables import Batch
 from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
 from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
 from ledger.store.readstore import ReadStore
-from ledger.store.rows import EventRow
 
 # Where read models are kept: beside the events (the application), or a `ReadStore`.
 ReadSide = LedgerApplication | ReadStore
@@ -155,39 +153,31 @@ class CatchUp:
         decoder = self.decoder_for([f.model for f in follows])
         done = 0
         limit = self.rebuild_page if shadow else self.page
-        ahead = ReadAhead(self.app, limit, stop, share) if shadow else None
-        try:
-            while start < stop:
-                if ahead is None:
-                    page = decoder.page(start, limit, stop)
-                    if not page:
-                        break
-                    end = page[-1].position
-                else:  # (with a share: the chunk, less what a helper folds of it)
-                    rows, end = ahead.rows(start)
-                    if not rows and share is None:
-                        break
-                    page = decoder.decoded(rows)
-                    if share is not None:
-                        share.drain()
-                behind = [f for f in follows if f.position < end]
-                for _, group in groupby(sorted(behind, key=attrgetter("position")),
-                                        key=attrgetter("position")):
-                    self._apply(list(group), page, end, shadow)
-                if share is not None and share.at_segment_end(end):
-                    done += self._take(share, end, follows)
-                for follow in behind:
-                    if ((share is None or share.at_segment_end(end))
-                            and (not shadow or follow.unwritten >= self.flush_every
-                                 or follow.model.batch.largest() > 2 * self.working_set)):
-                        self._write(follow, shadow)
-                start = min(end, *(f.position for f in follows))
-                done += len(page)
-                if progress is not None:
-                    progress(start, stop)
-        finally:
-            if ahead is not None:
-                ahead.close()
+        while start < stop:
+            if share is None:
+                page = decoder.page(start, limit, stop)
+                if not page:
+                    break
+                end = page[-1].position
+            else:  # the chunk after `start`, less what a helper folds of it
+                end, topics = share.topics(start)
+                page = decoder.page(start, limit, end, topics)
+                share.drain()
+            behind = [f for f in follows if f.position < end]
+            for _, group in groupby(sorted(behind, key=attrgetter("position")),
+                                    key=attrgetter("position")):
+                self._apply(list(group), page, end, shadow)
+            if share is not None and share.at_segment_end(end):
+                done += self._take(share, end, follows)
+            for follow in behind:
+                if ((share is None or share.at_segment_end(end))
+                        and (not shadow or follow.unwritten >= self.flush_every
+                             or follow.model.batch.largest() > 2 * self.working_set)):
+                    self._write(follow, shadow)
+            start = min(end, *(f.position for f in follows))
+            done += len(page)
+            if progress is not None:
+                progress(start, stop)
         if share is not None:
             done += self._take(share, stop, follows)
         for follow in follows:
@@ -288,37 +278,3 @@ class CatchUp:
         return {"page": self.page, "rebuild_page": self.rebuild_page,
                 "flush_every": self.flush_every, "working_set": self.working_set}
 
-
-class ReadAhead:
-    """A rebuild's pages read one ahead, in a thread, while the page before is decoded and
-    applied (the database's work, and SQLite's own, overlap ours: both drivers let the
-    thread run without the GIL while they wait or step)."""
-
-    def __init__(self, app: LedgerApplication, limit: int, stop: int,
-                 share: Share | None) -> None:
-        self.app, self.limit, self.stop, self.share = app, limit, stop, share
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
-        self.next: tuple[int, Future[tuple[list[EventRow], int]]] | None = None
-
-    def rows(self, start: int) -> tuple[list[EventRow], int]:
-        """The rows of the page after `start`, and the position they were read up to."""
-        if self.next is None or self.next[0] != start:
-            if self.next is not None:
-                self.next[1].result()  # (not the page wanted: the store moved under us)
-            self.next = (start, self.pool.submit(self.read, start))
-        rows, end = self.next[1].result()
-        self.next = None
-        if end < self.stop and (rows or self.share is not None):
-            self.next = (end, self.pool.submit(self.read, end))
-        return rows, end
-
-    def read(self, start: int) -> tuple[list[EventRow], int]:
-        share = self.share
-        if share is None:
-            rows = self.app.store.select_rows(start, self.limit, self.stop)
-            return rows, (rows[-1][0] if rows else self.stop)
-        end, topics = share.topics(start)
-        return self.app.store.select_rows(start, self.limit, end, topics), end
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -88,13 +88,9 @@ class Decoder:
              ) -> list[Decoded]:
         """The events after position `after` up to `stop` (at most `limit`), decoded;
         `topics` filters them by topic in the database (see `select_rows`)."""
-        return self.decoded(self.app.store.select_rows(after, limit, stop, topics))
-
-    def decoded(self, rows: Iterable[EventRow]) -> list[Decoded]:
-        """Rows read by `select_rows`, decoded."""
         kinds, decode = self.kinds, self.decode
         page = []
-        for row in rows:
+        for row in self.app.store.select_rows(after, limit, stop, topics):
             kind = kinds.get(row[3]) or self.kind(row[3])
             if kind.cls is None:
                 page.append(Decoded(row[0], None, row[3], row[1], known=False))
