@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from ledger.projections.base import ReadModel
 from ledger.projections.catchup import CatchUp, Progress, ddl_lock
 from ledger.projections.share import Chunks, Plan, Share
-
-# Events between a shared rebuild's writes (`ledger.projections.share`): more often than
-# one process writes, so that the helpers fold while this process writes (the last write,
-# which nothing overlaps, is then a small one).
-SHARED_FLUSH = int(os.environ.get("LEDGER_SHARED_FLUSH", "10000"))
 
 
 @contextmanager
@@ -51,8 +45,7 @@ def rebuild_shadow(projector: CatchUp, models: Sequence[ReadModel], *, restart: 
         share = None
         if plan is not None and target and not any(
                 view.position(m.name, shadow=True) for m in models):
-            per_segment = max(1, min(projector.flush_every, SHARED_FLUSH)
-                              // projector.rebuild_page)
+            per_segment = max(1, projector.flush_every // projector.rebuild_page)
             share = Share(projector.app, models, plan,
                           Chunks(0, target, projector.rebuild_page, per_segment), helpers)
         plan = None  # (the events written meanwhile are few: one process)
