@@ -232,9 +232,11 @@ def test_a_rebuild_in_two_processes_gives_the_same_rows(
     p = projector(ledger.app, page=9, flush_every=30, working_set=10, jobs=2)
 
     def slowly(position: int, stop: int) -> None:
-        # So that the helper, forked as the rebuild starts, takes chunks too (it opens its
-        # own connection first: slow on a loaded machine).
-        time.sleep(0.5 if position <= 9 else 0.005)
+        # Wait for the helper to take a chunk (spawned on SQLite, it needs a second to
+        # start), then go on: it takes chunks from where this process is.
+        deadline = time.monotonic() + 60
+        while p.share is not None and not any(p.share.owners) and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     done = p.rebuild(progress=slowly)
     assert done == p.head()

@@ -120,7 +120,8 @@ class CatchUp:
         self.flush_every = flush_every or self.rebuild_page
         self.working_set = working_set
         self.jobs = jobs
-        # The last shared rebuild's chunks, and how many helpers folded (for tests, bench).
+        # A shared rebuild running now; the last one's chunks, and how many helpers took.
+        self.share: Share | None = None
         self.shared: tuple[int, int] | None = None
 
     def head(self) -> int:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from ledger.projections.base import ReadModel
 from ledger.projections.catchup import CatchUp, Progress, ddl_lock
-from ledger.projections.share import Chunks, Plan, Share
+from ledger.projections.share import Chunks, Plan, Share, shareable
 
 
 @contextmanager
@@ -39,15 +39,18 @@ def rebuild_shadow(projector: CatchUp, models: Sequence[ReadModel], *, restart: 
             view.reset_shadow(model.name, model.tables)
         view.create_tables(model.tables, shadow=True)
     done = 0
-    plan = Plan.of(models) if helpers else None
+    plan = (Plan.of(models) if helpers and shareable(projector.app, projector.reads)
+            else None)
     while True:
         target = projector.head()
         share = None
         if plan is not None and target and not any(
                 view.position(m.name, shadow=True) for m in models):
             per_segment = max(1, projector.flush_every // projector.rebuild_page)
-            share = Share(projector.app, models, plan,
-                          Chunks(0, target, projector.rebuild_page, per_segment), helpers)
+            share = projector.share = Share(
+                projector.app, models, plan,
+                Chunks(0, target, projector.rebuild_page, per_segment), helpers,
+                projector.reads)
         plan = None  # (the events written meanwhile are few: one process)
         try:
             with fewer_collections():
@@ -56,7 +59,7 @@ def rebuild_shadow(projector: CatchUp, models: Sequence[ReadModel], *, restart: 
         finally:
             if share is not None:
                 share.close()
-                projector.shared = share.counts()
+                projector.shared, projector.share = share.counts(), None
         if all(view.position(m.name, shadow=True) >= target for m in models):
             break
     # Under the DDL lock: a projector starting now creates the live tables (if not

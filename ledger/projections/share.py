@@ -49,6 +49,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import get_topic, resolve_topic
 
 from ledger.projections.base import ReadModel
@@ -118,9 +119,9 @@ class Share:
     """The main process's side: owns the helpers, says who reads what, takes their cells."""
 
     def __init__(self, app: LedgerApplication, models: Sequence[ReadModel], plan: Plan,
-                 chunks: Chunks, helpers: int) -> None:
+                 chunks: Chunks, helpers: int, reads: Any = None) -> None:
         self.plan, self.chunks = plan, chunks
-        context = multiprocessing.get_context("fork")  # started in ms, all imported
+        context: Any = multiprocessing.get_context(start_method(app, reads or app))
         self.counter: Any = context.Value("q", 0)
         self.owners: Any = context.Array("i", chunks.count, lock=False)  # 0: main, k: helper
         self.pipes: list[Any] = []
@@ -223,6 +224,27 @@ class Share:
             process.join(timeout=30)
         for pipe in self.pipes:
             pipe.close()
+
+
+def start_method(*sides: Any) -> str:
+    """How helpers start: forked (in milliseconds, everything imported) when every database
+    this process has open is PostgreSQL; spawned (a new interpreter, ~1 s of imports) when
+    one is SQLite. A forked child inherits SQLite's per-process lock bookkeeping for the
+    files its parent has open, and a connection it opens to the same file would trust it
+    (SQLite: never carry an open database across fork); its reads could then go
+    unprotected against the parent's checkpoints."""
+    sqlite = any(not isinstance(side.factory, PostgresFactory) for side in sides)
+    return "spawn" if sqlite else "fork"
+
+
+def shareable(*sides: Any) -> bool:
+    """Whether a helper process can read this store: not an in-memory SQLite database,
+    which lives in this process only."""
+    for side in sides:
+        pool = getattr(getattr(side.factory, "datastore", None), "pool", None)
+        if getattr(pool, "is_sqlite_memory_mode", False):
+            return False
+    return True
 
 
 def add_cells(into: Cells, cells: Cells) -> None:

@@ -25,7 +25,6 @@ from ledger import Ledger
 from ledger.projections.processes import RebuildFailed
 from ledger.projections.registry import projector
 from ledger.projections.runner import Projector
-from ledger.projections.share import Folder
 from tests.support.projections import (
     child,
     clone_events,
@@ -231,29 +230,40 @@ def test_a_helper_killed_mid_rebuild_fails_the_rebuild_in_one_line_then_it_resum
     assert_each_event_applied_once(p)
 
 
-def test_a_report_folding_helper_that_dies_fails_the_rebuild_then_it_resumes(
-    store: Store, source: Ledger, new_url: NewUrl, monkeypatch: pytest.MonkeyPatch
+def test_a_report_folding_helper_killed_fails_the_rebuild_then_it_resumes(
+    store: Store, source: Ledger, new_url: NewUrl
 ) -> None:
-    """The helper of a shared rebuild (forked: it runs this test's `Folder.fold`) dies by
-    SIGKILL at its third chunk, having sent the cells of its first ones: the rebuild
-    fails in one line, what it wrote holds every event up to its position once, and the
-    next rebuild finishes it."""
+    """The helper of a shared rebuild is killed with SIGKILL while it holds the cells of a
+    segment not sent yet (it is stopped first, so that this is known, not raced), after
+    this process wrote a segment: the rebuild fails in one line, what it wrote holds every
+    event up to its position once, and the next rebuild finishes it."""
     _, ledger = store
     p = projector(ledger.app, page=PAGE)
-    fold, folded = Folder.fold, []
+    killed: list[int] = []
 
-    def dies_at_its_third_chunk(self: Folder, low: int, high: int) -> None:
-        folded.append(low)
-        if len(folded) == 3:
-            os.kill(os.getpid(), signal.SIGKILL)
-        fold(self, low, high)
+    def kill_the_helper_mid_segment(position: int, stop: int) -> None:
+        share = p.share
+        if killed or share is None or share.merged < 0:
+            return
+        deadline = time.monotonic() + TIMEOUT
+        while not any(share.owners) and time.monotonic() < deadline:
+            time.sleep(0.001)  # until the helper (spawned on SQLite: ~1 s) takes a chunk
+        helper = share.processes[0]
+        if helper.pid is None or not helper.is_alive():
+            return
+        os.kill(helper.pid, signal.SIGSTOP)  # frozen: what it has taken stays as it is
+        latest = share.counter.value - 1
+        if latest < share.chunks.count - 1 and share.owners[latest]:
+            helper.kill()  # its latest chunk's segment was not sent: it is lost
+            killed.append(latest)
+        else:
+            os.kill(helper.pid, signal.SIGCONT)
 
-    monkeypatch.setattr(Folder, "fold", dies_at_its_third_chunk)
     with pytest.raises(RebuildFailed, match=r"a rebuild helper exited with code\(s\) \[-9\]"):
-        p.rebuild(jobs=2)
+        p.rebuild(jobs=2, progress=kill_the_helper_mid_segment)
+    assert killed, "the helper was never caught with a segment to send"
     assert all(s["rebuild_in_progress"] for s in status_of(p).values())
     assert 0 < min(positions(p, shadow=True).values()) < p.head()
-    monkeypatch.undo()
 
     p.rebuild(jobs=2)  # resumed: in one process
 
