@@ -2,4 +2,5 @@
 
 from ledger.cli import main
 
-main()
+if __name__ == "__main__":  # (not when a spawned helper process imports it)
+    main()
