@@ -52,7 +52,8 @@ class ReadModel(Projection[Any]):
     # Relative work per event, to split a parallel rebuild into groups of equal work.
     weight: ClassVar[int] = 1
     # For `fold` handlers (see `handles`): the events whose handlers put the state rows
-    # a fold reads, and the columns of those rows it reads (they never change).
+    # a fold (or `settle`, for the cells of folds) reads, and the columns of those rows
+    # it reads (they never change). A rebuild keeps those columns of every such row.
     fold_seeds: ClassVar[tuple[type[Any], ...]] = ()
     fold_columns: ClassVar[tuple[str, ...]] = ()
     handlers: ClassVar[dict[type[Any], Handler]] = {}
@@ -78,6 +79,16 @@ class ReadModel(Projection[Any]):
             found = self._dispatch[event_class] = next(
                 (self.handlers[k] for k in event_class.__mro__ if k in self.handlers), None)
             return found
+
+    @classmethod
+    def fold_state(cls) -> tuple[Table, tuple[str, ...]] | None:
+        """The state table the `fold_columns` are read from (the first that has them)."""
+        if not cls.fold_columns:
+            return None
+        for table in cls.state_tables:
+            if all(column in table.columns for column in cls.fold_columns):
+                return table, cls.fold_columns
+        raise TypeError(f"{cls.__name__}: no state table has {cls.fold_columns}")
 
     def settle(self) -> None:
         """Fold what handlers gathered in `batch.cells` into rows; the runner calls this

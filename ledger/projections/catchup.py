@@ -147,7 +147,8 @@ class CatchUp:
             if names is None or model.name in names:
                 at = self.view.position(model.name, shadow=shadow)
                 # Shadow tables at position 0 are empty: the working set starts complete.
-                model.batch = Batch(model.tables, complete=shadow and at == 0)
+                model.batch = Batch(model.tables, complete=shadow and at == 0,
+                                    fold=model.fold_state())
                 follows.append(Follow(model, at, at))
         stop = self.head() if until is None else until
         start = min((f.position for f in follows), default=stop)
@@ -198,6 +199,22 @@ class CatchUp:
             found = self._decoders[names] = Decoder(self.app, models)
         return found
 
+    @staticmethod
+    def _wanted(model: ReadModel, by_class: dict[type[Any], set[str]]) -> set[str]:
+        """The aggregates whose state rows the model's handlers of this page read: all
+        those of its events, but those of fold events whose fold columns it keeps."""
+        folded = model.batch.folded
+        wanted: set[str] = set()
+        for cls, ids in by_class.items():
+            handler = model.handler(cls)
+            if handler is None:
+                continue
+            if getattr(handler, "fold", False) and model.batch.fold_table is not None:
+                wanted.update(i for i in ids if (i,) not in folded)
+            else:
+                wanted |= ids
+        return wanted
+
     def _take(self, share: Share, end: int, follows: list[Follow]) -> int:
         """Add the helpers' cells up to `end` to the read models' own (with the state rows
         their `settle` reads), and count their events; the events."""
@@ -209,7 +226,8 @@ class CatchUp:
                 for group, part in mine.items():
                     merge(model.batch.cells[group], part)
                 if any(t.name not in model.batch.complete for t in model.state_tables):
-                    self.view.prefetch(model.state_tables, aids, model.batch, shadow=True)
+                    wanted = [i for i in aids if (i,) not in model.batch.folded]
+                    self.view.prefetch(model.state_tables, wanted, model.batch, shadow=True)
             follow.applied += count
         return count
 
@@ -230,9 +248,8 @@ class CatchUp:
                     for d in fresh:
                         if d.event is not None:
                             by_class.setdefault(type(d.event), set()).add(d.originator_id)
-                ids = set().union(*(ids for cls, ids in by_class.items()
-                                    if model.handler(cls) is not None))
-                self.view.prefetch(model.state_tables, ids, batch, shadow=shadow)
+                self.view.prefetch(model.state_tables, self._wanted(model, by_class),
+                                   batch, shadow=shadow)
         routes: dict[type[Any], list[tuple[Handler, ReadModel]]] = {}
         skipped: dict[str, int] = {}
         for item in fresh:

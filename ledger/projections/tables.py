@@ -225,8 +225,15 @@ class Batch:
     started on empty tables and dropped nothing): a key it lacks does not exist.
     """
 
-    def __init__(self, tables: Sequence[Table] = (), *, complete: bool = False) -> None:
+    def __init__(self, tables: Sequence[Table] = (), *, complete: bool = False,
+                 fold: tuple[Table, tuple[str, ...]] | None = None) -> None:
         self.rows: dict[str, dict[Key, Row | None]] = {t.name: {} for t in tables}
+        # `fold`: a state table and the columns fold handlers read of it (they never change
+        # once a row is put). Those columns of every row put or fetched are kept here, and
+        # never dropped: a fold reads them without its row being fetched again.
+        self.fold_table = fold[0].name if fold else None
+        self.fold_columns = fold[1] if fold else ()
+        self.folded: dict[Key, Row] = {}
         self.sums: dict[str, dict[Key, list[Any]]] = {t.name: {} for t in tables}
         self.deltas: dict[str, dict[Key, list[Any]]] = {t.name: {} for t in tables}
         self.dirty: dict[str, set[Key]] = {t.name: set() for t in tables}
@@ -237,7 +244,10 @@ class Batch:
     # What handlers call ----------------------------------------------------------------------
 
     def get(self, table: Table, *key: Any) -> Row | None:
-        return self.rows[table.name].get(key)
+        try:
+            return self.rows[table.name][key]
+        except KeyError:  # not fetched (a fold's aggregate): its fold columns, if kept
+            return self.folded.get(key) if table.name == self.fold_table else None
 
     def put(self, table: Table, row: Row) -> Row:
         key = table.key_of(row)
@@ -245,6 +255,8 @@ class Batch:
         rows.pop(key, None)  # re-inserted last: `evict` drops the rows changed longest ago
         rows[key] = row
         self.dirty[table.name].add(key)
+        if table.name == self.fold_table and key not in self.folded:
+            self.folded[key] = {c: row[c] for c in self.fold_columns}
         return row
 
     def add(self, table: Table, key: Key, values: Sequence[Any]) -> None:
@@ -282,8 +294,12 @@ class Batch:
         rows = self.rows[table.name]
         for key in keys:
             rows[key] = None
+        folded = self.folded if table.name == self.fold_table else None
         for row in found:
-            rows[table.key_of(row)] = row
+            key = table.key_of(row)
+            rows[key] = row
+            if folded is not None and key not in folded:
+                folded[key] = {c: row[c] for c in self.fold_columns}
 
     def largest(self) -> int:
         """The most rows cached for one table."""

@@ -58,6 +58,8 @@ class YtdPerformance(ReadModel):
     tables = (REGISTRATIONS, MONTHS, CAMPAIGNS, JOINED)
     state_tables = (REGISTRATIONS,)
     weight = 4  # handles every performance report (90% of a season's events)
+    fold_seeds = (r.Registered,)  # `settle` reads the registration's seller and campaign
+    fold_columns = ("seller_id", "campaign_id")
 
     @handles(r.Registered)
     def on_registered(self, e: r.Registered, aid: str) -> None:
