@@ -169,12 +169,13 @@ class CatchUp:
             for _, group in groupby(sorted(behind, key=attrgetter("position")),
                                     key=attrgetter("position")):
                 self._apply(list(group), page, end, shadow)
-            if share is not None and share.at_segment_end(end):
+            # With a share, writes wait for the end of a segment and the helpers' cells.
+            may_write = share is None or share.at_segment_end(end)
+            if share is not None and may_write:
                 done += self._take(share, end, follows)
             for follow in behind:
-                if ((share is None or share.at_segment_end(end))
-                        and (not shadow or follow.unwritten >= self.flush_every
-                             or follow.model.batch.largest() > 2 * self.working_set)):
+                if may_write and (not shadow or follow.unwritten >= self.flush_every
+                                  or follow.model.batch.largest() > 2 * self.working_set):
                     self._write(follow, shadow)
             start = min(end, *(f.position for f in follows))
             done += len(page)

@@ -45,7 +45,7 @@ import os
 import signal
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,8 +111,10 @@ class Chunks:
         """The chunk holding the event after `position`."""
         return (position - self.after) // self.size
 
-    def segment_end(self, segment: int) -> int:
-        return min(self.stop, self.after + (segment + 1) * self.per_segment * self.size)
+    @property
+    def segment(self) -> int:
+        """Positions in a segment."""
+        return self.size * self.per_segment
 
 
 class Share:
@@ -120,7 +122,7 @@ class Share:
 
     def __init__(self, app: LedgerApplication, models: Sequence[ReadModel], plan: Plan,
                  chunks: Chunks, helpers: int, reads: Any = None) -> None:
-        self.plan, self.chunks = plan, chunks
+        self.chunks = chunks
         context: Any = multiprocessing.get_context(start_method(app, reads or app))
         self.counter: Any = context.Value("q", 0)
         self.owners: Any = context.Array("i", chunks.count, lock=False)  # 0: main, k: helper
@@ -130,7 +132,6 @@ class Share:
         self.merged = -1  # the last segment taken
         self.ended: set[int] = set()  # helpers whose pipe is closed
         self.exclude = (plan.folds, False)
-        self.ready = False
         env = dict(app.env)
         names = [get_topic(type(m)) for m in models]
         for index in range(1, helpers + 1):
@@ -144,7 +145,6 @@ class Share:
             self.stashed.append({})
             process.start()
             sender.close()
-        self.ready = True
 
     def topics(self, position: int) -> tuple[int, tuple[Sequence[str], bool] | None]:
         """Where the chunk holding the event after `position` ends, and what this process
@@ -157,8 +157,7 @@ class Share:
 
     def at_segment_end(self, position: int) -> bool:
         chunks = self.chunks
-        return position >= chunks.stop or (position - chunks.after) % (
-            chunks.size * chunks.per_segment) == 0
+        return position >= chunks.stop or (position - chunks.after) % chunks.segment == 0
 
     def take(self, position: int) -> tuple[Cells, list[str], int]:
         """The helpers' cells, aggregates and event count for every segment ending at or
@@ -166,7 +165,7 @@ class Share:
         cells: Cells
         chunks, cells, count = self.chunks, {}, 0
         aids: list[str] = []
-        last = (position - chunks.after) // (chunks.size * chunks.per_segment) - 1
+        last = (position - chunks.after) // chunks.segment - 1
         if position >= chunks.stop:
             last = (chunks.count - 1) // chunks.per_segment
         for segment in range(self.merged + 1, last + 1):
@@ -267,17 +266,11 @@ def merge(into: dict[Key, list[Any]], cells: dict[Key, list[Any]]) -> None:
 
 
 class FoldBatch(Batch):
-    """A helper's working set: the state rows its seeds put, as just the `fold_columns`."""
-
-    def __init__(self, tables: Sequence[Table], columns: Iterable[str]) -> None:
-        super().__init__(tables, complete=True)
-        self.columns = tuple(columns)
-        self.seen: set[str] = set()
+    """A helper's working set: of the rows its seeds put, only the fold columns
+    (`Batch.folded`, which `get` answers from); nothing is ever written."""
 
     def put(self, table: Table, row: Row) -> Row:
-        key = table.key_of(row)
-        self.rows[table.name][key] = {c: row[c] for c in self.columns if c in row}
-        self.seen.add(key[0])
+        self.keep_fold(table, table.key_of(row), row)
         return row
 
 
@@ -323,7 +316,7 @@ class Folder:
                  plan: Plan, after: int) -> None:
         self.models = [cls(None) for cls in classes]  # type: ignore[arg-type]  # no view
         for model in self.models:
-            model.batch = FoldBatch(model.tables, model.fold_columns)
+            model.batch = FoldBatch(model.tables, complete=True, fold=model.fold_state())
         self.decoder = Decoder(app, self.models)
         self.plan = plan
         self.seen = after  # seed events are applied up to here
@@ -348,13 +341,13 @@ class Folder:
             route = routes.get(type(event))
             if route is None:
                 route = routes[type(event)] = [
-                    (handler, model, bool(model.fold_seeds) and not seeds)
+                    (handler, model, model.batch.fold_table is not None and not seeds)
                     for model in self.models
                     if (handler := model.handler(type(event))) is not None
                     and (not seeds or isinstance(event, model.fold_seeds))]
             aid = item.originator_id
             for handler, model, needs_seed in route:
-                if needs_seed and aid not in model.batch.seen:  # type: ignore[attr-defined]
+                if needs_seed and (aid,) not in model.batch.folded:
                     raise FoldStateMissing(
                         f"{model.name}: a {type(event).__name__} of aggregate {aid} at "
                         f"position {item.position} comes before any of its "

@@ -255,8 +255,7 @@ class Batch:
         rows.pop(key, None)  # re-inserted last: `evict` drops the rows changed longest ago
         rows[key] = row
         self.dirty[table.name].add(key)
-        if table.name == self.fold_table and key not in self.folded:
-            self.folded[key] = {c: row[c] for c in self.fold_columns}
+        self.keep_fold(table, key, row)
         return row
 
     def add(self, table: Table, key: Key, values: Sequence[Any]) -> None:
@@ -294,12 +293,16 @@ class Batch:
         rows = self.rows[table.name]
         for key in keys:
             rows[key] = None
-        folded = self.folded if table.name == self.fold_table else None
         for row in found:
             key = table.key_of(row)
             rows[key] = row
-            if folded is not None and key not in folded:
-                folded[key] = {c: row[c] for c in self.fold_columns}
+            self.keep_fold(table, key, row)
+
+    def keep_fold(self, table: Table, key: Key, row: Row) -> None:
+        """Keep the fold columns of a row of the fold table (they never change: the first
+        seen stays)."""
+        if table.name == self.fold_table and key not in self.folded:
+            self.folded[key] = {c: row[c] for c in self.fold_columns}
 
     def largest(self) -> int:
         """The most rows cached for one table."""
