@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import StoredEvent
@@ -247,6 +247,52 @@ def test_a_rebuild_in_two_processes_gives_the_same_rows(
     assert rows_of(p, exact=True) == rows_elsewhere(source.app, new_url(), exact=True)
     assert_applied_once(p)
     assert not {t for t in store_tables(p) if t.endswith("__new")}
+
+
+def test_a_report_stored_before_its_registration_counts_nowhere_whoever_folds_it(
+    source: Ledger, new_url: NewUrl
+) -> None:
+    """A store no command writes (imported by hand): each `Registered` stored just after
+    its registration's first report. A report counts only when its registration is stored
+    before it: in one process, in a helper (which has applied every seed up to its chunk's
+    end, the later ones too), and when caught up incrementally."""
+    with Ledger.open(new_url(), pool_size=1) as odd:
+        events = source.app.recorder.select_notifications(0, 10_000)
+        held: dict[UUID, Any] = {}
+        moved: list[Any] = []
+        early = 0  # reports stored before their registration
+        for n in events:
+            if n.topic.endswith("Registered"):
+                held[n.originator_id] = n
+                continue
+            moved.append(n)
+            if n.originator_id in held and n.topic.endswith("PerformanceRecorded"):
+                early += 1
+                moved.append(held.pop(n.originator_id))
+        moved.extend(held.values())
+        odd.app.recorder.insert_events([
+            StoredEvent(n.originator_id, n.originator_version, n.topic, n.state) for n in moved])
+        p = projector(odd.app, page=9, flush_every=30, working_set=10, jobs=2)
+
+        def slowly(position: int, stop: int) -> None:
+            deadline = time.monotonic() + 60
+            while p.share is not None and not any(p.share.owners) and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+        assert p.rebuild(progress=slowly) == p.head()
+        assert p.shared is not None
+        assert p.shared[1] > 0  # the helper folded some chunks
+        assert_applied_once(p)
+        shared = rows_of(p, exact=True)
+        alone = projector(odd.app, page=9, flush_every=30, working_set=10, jobs=1)
+        assert alone.rebuild() == p.head()
+        assert rows_of(alone, exact=True) == shared
+        assert rows_elsewhere(odd.app, new_url(), exact=True) == shared
+        reports = sum(n.topic.endswith("PerformanceRecorded") for n in events)
+        assert early > 0
+        for table in ("rm_ytd_months", "rm_cp_sellers"):
+            counted = sum(dict(row)["reports"] for row in shared[table])
+            assert counted == reports - early, table
 
 
 def test_read_models_that_read_no_reports_are_rebuilt_in_groups(

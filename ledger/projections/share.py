@@ -30,8 +30,10 @@ Invariants:
   twice;
 - a helper that dies fails the rebuild in one line (`RebuildFailed`), like a group helper;
   a helper stops when its rebuild is gone (`die_with_parent`, and a check per chunk);
-- a fold event whose seed the helper never saw fails the rebuild (`FoldStateMissing`)
-  instead of leaving the event out.
+- a fold event counts only when a seed of its aggregate is stored before it, as in one
+  process (where the state row is not there yet): the helper knows where each seed is
+  (`Folder.born`), since it applied them all up to the chunk's end. No command stores a
+  report before its registration; a store imported by hand may.
 
 Only a rebuild that starts from the first event shares (a resumed one runs in one process:
 the helper would need the state rows before the resume point).
@@ -65,10 +67,6 @@ Cells = dict[str, dict[str, dict[Key, list[Any]]]]  # read model -> group -> key
 
 class RebuildFailed(RuntimeError):
     """A helper process of a parallel rebuild failed (its message says why)."""
-
-
-class FoldStateMissing(RuntimeError):
-    """A fold event came before any seed event of its aggregate (see `ReadModel.fold_seeds`)."""
 
 
 @dataclass(frozen=True)
@@ -320,6 +318,9 @@ class Folder:
         self.decoder = Decoder(app, self.models)
         self.plan = plan
         self.seen = after  # seed events are applied up to here
+        # Per read model, where each aggregate's first seed is stored: a fold event before
+        # it counts for nothing, as in one process (where the state row is not there yet).
+        self.born: dict[str, dict[str, int]] = {model.name: {} for model in self.models}
         self.aids: set[str] = set()
         self.count = 0
 
@@ -345,13 +346,12 @@ class Folder:
                     for model in self.models
                     if (handler := model.handler(type(event))) is not None
                     and (not seeds or isinstance(event, model.fold_seeds))]
-            aid = item.originator_id
+            aid, position = item.originator_id, item.position
             for handler, model, needs_seed in route:
-                if needs_seed and (aid,) not in model.batch.folded:
-                    raise FoldStateMissing(
-                        f"{model.name}: a {type(event).__name__} of aggregate {aid} at "
-                        f"position {item.position} comes before any of its "
-                        f"{', '.join(c.__name__ for c in model.fold_seeds)}")
+                if seeds:
+                    self.born[model.name].setdefault(aid, position)
+                elif needs_seed and self.born[model.name].get(aid, position + 1) > position:
+                    continue  # no seed before it: nothing to fold it into (as one process)
                 handler(model, event, aid)
             if not seeds:
                 self.aids.add(aid)

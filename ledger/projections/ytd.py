@@ -79,6 +79,8 @@ class YtdPerformance(ReadModel):
 
     @handles(r.PerformanceRecorded, reads=REPORT_FIELDS, fold=True)
     def on_performance(self, e: r.PerformanceRecorded, aid: str) -> None:
+        if self.batch.get(REGISTRATIONS, aid) is None:
+            return  # a report stored before its registration (no command stores one)
         # The calendar of the report's own offset: a report starting 2026-12-31T23:00+07:00
         # belongs to December 2026 for the seller who sent it, whatever UTC says.
         start = e.period_start
