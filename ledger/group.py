@@ -59,16 +59,13 @@ from ledger.commands.results import (
 from ledger.errors import GroupUnavailable, LedgerError, StoreUnavailable
 from ledger.store.application import LedgerApplication
 from ledger.store.faults import Outage, StoreErrors
-from ledger.store.plan import CommandRow, Guard, RegistrationRow, WritePlan
+from ledger.store.plan import CommandRow, Guard, RegistrationRow, ReportRow, WritePlan
 
 CONFLICT_ATTEMPTS = 3  # a run decided again after a conflict, then one command at a time
 ALONE = frozenset({"expire_campaign"})  # reads the index and writes many: never grouped
 KEEP = 4096  # aggregates a stream remembers between its runs (send_many, ledger send)
-# ... and the events they hold at most, summed: an aggregate's state grows with its
-# history (a registration remembers every report_id it recorded), so a stream over a few
-# long-lived registrations would otherwise keep all their histories in memory: measured,
-# 1M reports on 1,000 registrations peaked at 192 MB with the count alone, 10k at 68 MB.
-KEEP_EVENTS = 100_000
+# (Their state no longer grows with their reports, which `ledger_reports` remembers: a
+# budget of events held, 100,000, bounded it while a registration kept every report_id.)
 
 Raw = dict[str, Any] | str | bytes
 
@@ -85,13 +82,11 @@ class GroupStats:
 
 
 class Kept:
-    """Aggregates as a stream's runs committed them, the least recently used first, and
-    the events they hold in all (each one's version when it was kept: the number of
-    events folded into its state). At most KEEP of them holding at most KEEP_EVENTS."""
+    """Aggregates as a stream's runs committed them, the least recently used first; at
+    most KEEP of them."""
 
     def __init__(self) -> None:
-        self._aggregates: dict[UUID, tuple[LedgerAggregate, int]] = {}
-        self.events = 0
+        self._aggregates: dict[UUID, LedgerAggregate] = {}
 
     def __iter__(self) -> Iterator[UUID]:
         return iter(self._aggregates)
@@ -106,20 +101,16 @@ class Kept:
         for aggregate_id in aggregate_ids:
             found = self._aggregates.pop(aggregate_id, None)
             if found is not None:
-                taken[aggregate_id] = found[0]
-                self.events -= found[1]
+                taken[aggregate_id] = found
         return taken
 
     def put(self, committed: dict[UUID, LedgerAggregate]) -> None:
         """Keep a committed run's aggregates, the most recently used; forget the least
-        recently used while more than KEEP are kept or they hold over KEEP_EVENTS."""
+        recently used while more than KEEP are kept."""
         self.take(committed)
-        for aggregate_id, aggregate in committed.items():
-            version = aggregate.version
-            self._aggregates[aggregate_id] = (aggregate, version)
-            self.events += version
-        while self._aggregates and (len(self._aggregates) > KEEP or self.events > KEEP_EVENTS):
-            self.events -= self._aggregates.pop(next(iter(self._aggregates)))[1]
+        self._aggregates.update(committed)
+        while len(self._aggregates) > KEEP:
+            del self._aggregates[next(iter(self._aggregates))]
 
 
 @dataclass
@@ -147,6 +138,8 @@ class GroupLoads:
         self.app = app
         self.cached: dict[UUID, LedgerAggregate] = {}
         self.missing: set[UUID] = set()
+        self.reports: set[tuple[UUID, str]] = set()  # seen: stored, or decided by the run
+        self.asked: set[tuple[UUID, str]] = set()  # looked up in the store already
         self.topics: dict[UUID, str] = {}  # the last event the run decided, per aggregate
         self.handed: list[LedgerAggregate] = []  # handed to the command being decided
 
@@ -164,6 +157,19 @@ class GroupLoads:
         self.cached.update(reuse)
         self.cached.update(found)
         self.missing |= aggregate_ids - found.keys() - reuse.keys()
+
+    def prefetch_reports(self, pairs: set[tuple[UUID, str]]) -> None:
+        """Which of the run's (registration, report_id) pairs are stored: one query."""
+        if pairs:
+            self.reports |= self.app.store.reports_seen(pairs)
+            self.asked |= pairs
+
+    def report_seen(self, registration_id: UUID, report_id: str) -> bool:
+        """Stored, or recorded by the run's earlier commands."""
+        pair = (registration_id, report_id)
+        if pair in self.reports:
+            return True
+        return pair not in self.asked and self.app.report_seen(registration_id, report_id)
 
     def get(self, aggregate_id: UUID, version: int | None = None) -> Any:
         """The aggregate as the run left it (at `version`: from the store)."""
@@ -215,6 +221,7 @@ class Decided:
     aggregates: dict[UUID, LedgerAggregate] = field(default_factory=dict)
     rows: list[CommandRow] = field(default_factory=list)
     registrations: list[RegistrationRow] = field(default_factory=list)
+    reports: list[ReportRow] = field(default_factory=list)
     guards: list[Guard] = field(default_factory=list)
     # accepted: (input index, result without position, events before it, its events)
     accepted: list[tuple[int, Result, int, int]] = field(default_factory=list)
@@ -229,6 +236,7 @@ class Decided:
             self.aggregates[aggregate.id] = aggregate
         self.rows.append(row)
         self.registrations.extend(outcome.plan.registrations)
+        self.reports.extend(outcome.plan.reports)
         self.guards.extend(g for g in outcome.plan.guards if g not in self.guards)
         self.accepted.append((index, result, start, len(self.events) - start))
 
@@ -237,7 +245,8 @@ class Decided:
         found = dict(self.results)
         if not self.rows:
             return found
-        plan = WritePlan(tuple(self.rows), tuple(self.registrations), tuple(self.guards))
+        plan = WritePlan(tuple(self.rows), tuple(self.registrations), tuple(self.guards),
+                         tuple(self.reports))
         recordings = app.save(*self.events, *self.aggregates.values(), plan=plan)
         for index, result, start, count in self.accepted:
             position = recordings[start + count - 1].notification.id if count else None
@@ -305,6 +314,7 @@ def _decide(writer: Writer, run: list[tuple[int, Command]], kept: Kept) -> Decid
     app = writer.app
     view = GroupLoads(app)
     view.prefetch(_aggregate_ids(command for _, command in run), kept)
+    view.prefetch_reports(_report_pairs(command for _, command in run))
     stored = app.store.find_commands([command.command_id for _, command in run])
     decided = Decided()
     firsts: dict[str, tuple[str, int]] = {}  # command_id accepted in this run: body, index
@@ -342,6 +352,7 @@ def _decide_one(writer: Writer, view: GroupLoads, decided: Decided, index: int,
     row = command_row(command, fingerprint, outcome, result, writer.clock.now())
     decided.accept(index, result, row, outcome)
     view.keep(outcome.aggregates)
+    view.reports.update((r.registration_id, r.report_id) for r in outcome.plan.reports)
     view.topics.update(_last_topics(decided))
     return True
 
@@ -369,3 +380,16 @@ def _aggregate_ids(commands: Iterable[Command]) -> set[UUID]:
             except ValueError:
                 continue  # the handler refuses it (not_found), as one at a time
     return ids
+
+
+def _report_pairs(commands: Iterable[Command]) -> set[tuple[UUID, str]]:
+    """The (registration, report_id) pairs the commands' reports carry."""
+    pairs: set[tuple[UUID, str]] = set()
+    for command in commands:
+        p = command.payload
+        if isinstance(p, s.RecordPerformance):
+            try:
+                pairs.add((UUID(str(p.registration_id)), p.report_id))
+            except ValueError:
+                continue  # the handler refuses it (not_found), as one at a time
+    return pairs

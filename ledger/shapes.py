@@ -56,7 +56,7 @@ def registration_state(reg: Registration) -> dict[str, Any]:
         "eligibility": reg.eligibility,
         "sessions": [s.as_dict() for s in reg.sessions.values()],
         "decisions": reg.decisions,
-        "performance_reports": len(reg.report_ids),
+        "performance_reports": reg.reports,
         "submitted_at": reg.created_on,
         "updated_at": reg.modified_on,
         "version": reg.version,

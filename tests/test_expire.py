@@ -108,7 +108,7 @@ def replayed_without_snapshots(ledger: Ledger, reg: str) -> Registration:
 
 def state(reg: Registration) -> tuple[Any, ...]:
     return (reg.version, reg.status(), reg.sessions, reg.decisions, reg.eligibility,
-            reg.terms, reg.report_ids, reg.ever_approved, reg.expired)
+            reg.terms, reg.reports, reg.ever_approved, reg.expired)
 
 
 def snapshot_versions(world: World) -> list[int]:

@@ -22,6 +22,7 @@ from ledger.audit.history import history
 from ledger.commands.results import admit
 from ledger.projections.registry import projector
 from ledger.projections.ytd import ytd_report
+from ledger.store.application import index_old_reports
 from ledger.store.plan import WritePlan
 from tests.conftest import NewUrl
 from tests.fixtures.make_v1_store import REPORTS, commands_sent
@@ -49,6 +50,7 @@ def v1(new_url: NewUrl, tmp_path: Path) -> Iterator[Ledger]:
     with Ledger.open(f"sqlite:///{copy}", pool_size=1) as source, \
             Ledger.open(url, clock=clock, pool_size=1) as ledger:
         copy_events(source.app, ledger.app)
+        assert index_old_reports(ledger.app) == len(REPORTS)  # as opening it would
         stored = source.app.store.find_commands([cid for cid, _ in stored_fingerprints()])
         with ledger.app.store.writing() as curs:  # and its command rows, as they are
             ledger.app.store.write_plan(curs, WritePlan(tuple(stored.values())))

@@ -381,49 +381,41 @@ def test_a_stream_sees_what_another_writer_did_between_its_groups(
     assert world.session_statuses(reg)["s4"] == "approved"
 
 
-def test_a_stream_keeps_aggregates_up_to_an_event_budget(
+def test_a_stream_keeps_up_to_keep_aggregates_the_least_recently_used_dropped_first(
     world: World, manual: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A stream keeps the aggregates its groups committed, to decide the next groups
-    without loading them again, but not without end: at most `KEEP` aggregates holding
-    `KEEP_EVENTS` events in all, the least recently used dropped first (an aggregate's
-    state grows with its history: a registration remembers every report_id)."""
+    without loading them again, but not without end: at most `KEEP`, the least recently
+    used dropped first."""
     regs = [world.register(register(manual, seller_id=f"seller-{n}", account_id=f"shop-{n}"))
             for n in range(3)]
-    for reg in regs[:2]:
-        world.accept(approve(reg))
     loaded = {UUID(r): world.ledger.app.repository.get(UUID(r)) for r in regs}
     a, b, c = loaded
-    assert loaded[c].version < loaded[a].version == loaded[b].version  # c not approved
-    monkeypatch.setattr(group, "KEEP_EVENTS", loaded[a].version + loaded[b].version)
+    monkeypatch.setattr(group, "KEEP", 2)
     writer = group.Writer(world.ledger.app, world.ledger.clock, world.ledger._execute)
     writer.kept.put({a: loaded[a], b: loaded[b]})
     assert list(writer.kept) == [a, b]
-    writer.kept.put({c: loaded[c]})  # over the budget: the least recently used goes
+    writer.kept.put({c: loaded[c]})  # over KEEP: the least recently used goes
     assert list(writer.kept) == [b, c]
     writer.kept.put({b: loaded[b]})  # used again: now the most recent
     writer.kept.put({a: loaded[a]})
     assert list(writer.kept) == [b, a]
-    assert writer.kept.events == loaded[a].version + loaded[b].version
     assert writer.kept.take([a, c]) == {a: loaded[a]}  # a run takes what it reuses
-    assert (list(writer.kept), writer.kept.events) == ([b], loaded[b].version)
-    monkeypatch.setattr(group, "KEEP", 1)
-    writer.kept.put({c: loaded[c]})
-    assert (list(writer.kept), writer.kept.events) == ([c], loaded[c].version)
+    assert list(writer.kept) == [b]
 
 
 def test_a_stream_over_more_history_than_it_keeps_gives_the_same_results(
     world: World, manual: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With nothing kept between groups (every aggregate over the budget), each group
-    loads its aggregates again: the results are those of a stream that keeps them."""
+    """With nothing kept between groups, each group loads its aggregates again: the
+    results are those of a stream that keeps them."""
     regs = [world.register(register(manual, seller_id=f"seller-{n}", account_id=f"shop-{n}"))
             for n in range(2)]
     for reg in regs:
         world.accept(approve(reg))
     world.at(STARTS + hours(3))
     approved = world.ledger.app.repository.get(UUID(regs[0])).version
-    monkeypatch.setattr(group, "KEEP_EVENTS", 0)
+    monkeypatch.setattr(group, "KEEP", 0)
     reports = [record_performance(regs[n % 2], report_id=f"r{n}") for n in range(8)]
     results = list(world.ledger.send_many(reports, group_size=3))
     assert codes(results) == ["ok"] * 8

@@ -42,7 +42,16 @@ class Registration(LedgerAggregate):
     expired: bool
     ever_approved: bool
     decisions: list[dict[str, Any]]
-    report_ids: dict[str, int]
+    reports: int  # recorded; which report_ids, `ledger_reports` holds (docs/design.md)
+
+    # v2: `reports` (a count) replaced `report_ids` (every report_id recorded, which made
+    # the state, its loads and its snapshots grow with the history). A snapshot taken by
+    # v1 upcasts to the count when loaded.
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["reports"] = len(state.pop("report_ids", None) or ())
 
     def __init__(self) -> None:
         """State is set by the created event's `apply`, so that replay builds it too."""
@@ -219,10 +228,9 @@ class Registration(LedgerAggregate):
         open_ids = [s.session_id for s in self.sessions.values() if s.is_open]
         self.record(Expired, by, session_ids=open_ids)
 
-    def record_performance(self, report: dict[str, Any], by: Cause) -> bool:
-        """Record a report; False when its report_id was recorded before (nothing changes)."""
-        if report["report_id"] in self.report_ids:
-            return False
+    def record_performance(self, report: dict[str, Any], by: Cause) -> None:
+        """Record a report (whether its report_id was recorded before, the caller has asked
+        `ledger_reports`: `commands.handlers.record_performance`)."""
         if not self.ever_approved:
             raise RuleBroken("invalid_transition",
                              "performance is recorded only for approved registrations",
@@ -237,7 +245,6 @@ class Registration(LedgerAggregate):
         if end > by.at:
             raise ValidationFailed.field("period_end", "must not be in the future")
         self.record(PerformanceRecorded, by, **report)
-        return True
 
 
 def derive_status(manual: bool, session_statuses: Iterable[str], decision: str | None,

@@ -33,7 +33,7 @@ class Registered(LedgerCreated):
         reg.expired = False
         reg.ever_approved = False
         reg.decisions = []
-        reg.report_ids = {}
+        reg.reports = 0
 
 
 class SessionAdded(LedgerEvent):
@@ -152,4 +152,4 @@ class PerformanceRecorded(LedgerEvent):
         state.setdefault("refunds", Decimal("0"))
 
     def apply(self, reg: Registration) -> None:
-        reg.report_ids[self.report_id] = self.originator_version
+        reg.reports += 1

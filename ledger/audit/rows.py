@@ -10,6 +10,10 @@ Neither is hash-chained, but both must agree with the chained events, so an edit
 - `ledger_registrations`: `expire_campaign` expires the registrations this index lists.
   It must hold one row per `Registered` event, with that event's campaign, account and
   seller. Finding kind `index_altered`.
+- `ledger_reports`: `record_performance` takes a report whose (registration, report_id)
+  this index holds as sent before. It must hold one row per `PerformanceRecorded` event,
+  with that event's version. A deleted row would let the report count twice; an inserted
+  one would drop a report never recorded. Finding kind `index_altered`.
 
 The events are read once in store order (only each event's topic and command_id are
 looked at); memory grows with commands and registrations, not with events.
@@ -52,6 +56,7 @@ class _Command:
 class _Seen:
     commands: dict[str, _Command] = field(default_factory=dict)
     registrations: dict[UUID, tuple[str, ...]] = field(default_factory=dict)
+    reports: dict[tuple[UUID, str], int] = field(default_factory=dict)
 
 
 def check_rows(store: Store) -> tuple[int, list[Finding]]:
@@ -66,6 +71,7 @@ def check_rows(store: Store) -> tuple[int, list[Finding]]:
             findings.extend(_check_command(row, seen.commands.pop(row["command_id"], None)))
         curs.execute(f"SELECT * FROM {store.t}ledger_registrations ORDER BY registration_id")
         findings.extend(_check_index(list(curs.fetchall()), seen.registrations))
+        findings.extend(_check_reports(_paged_reports(store, curs), seen.reports))
     for command_id, command in sorted(seen.commands.items()):
         oid, version = command.last or (None, None)
         findings.append(Finding("command_missing", oid, version, f"command {command_id!r}: "
@@ -93,6 +99,8 @@ def _read_events(store: Store, curs: Any) -> _Seen:
             seen.commands.setdefault(command_id, _Command()).add(name, key)
         if name == "Registered" and key[1] == 1:
             seen.registrations[key[0]] = tuple(str(state.get(f)) for f in INDEX_FIELDS)
+        elif name == "PerformanceRecorded":
+            seen.reports[(key[0], str(state.get("report_id")))] = key[1]
     return seen
 
 
@@ -107,6 +115,41 @@ def _paged(curs: Any, select: str, key: str, p: str, start: Any = "",
         if len(rows) < PAGE:
             return
         after = rows[-1][name or key]
+
+
+def _paged_reports(store: Store, curs: Any) -> Iterator[Any]:
+    """`ledger_reports` in key order, PAGE rows at a time (keyset on both key columns)."""
+    p, after = store.p, None
+    while True:
+        where = ("" if after is None else
+                 f" WHERE registration_id > {p} OR (registration_id = {p} AND report_id > {p})")
+        curs.execute(f"SELECT * FROM {store.t}ledger_reports{where} "
+                     f"ORDER BY registration_id, report_id LIMIT {PAGE}",
+                     () if after is None else (after[0], after[0], after[1]))
+        rows = list(curs.fetchall())
+        yield from rows
+        if len(rows) < PAGE:
+            return
+        after = (rows[-1]["registration_id"], rows[-1]["report_id"])
+
+
+def _check_reports(rows: Iterator[Any], expected: dict[tuple[UUID, str], int]
+                   ) -> Iterator[Finding]:
+    for row in rows:
+        oid, report_id = _uuid(row["registration_id"]), str(row["report_id"])
+        version = expected.pop((oid, report_id), None)
+        if version is None:
+            yield Finding("index_altered", oid, row["version"], f"a report row for report "
+                          f"{report_id!r}, which no PerformanceRecorded of this registration "
+                          "carries: it was inserted (the report would be taken as sent "
+                          "before, and never counted)")
+        elif version != row["version"]:
+            yield Finding("index_altered", oid, version, f"the report row of {report_id!r} "
+                          f"names version {row['version']}, its event is version {version}")
+    for (oid, report_id), version in sorted(expected.items(), key=lambda i: (str(i[0][0]),
+                                                                            i[0][1])):
+        yield Finding("index_altered", oid, version, f"report {report_id!r} has no report row "
+                      "(deleted): sent again, it would count twice")
 
 
 def _uuid(value: UUID | str) -> UUID:

@@ -88,7 +88,11 @@ def _compare(app: LedgerApplication, row: Any, aggregate: Any, key: bytes | None
         return f"the stored snapshot cannot be decoded ({type(e).__name__}): it was changed"
     replayed = type(aggregate).Snapshot.take(aggregate) if hasattr(
         type(aggregate), "Snapshot") else Snapshot.take(aggregate)
-    fields = _differing(getattr(stored, "state", None), replayed.state)
+    try:
+        state = upcast(getattr(stored, "state", None), type(aggregate))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        return f"the stored snapshot cannot be upcast ({type(e).__name__}): it was changed"
+    fields = _differing(state, replayed.state)
     if getattr(stored, "topic", None) != replayed.topic:
         fields = ["topic", *fields]
     if fields:
@@ -104,6 +108,23 @@ def _compare(app: LedgerApplication, row: Any, aggregate: Any, key: bytes | None
         return (f"the snapshot matches its events, but {reason}: loads replay the events "
                 "instead of using it")
     return None
+
+
+def upcast(state: Any, cls: type[Any]) -> Any:
+    """A stored snapshot's state as the aggregate's class now takes it: taken by an older
+    class version, upcast as the library does when it loads one (`Snapshot.mutate`), so
+    that a snapshot taken before a change of the state's shape (Registration v2: a count
+    of reports, not their ids) still equals its events."""
+    if not isinstance(state, dict):
+        return state
+    state = dict(state)
+    version, target = state.pop("class_version", 1), getattr(cls, "class_version", 1)
+    while version < target:
+        getattr(cls, f"upcast_v{version}_v{version + 1}")(state)
+        version += 1
+    if target > 1:
+        state["class_version"] = target
+    return state
 
 
 def _differing(stored: Any, replayed: dict[str, Any]) -> list[str]:

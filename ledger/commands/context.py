@@ -53,6 +53,8 @@ class Loads(Protocol):
 
     def registrations_of(self, campaign_id: str) -> list[str]: ...
 
+    def report_seen(self, registration_id: UUID, report_id: str) -> bool: ...
+
 
 @dataclass
 class Context:

@@ -19,6 +19,7 @@ from ledger.store.plan import (
     CampaignNotExpired,
     RegistrationCount,
     RegistrationRow,
+    ReportRow,
     Unchanged,
     WritePlan,
 )
@@ -135,9 +136,12 @@ def expire_campaign(p: s.ExpireCampaign, ctx: Context) -> Outcome:
 def record_performance(p: s.RecordPerformance, ctx: Context) -> Outcome:
     """Record a performance report for a registration."""
     reg = ctx.registration(p.registration_id)
+    if ctx.app.report_seen(reg.id, p.report_id):
+        return Outcome(p.registration_id, reg)  # seen before: accepted, nothing changes
     report = p.model_dump(exclude={"registration_id"})
     reg.record_performance(report, ctx.cause)
-    return Outcome(p.registration_id, reg)
+    return Outcome(p.registration_id, reg,
+                   plan=WritePlan(reports=(ReportRow(reg.id, p.report_id, reg.version),)))
 
 
 Handler = Callable[[Any, Context], Outcome]

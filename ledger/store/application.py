@@ -26,10 +26,12 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.sqlite import SQLiteFactory
+from eventsourcing.utils import get_topic
 from psycopg import sql
 
 from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
+from ledger.aggregates.registration_events import PerformanceRecorded
 from ledger.aggregates.sessions import Session
 from ledger.store.faults import classify, read_only_sqlite_uri
 from ledger.store.recorders import LedgerPostgresRecorder, LedgerSQLiteRecorder
@@ -143,6 +145,10 @@ class LedgerApplication(Application[UUID]):
         events = self.recorder.select_events(aggregate_id, desc=True, limit=1)
         return events[0].topic if events else None
 
+    def report_seen(self, registration_id: UUID, report_id: str) -> bool:
+        """Has the registration recorded this report (`ledger_reports`)?"""
+        return bool(self.store.reports_seen([(registration_id, report_id)]))
+
     def registrations_of(self, campaign_id: str) -> list[str]:
         """The campaign's registration ids, from the write-side index."""
         return self.store.registrations_of(campaign_id)
@@ -177,7 +183,7 @@ def open_application(store: StoreUrl, *, pool_size: int = 5,
     if store.backend != "postgres":
         for attempt in range(SQLITE_OPEN_ATTEMPTS):
             try:
-                return LedgerApplication(env=env)
+                return _indexed(LedgerApplication(env=env), notices)
             except (OperationalError, sqlite3.OperationalError, IntegrityError) as e:
                 # (`PRAGMA journal_mode=WAL` on a new connection raises sqlite3's own error.)
                 if attempt == SQLITE_OPEN_ATTEMPTS - 1 or (
@@ -190,7 +196,7 @@ def open_application(store: StoreUrl, *, pool_size: int = 5,
             if store.schema and create_schema(conn, store.schema) and notices is not None:
                 notices.append(f"created schema {store.schema!r} in database "
                                f"{store.dbname!r} (it did not exist)")
-            return LedgerApplication(env=env)
+            return _indexed(LedgerApplication(env=env), notices)
         except PersistenceError as e:
             # A read-only database (a standby, `default_transaction_read_only`) refuses
             # even CREATE ... IF NOT EXISTS: open it without creating tables, so that
@@ -201,6 +207,35 @@ def open_application(store: StoreUrl, *, pool_size: int = 5,
             return LedgerApplication(env={**env, "CREATE_TABLE": "no"})
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
+
+
+def _indexed(app: LedgerApplication, notices: list[str] | None) -> LedgerApplication:
+    """The application, once the reports of a store written before `ledger_reports` are
+    indexed (`LedgerRows.index_reports`; not on a store opened without creating tables)."""
+    if app.env.get("CREATE_TABLE", "yes") != "no":
+        try:
+            count = index_old_reports(app)
+        except BaseException:
+            app.close()
+            raise
+        if count and notices is not None:
+            notices.append(f"indexed the {count:,} performance reports of a store written "
+                           "by an older ledger (ledger_reports)")
+    return app
+
+
+def index_old_reports(app: LedgerApplication) -> int:
+    """Index the reports of a store written before `ledger_reports`, if that table is
+    empty (`LedgerRows.index_reports`); how many. Each event is decoded by the
+    application's mapper, so any stored version of it upcasts."""
+    return app.store.index_reports(
+        get_topic(PerformanceRecorded),
+        lambda stored: _report(app.mapper.to_domain_event(stored)).report_id)
+
+
+def _report(event: Any) -> PerformanceRecorded:
+    assert isinstance(event, PerformanceRecorded), type(event)
+    return event
 
 
 def create_schema(conn: psycopg.Connection[Any], schema: str) -> bool:

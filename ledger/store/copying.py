@@ -42,12 +42,15 @@ COMMAND_COLUMNS = ("command_id", "fingerprint", "aggregate_id", "version", "resu
 COMMAND_TYPES = ("text", "text", "uuid", "int4", "text", "timestamptz")
 REGISTRATION_COLUMNS = ("registration_id", "campaign_id", "account_id", "seller_id")
 REGISTRATION_TYPES = ("uuid", "text", "text", "text")
+REPORT_COLUMNS = ("registration_id", "report_id", "version")
+REPORT_TYPES = ("uuid", "text", "int4")
 HASH_TYPES = ("uuid", "int8", "bytea")
 
 
 def rows_of(stored_events: Sequence[StoredEvent], plan: WritePlan | None) -> int:
     """How many rows a save inserts (what chooses COPY or the library's INSERT)."""
-    return len(stored_events) + (len(plan.commands) + len(plan.registrations) if plan else 0)
+    return len(stored_events) + (len(plan.commands) + len(plan.registrations)
+                                 + len(plan.reports) if plan else 0)
 
 
 def copy_rows(curs: Cursor[Any], table: sql.Composable, columns: Sequence[str],

@@ -49,6 +49,16 @@ class RegistrationRow:
 
 
 @dataclass(frozen=True)
+class ReportRow:
+    """`ledger_reports`: a report recorded on a registration (its `PerformanceRecorded`
+    event's version), read to tell a report sent again."""
+
+    registration_id: UUID
+    report_id: str
+    version: int
+
+
+@dataclass(frozen=True)
 class CampaignNotExpired:
     """The campaign's last event is not its `Expired` (a registration or a session must
     not land in a campaign that expired after the command decided)."""
@@ -88,10 +98,13 @@ class WritePlan:
     commands: tuple[CommandRow, ...] = ()  # one per command (many: bench's bulk writer)
     registrations: tuple[RegistrationRow, ...] = ()
     guards: tuple[Guard, ...] = field(default=())
+    reports: tuple[ReportRow, ...] = ()
 
     def with_command(self, command: CommandRow) -> WritePlan:
-        return WritePlan((*self.commands, command), self.registrations, self.guards)
+        return WritePlan((*self.commands, command), self.registrations, self.guards,
+                         self.reports)
 
     @property
     def empty(self) -> bool:
-        return not self.commands and not self.registrations and not self.guards
+        return (not self.commands and not self.registrations and not self.guards
+                and not self.reports)

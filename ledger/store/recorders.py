@@ -193,6 +193,9 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
             copying.copy_rows(curs, SQL(f"{self.t}ledger_registrations"),
                               copying.REGISTRATION_COLUMNS, copying.REGISTRATION_TYPES,
                               map(copying.registration_values, plan.registrations))
+        if plan.reports:
+            copying.copy_rows(curs, SQL(f"{self.t}ledger_reports"), copying.REPORT_COLUMNS,
+                              copying.REPORT_TYPES, map(self.report_values, plan.reports))
         self.check_guards(curs, plan.guards)
 
     def _insert_events(
@@ -249,6 +252,10 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
 
     def db_time(self, moment: datetime) -> Any:
         return moment
+
+    def lock_events(self, curs: Any) -> None:
+        """The library's table lock, which every insert of events takes first."""
+        self._lock_table(curs)
 
     @contextmanager
     def snapshot(self) -> Iterator[Any]:

@@ -7,7 +7,7 @@ library's SQLite and PostgreSQL recorders.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -22,11 +22,13 @@ from ledger.store.plan import (
     CommandRow,
     Guard,
     GuardFailed,
+    ReportRow,
     Unchanged,
     WritePlan,
 )
 
 GUARD_CHUNK = 500  # ids per look-up (SQLite allows 32,766 parameters)
+PAGE = 5_000  # events per page of `index_reports`
 # A stored event as read models read it: (position, aggregate id as text with dashes,
 # version, topic, state), from `select_rows`.
 EventRow = tuple[int, str, int, str, bytes]
@@ -77,6 +79,9 @@ class LedgerRows:
             f"registration_id {self.id_type} PRIMARY KEY, campaign_id TEXT NOT NULL, "
             "account_id TEXT NOT NULL, seller_id TEXT NOT NULL, "
             "UNIQUE (campaign_id, account_id))",
+            f"CREATE TABLE IF NOT EXISTS {self.t}ledger_reports ("  # ReportRow
+            f"registration_id {self.id_type} NOT NULL, report_id TEXT NOT NULL, "
+            "version INTEGER NOT NULL, PRIMARY KEY (registration_id, report_id))",
             *hashing.create_statements(self.t, self.id_type, self.blob_type, self.big_type,
                                        self.time_type, self.serial_key),
             *tokens.create_statements(self.t, self.time_type),
@@ -96,7 +101,14 @@ class LedgerRows:
                 [(r.registration_id, r.campaign_id, r.account_id, r.seller_id)
                  for r in plan.registrations],
             )
+        if plan.reports:
+            curs.executemany(f"INSERT INTO {self.t}ledger_reports VALUES ({p},{p},{p})",
+                             [self.report_values(r) for r in plan.reports])
         self.check_guards(curs, plan.guards)
+
+    def report_values(self, row: ReportRow) -> tuple[Any, ...]:
+        """A `ledger_reports` row as this backend stores it."""
+        return (self.db_id(row.registration_id), row.report_id, row.version)
 
     def check_guards(self, curs: _Cursor, guards: Sequence[Guard]) -> None:
         """Every guard, under the write lock; a group's many `CampaignNotExpired` (one per
@@ -278,6 +290,62 @@ class LedgerRows:
                 + " OR ".join(["(originator_id = ? AND originator_version > ?)"] * len(wanted))
                 + " ORDER BY originator_id, originator_version",
                 tuple(x for oid, version in wanted for x in (oid.hex, version)))
+
+    def index_reports(self, topic: str, report_id_of: Callable[[StoredEvent], str]) -> int:
+        """Index the reports of a store written before `ledger_reports` (docs/design.md,
+        "Reports seen"): when the table is empty and events of `topic` are stored, a row
+        for each, in one transaction under the events' write lock; how many."""
+        if self._query(f"SELECT 1 AS x FROM {self.t}ledger_reports LIMIT 1", ()) or not (
+                self._query(f"SELECT 1 AS x FROM {self.events_table} WHERE topic = {self.p} "
+                            "LIMIT 1", (topic,))):
+            return 0
+        p, position = self.p, self.position_column
+        count = after = 0
+        with self.writing() as curs:
+            self.lock_events(curs)
+            curs.execute(f"SELECT 1 AS x FROM {self.t}ledger_reports LIMIT 1")
+            if curs.fetchone() is not None:
+                return 0  # another process indexed them first
+            while True:
+                curs.execute(
+                    f"SELECT {position} AS position, originator_id, originator_version, state "
+                    f"FROM {self.events_table} WHERE {position} > {p} AND topic = {p} "
+                    f"ORDER BY {position} LIMIT {PAGE}", (after, topic))
+                rows = list(curs.fetchall())
+                if not rows:
+                    return count
+                curs.executemany(
+                    f"INSERT INTO {self.t}ledger_reports VALUES ({p},{p},{p}) "
+                    "ON CONFLICT DO NOTHING",
+                    [(row["originator_id"], report_id_of(StoredEvent(
+                        hashing.as_uuid(row["originator_id"]), row["originator_version"],
+                        topic, bytes(row["state"]))), row["originator_version"])
+                     for row in rows])
+                count += len(rows)
+                after = rows[-1]["position"]
+
+    def lock_events(self, curs: _Cursor) -> None:
+        """Take the events' write lock in this transaction (SQLite: its first write)."""
+        curs.execute(f"DELETE FROM {self.t}ledger_reports WHERE 1 = 0")
+
+    def writing(self) -> Any:
+        raise NotImplementedError
+
+    def reports_seen(self, pairs: Collection[tuple[UUID, str]]) -> set[tuple[UUID, str]]:
+        """Those of these (registration, report_id) pairs that `ledger_reports` holds: one
+        query per 200 (ORs of primary-key equalities, which SQLite answers from the key)."""
+        wanted = list(dict.fromkeys(pairs))
+        found: set[tuple[UUID, str]] = set()
+        p = self.p
+        for start in range(0, len(wanted), 200):
+            part = wanted[start:start + 200]
+            rows = self._query(
+                f"SELECT registration_id, report_id FROM {self.t}ledger_reports WHERE "
+                + " OR ".join([f"(registration_id = {p} AND report_id = {p})"] * len(part)),
+                tuple(x for reg_id, report_id in part for x in (self.db_id(reg_id), report_id)))
+            found.update((hashing.as_uuid(row["registration_id"]), row["report_id"])
+                         for row in rows)
+        return found
 
     def registrations_of(self, campaign_id: str) -> list[str]:
         rows = self._query(

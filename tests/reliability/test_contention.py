@@ -439,7 +439,9 @@ def reports(s: Scene, campaign: str) -> Group:
         counted = sorted(tuple(r["events"]) for r in results[:n])
         assert counted == [()] * (n - 1) + [("PerformanceRecorded",)], results
         assert all(r["replayed"] is False for r in results[:n])
-        assert s.ledger.registration(reg.id).report_ids.keys() == {report_id}
+        assert s.ledger.registration(reg.id).reports == 1
+        pair = (UUID(reg.id), report_id)
+        assert s.ledger.app.store.reports_seen([pair]) == {pair}
 
     return Group("same report_id", plans, check)
 
