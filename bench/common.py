@@ -44,7 +44,7 @@ from ledger import Ledger
 from ledger.cli import main as ledger_main
 from ledger.store.application import LedgerApplication
 from ledger.store.hashing import as_uuid
-from ledger.store.plan import CommandRow, RegistrationRow, WritePlan
+from ledger.store.plan import CommandRow, RegistrationRow, ReportRow, WritePlan
 
 STARTUP = 60.0  # seconds for `ledger serve` to answer /healthz on a busy machine
 
@@ -153,12 +153,13 @@ class Step:
     events: tuple[StoredEvent, ...]
     command: CommandRow
     registrations: tuple[RegistrationRow, ...]
+    reports: tuple[ReportRow, ...] = ()
 
     @property
     def rows(self) -> int:
         """Rows a save of this step inserts: events, their hash links, its command row and
         its index rows."""
-        return 2 * len(self.events) + 1 + len(self.registrations)
+        return 2 * len(self.events) + 1 + len(self.registrations) + len(self.reports)
 
 
 def steps_of(url: str) -> list[Step]:
@@ -174,6 +175,9 @@ def steps_of(url: str) -> list[Step]:
         index = {as_uuid(str(r["registration_id"])): RegistrationRow(
             str(r["registration_id"]), r["campaign_id"], r["account_id"], r["seller_id"])
             for r in store._query(f"SELECT * FROM {store.t}ledger_registrations", ())}
+        reports = {(as_uuid(str(r["registration_id"])), r["version"]): ReportRow(
+            as_uuid(str(r["registration_id"])), r["report_id"], r["version"])
+            for r in store._query(f"SELECT * FROM {store.t}ledger_reports", ())}
         steps = []
         for command_id, events in by_command.items():
             row = store.find_command(command_id)
@@ -181,7 +185,9 @@ def steps_of(url: str) -> list[Step]:
                 raise ValueError(f"events of command {command_id} but no command row")
             created = [index[as_uuid(e.originator_id)] for e in events
                        if e.originator_version == 1 and as_uuid(e.originator_id) in index]
-            steps.append(Step(tuple(events), row, tuple(created)))
+            recorded = [reports[key] for e in events
+                        if (key := (as_uuid(e.originator_id), e.originator_version)) in reports]
+            steps.append(Step(tuple(events), row, tuple(created), tuple(recorded)))
         return steps
 
 
@@ -190,7 +196,8 @@ def group_save(app: LedgerApplication, steps: Sequence[Step]) -> tuple[list[Any]
     decoded, in order, and one plan with every command's rows."""
     events = [app.mapper.to_domain_event(e) for step in steps for e in step.events]
     return events, WritePlan(commands=tuple(s.command for s in steps),
-                             registrations=tuple(r for s in steps for r in s.registrations))
+                             registrations=tuple(r for s in steps for r in s.registrations),
+                             reports=tuple(r for s in steps for r in s.reports))
 
 
 def save_steps(app: LedgerApplication, steps: Sequence[Step]) -> list[int]:

@@ -51,7 +51,7 @@ from ledger.aggregates.campaign import Campaign
 from ledger.aggregates.registration import Registration
 from ledger.store import copying, hashing
 from ledger.store.application import SNAPSHOT_INTERVAL, LedgerApplication
-from ledger.store.plan import CommandRow, RegistrationRow, WritePlan
+from ledger.store.plan import CommandRow, RegistrationRow, ReportRow, WritePlan
 
 PAGE = 1000
 BATCH = 5000  # stored events per generation transaction
@@ -234,6 +234,7 @@ class Written:
 
     aggregates: list[Campaign | Registration]
     registrations: list[RegistrationRow] = field(default_factory=list)
+    reports: list[ReportRow] = field(default_factory=list)
 
 
 Action = Callable[[], Written]
@@ -243,6 +244,7 @@ Action = Callable[[], Written]
 class GenBatch:
     events: list[StoredEvent] = field(default_factory=list)
     registrations: list[RegistrationRow] = field(default_factory=list)
+    reports: list[ReportRow] = field(default_factory=list)
     snapshots: list[StoredEvent] = field(default_factory=list)
     commands: list[CommandRow] = field(default_factory=list)
 
@@ -397,7 +399,7 @@ class Generator:
             "buyers": 8 + (index + 2 * number) % 80, "views": 1000 + (index * number) % 50_000,
             "refunds": Decimal((index + number) % 200) / 4,
         }, cause(FEED, report_id, at))
-        return Written([reg])
+        return Written([reg], reports=[ReportRow(reg.id, report_id, reg.version)])
 
     def expire(self, plan: CampaignPlan) -> Written:
         """What `expire_campaign` does: the campaign, and every open registration."""
@@ -431,6 +433,7 @@ class Generator:
                     snapshot_class = type(agg).Snapshot
                     batch.snapshots.append(self.mapper.to_stored_event(snapshot_class.take(agg)))
             batch.registrations.extend(written.registrations)
+            batch.reports.extend(written.reports)
             if len(batch.events) >= size:
                 yield batch
                 batch = GenBatch()
@@ -464,7 +467,8 @@ class SQLiteSink(Sink):
 
     def write(self, batch: GenBatch) -> None:
         self.app.recorder.insert_events(batch.events, plan=WritePlan(
-            commands=tuple(batch.commands), registrations=tuple(batch.registrations)))
+            commands=tuple(batch.commands), registrations=tuple(batch.registrations),
+            reports=tuple(batch.reports)))
         if batch.snapshots:
             assert self.app.snapshots is not None
             self.app.snapshots.recorder.insert_events(batch.snapshots)
@@ -517,6 +521,10 @@ class PostgresSink(Sink):
                 self._copy(cur, "ledger_registrations", copying.REGISTRATION_COLUMNS,
                            map(copying.registration_values, batch.registrations),
                            copying.REGISTRATION_TYPES)
+            if batch.reports:
+                self._copy(cur, "ledger_reports", copying.REPORT_COLUMNS,
+                           ((r.registration_id, r.report_id, r.version) for r in batch.reports),
+                           copying.REPORT_TYPES)
             if batch.snapshots:
                 self._copy(cur, self.snapshots_table, columns,
                            copying.stored_values(batch.snapshots), types)

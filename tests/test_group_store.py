@@ -176,7 +176,8 @@ def guarded(steps: list[Step], *campaigns: UUID) -> tuple[list[Any], WritePlan]:
     """The steps as one save whose plan also holds `not_expired` guards of `campaigns`."""
     plan = WritePlan(commands=tuple(s.command for s in steps),
                      registrations=tuple(r for s in steps for r in s.registrations),
-                     guards=tuple(not_expired(c) for c in campaigns))
+                     guards=tuple(not_expired(c) for c in campaigns),
+                     reports=tuple(r for s in steps for r in s.reports))
     return [e for s in steps for e in s.events], plan
 
 

@@ -21,7 +21,7 @@ from ledger.projections.registry import READ_MODELS, projector
 from ledger.projections.runner import Projector
 from ledger.projections.tables import Table
 from ledger.projections.view import STATUS, physical
-from ledger.store.application import LedgerApplication
+from ledger.store.application import LedgerApplication, index_old_reports
 
 Rows = dict[str, list[tuple[Any, ...]]]
 
@@ -117,9 +117,11 @@ def copy_events(source: LedgerApplication, target: LedgerApplication, *, after: 
 
 
 def clone_events(source: LedgerApplication, url: str, *, upto: int | None = None) -> Ledger:
-    """A new store holding the same events at the same positions (and nothing else)."""
+    """A new store holding the same events at the same positions, their reports indexed
+    as the ledger indexes them (`ledger_reports`), and nothing else."""
     clone = Ledger.open(url, pool_size=1)
     copy_events(source, clone.app, upto=upto)
+    index_old_reports(clone.app)
     return clone
 
 
