@@ -250,6 +250,24 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
                 "ORDER BY e.originator_id, e.originator_version",
                 ([oid for oid, _ in wanted], [version for _, version in wanted]))
 
+    # Arrays, not lists of placeholders: one statement psycopg parses once, whatever the
+    # count (parsing a 200-placeholder statement cost ~10 ms a group, measured).
+
+    def _versions_query(self, keys: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+        return (f"SELECT originator_id AS id, MAX(originator_version) AS v "
+                f"FROM {self.events_table} WHERE originator_id = ANY(%s::uuid[]) "
+                "GROUP BY originator_id", (list(keys),))
+
+    def _commands_query(self, command_ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+        return (f"SELECT * FROM {self.t}ledger_commands WHERE command_id = ANY(%s::text[])",
+                (list(command_ids),))
+
+    def _reports_query(self, pairs: list[tuple[UUID, str]]) -> tuple[str, tuple[Any, ...]]:
+        return (f"SELECT r.registration_id, r.report_id FROM {self.t}ledger_reports r "
+                "JOIN unnest(%s::uuid[], %s::text[]) AS w(registration_id, report_id) "
+                "USING (registration_id, report_id)",
+                ([reg_id for reg_id, _ in pairs], [report_id for _, report_id in pairs]))
+
     def db_time(self, moment: datetime) -> Any:
         return moment
 

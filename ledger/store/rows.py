@@ -158,7 +158,7 @@ class LedgerRows:
             keys = list(expected)
             for start in range(0, len(keys), GUARD_CHUNK):
                 chunk = keys[start:start + GUARD_CHUNK]
-                curs.execute(self._versions_sql(len(chunk)), chunk)
+                curs.execute(*self._versions_query(chunk))
                 for row in curs.fetchall():
                     if row["v"] != expected[row["id"]]:
                         raise GuardFailed(f"registration {row['id']} changed meanwhile")
@@ -172,10 +172,16 @@ class LedgerRows:
                 raise GuardFailed(f"campaign {guard.campaign_id} has {found} registrations, "
                                   f"not {guard.count}")
 
-    def _versions_sql(self, count: int) -> str:
+    def _versions_query(self, keys: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
         return (f"SELECT originator_id AS id, MAX(originator_version) AS v "
                 f"FROM {self.events_table} "
-                f"WHERE originator_id IN ({','.join([self.p] * count)}) GROUP BY originator_id")
+                f"WHERE originator_id IN ({','.join([self.p] * len(keys))}) "
+                "GROUP BY originator_id", tuple(keys))
+
+    def _commands_query(self, command_ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+        return (f"SELECT * FROM {self.t}ledger_commands "
+                f"WHERE command_id IN ({','.join([self.p] * len(command_ids))})",
+                tuple(command_ids))
 
     def versions_of(self, aggregate_ids: Collection[UUID]) -> dict[UUID, int]:
         """The stored version of each of these aggregates (absent: none stored), read
@@ -184,7 +190,7 @@ class LedgerRows:
         found: dict[UUID, int] = {}
         for start in range(0, len(keys), GUARD_CHUNK):
             chunk = tuple(keys[start:start + GUARD_CHUNK])
-            for row in self._query(self._versions_sql(len(chunk)), chunk):
+            for row in self._query(*self._versions_query(chunk)):
                 found[hashing.as_uuid(row["id"])] = int(row["v"])
         return found
 
@@ -262,10 +268,7 @@ class LedgerRows:
         found: dict[str, CommandRow] = {}
         ids = list(dict.fromkeys(command_ids))
         for start in range(0, len(ids), GUARD_CHUNK):
-            chunk = tuple(ids[start:start + GUARD_CHUNK])
-            rows = self._query(
-                f"SELECT * FROM {self.t}ledger_commands "
-                f"WHERE command_id IN ({','.join([self.p] * len(chunk))})", chunk)
+            rows = self._query(*self._commands_query(ids[start:start + GUARD_CHUNK]))
             found.update((row["command_id"], _command_row(row)) for row in rows)
         return found
 
@@ -333,19 +336,21 @@ class LedgerRows:
 
     def reports_seen(self, pairs: Collection[tuple[UUID, str]]) -> set[tuple[UUID, str]]:
         """Those of these (registration, report_id) pairs that `ledger_reports` holds: one
-        query per 200 (ORs of primary-key equalities, which SQLite answers from the key)."""
+        query per `load_chunk` pairs."""
         wanted = list(dict.fromkeys(pairs))
         found: set[tuple[UUID, str]] = set()
-        p = self.p
-        for start in range(0, len(wanted), 200):
-            part = wanted[start:start + 200]
-            rows = self._query(
-                f"SELECT registration_id, report_id FROM {self.t}ledger_reports WHERE "
-                + " OR ".join([f"(registration_id = {p} AND report_id = {p})"] * len(part)),
-                tuple(x for reg_id, report_id in part for x in (self.db_id(reg_id), report_id)))
+        for start in range(0, len(wanted), self.load_chunk):
+            rows = self._query(*self._reports_query(wanted[start:start + self.load_chunk]))
             found.update((hashing.as_uuid(row["registration_id"]), row["report_id"])
                          for row in rows)
         return found
+
+    def _reports_query(self, pairs: list[tuple[UUID, str]]) -> tuple[str, tuple[Any, ...]]:
+        # ORs of primary-key equalities: SQLite answers each from the key.
+        p = self.p
+        return (f"SELECT registration_id, report_id FROM {self.t}ledger_reports WHERE "
+                + " OR ".join([f"(registration_id = {p} AND report_id = {p})"] * len(pairs)),
+                tuple(x for reg_id, report_id in pairs for x in (self.db_id(reg_id), report_id)))
 
     def registrations_of(self, campaign_id: str) -> list[str]:
         rows = self._query(
