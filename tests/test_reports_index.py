@@ -197,3 +197,18 @@ def test_a_store_with_no_reports_is_not_indexed_and_takes_reports(new_url: NewUr
         sent(ledger, create_campaign())
         assert index_old_reports(ledger.app) == 0
     assert report_rows(url) == 0
+
+
+def test_indexing_an_old_store_says_so_before_it_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A big store takes a while (about 40 µs a report here): a line says what is going on
+    before the writers are held back, and progress lines follow every 500,000 reports."""
+    copy = tmp_path / "report-ids-store.db"
+    shutil.copy(FIXTURE, copy)
+    with caplog.at_level("WARNING", logger="ledger.store"), \
+            Ledger.open(f"sqlite:///{copy}", pool_size=1) as ledger:
+        assert ledger.notices  # and, once done, how many
+    assert [r.getMessage() for r in caplog.records] == [
+        "indexing the performance reports of a store written by an older ledger (once; "
+        "writers wait until it is done)"]

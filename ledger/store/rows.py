@@ -7,6 +7,7 @@ library's SQLite and PostgreSQL recorders.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -29,6 +30,9 @@ from ledger.store.plan import (
 
 GUARD_CHUNK = 500  # ids per look-up (SQLite allows 32,766 parameters)
 PAGE = 5_000  # events per page of `index_reports`
+PROGRESS_EVERY = 500_000  # reports between its progress lines (on stderr, by logging)
+
+logger = logging.getLogger("ledger.store")
 # A stored event as read models read it: (position, aggregate id as text with dashes,
 # version, topic, state), from `select_rows`.
 EventRow = tuple[int, str, int, str, bytes]
@@ -309,6 +313,8 @@ class LedgerRows:
             curs.execute(f"SELECT 1 AS x FROM {self.t}ledger_reports LIMIT 1")
             if curs.fetchone() is not None:
                 return 0  # another process indexed them first
+            logger.warning("indexing the performance reports of a store written by an older "
+                           "ledger (once; writers wait until it is done)")
             while True:
                 curs.execute(
                     f"SELECT {position} AS position, originator_id, originator_version, state "
@@ -326,6 +332,8 @@ class LedgerRows:
                      for row in rows])
                 count += len(rows)
                 after = rows[-1]["position"]
+                if count // PROGRESS_EVERY > (count - len(rows)) // PROGRESS_EVERY:
+                    logger.warning("indexed %s performance reports so far", f"{count:,}")
 
     def lock_events(self, curs: _Cursor) -> None:
         """Take the events' write lock in this transaction (SQLite: its first write)."""
