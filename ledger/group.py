@@ -313,8 +313,9 @@ def _commit_run(writer: Writer, run: list[tuple[int, Command]]) -> dict[int, Res
 def _decide(writer: Writer, run: list[tuple[int, Command]], kept: Kept) -> Decided | None:
     app = writer.app
     view = GroupLoads(app)
-    view.prefetch(_aggregate_ids(command for _, command in run), kept)
-    view.prefetch_reports(_report_pairs(command for _, command in run))
+    ids, reports = _reads(command for _, command in run)
+    view.prefetch(ids, kept)
+    view.prefetch_reports(reports)
     stored = app.store.find_commands([command.command_id for _, command in run])
     decided = Decided()
     firsts: dict[str, tuple[str, int]] = {}  # command_id accepted in this run: body, index
@@ -364,9 +365,11 @@ def _last_topics(decided: Decided) -> dict[UUID, str]:
             for event in decided.events[start:start + count]}
 
 
-def _aggregate_ids(commands: Iterable[Command]) -> set[UUID]:
-    """The aggregates the commands will read, as far as their payloads tell."""
+def _reads(commands: Iterable[Command]) -> tuple[set[UUID], set[tuple[UUID, str]]]:
+    """What the commands will read, as far as their payloads tell: the aggregates, and the
+    (registration, report_id) pairs their reports carry."""
     ids: set[UUID] = set()
+    reports: set[tuple[UUID, str]] = set()
     for command in commands:
         p = command.payload
         if isinstance(p, s.CreateCampaign):
@@ -376,20 +379,10 @@ def _aggregate_ids(commands: Iterable[Command]) -> set[UUID]:
                         registration_uuid(p.campaign_id, p.account_id)))
         elif (registration_id := getattr(p, "registration_id", None)) is not None:
             try:
-                ids.add(UUID(str(registration_id)))
+                reg_id = UUID(str(registration_id))
             except ValueError:
                 continue  # the handler refuses it (not_found), as one at a time
-    return ids
-
-
-def _report_pairs(commands: Iterable[Command]) -> set[tuple[UUID, str]]:
-    """The (registration, report_id) pairs the commands' reports carry."""
-    pairs: set[tuple[UUID, str]] = set()
-    for command in commands:
-        p = command.payload
-        if isinstance(p, s.RecordPerformance):
-            try:
-                pairs.add((UUID(str(p.registration_id)), p.report_id))
-            except ValueError:
-                continue  # the handler refuses it (not_found), as one at a time
-    return pairs
+            ids.add(reg_id)
+            if isinstance(p, s.RecordPerformance):
+                reports.add((reg_id, p.report_id))
+    return ids, reports

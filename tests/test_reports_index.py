@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -64,6 +65,18 @@ def sent(ledger: Ledger, command: Json) -> Json:
     result = ledger.send(command)
     assert result["ok"] is True, result
     return result
+
+
+@contextmanager
+def reporting(url: str) -> Iterator[Ledger]:
+    """A ledger on a new store holding one approved registration (`REG`), its clock in
+    the LIVE period, when reports are due."""
+    clock = FixedClock(NOW)
+    with Ledger.open(url, clock=clock, pool_size=1) as ledger:
+        for command in (create_campaign(), register(MANUAL), approve(REG)):
+            sent(ledger, command)
+        clock.set(STARTS + hours(3))
+        yield ledger
 
 
 @pytest.fixture
@@ -146,11 +159,7 @@ def test_a_snapshot_holding_report_ids_loads_as_a_count_and_verifies(tmp_path: P
 
 def test_snapshots_no_longer_grow_with_a_registrations_reports(new_url: NewUrl) -> None:
     url = new_url()
-    clock = FixedClock(NOW)
-    with Ledger.open(url, clock=clock, pool_size=1) as ledger:
-        for command in (create_campaign(), register(MANUAL), approve(REG)):
-            sent(ledger, command)
-        clock.set(STARTS + hours(3))
+    with reporting(url) as ledger:
         results = list(ledger.send_many(
             record_performance(REG, report_id=f"r-{n:04d}") for n in range(300)))
         assert all(r["ok"] and r["events"] for r in results)
@@ -165,11 +174,7 @@ def test_snapshots_no_longer_grow_with_a_registrations_reports(new_url: NewUrl) 
 @pytest.mark.parametrize("edit", ["deleted", "inserted", "version"])
 def test_an_edited_report_row_is_an_audit_finding(new_url: NewUrl, edit: str) -> None:
     url = new_url()
-    clock = FixedClock(NOW)
-    with Ledger.open(url, clock=clock, pool_size=1) as ledger:
-        for command in (create_campaign(), register(MANUAL), approve(REG)):
-            sent(ledger, command)
-        clock.set(STARTS + hours(3))
+    with reporting(url) as ledger:
         versions = [sent(ledger, record_performance(REG, report_id=f"r-{n}"))["version"]
                     for n in range(3)]
         assert ledger.verify().report.findings == []

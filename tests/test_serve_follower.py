@@ -47,7 +47,13 @@ def follow_holder(url: str) -> int | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return int(os.pread(fd, 200, 0).decode().split()[1])
+            # Held. Its holder writes its text just after taking the lock (truncate, then
+            # write): read until the pid is there.
+            deadline = time.monotonic() + 5
+            while len(text := os.pread(fd, 200, 0).decode().split()) < 2 \
+                    and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return int(text[1])
         else:
             return None
         finally:

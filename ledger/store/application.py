@@ -212,7 +212,8 @@ def open_application(store: StoreUrl, *, pool_size: int = 5,
 def _indexed(app: LedgerApplication, notices: list[str] | None) -> LedgerApplication:
     """The application, once the reports of a store written before `ledger_reports` are
     indexed (`LedgerRows.index_reports`; not on a store opened without creating tables)."""
-    if app.env.get("CREATE_TABLE", "yes") != "no":
+    factory = app.factory
+    if isinstance(factory, SQLiteFactory | PostgresFactory) and factory.env_create_table():
         try:
             count = index_old_reports(app)
         except BaseException:
