@@ -8,6 +8,7 @@ Every test runs over every read model in the registry, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteDatastore
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -247,6 +249,48 @@ def test_a_rebuild_in_two_processes_gives_the_same_rows(
     assert rows_of(p, exact=True) == rows_elsewhere(source.app, new_url(), exact=True)
     assert_applied_once(p)
     assert not {t for t in store_tables(p) if t.endswith("__new")}
+
+
+def rebuilt_by_helper(ledger: Ledger) -> tuple[str, Projector]:
+    """Rebuild in two processes; how the helper was started, and the projector."""
+    p = projector(ledger.app, page=9, flush_every=30, working_set=10, jobs=2)
+    methods: list[str] = []
+
+    def seen(position: int, stop: int) -> None:
+        if p.share is not None and not methods:
+            methods.append(p.share.method)
+        deadline = time.monotonic() + 60  # until the helper has taken a chunk
+        while p.share is not None and not any(p.share.owners) and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    p.rebuild(restart=True, progress=seen)
+    assert p.shared is not None
+    assert p.shared[1] > 0  # the helper folded chunks
+    return methods[0], p
+
+
+def test_a_helper_is_forked_unless_this_process_holds_the_sqlite_file_open(
+    full: Store, source: Ledger, new_url: NewUrl
+) -> None:
+    """Forked (no second of imports) on PostgreSQL, and on SQLite once the pools' idle
+    connections are closed and no descriptor of this process is left on the file; while
+    one is (here a connection the test holds), the helper is spawned. Both fold the same
+    rows as one process."""
+    _, ledger = full
+    expected = rows_elsewhere(source.app, new_url(), exact=True)
+    datastore = ledger.app.factory.datastore  # type: ignore[attr-defined]
+    if isinstance(datastore, SQLiteDatastore):
+        held = sqlite3.connect(datastore.pool.db_name)
+        try:
+            held.execute("SELECT count(*) FROM sqlite_master").fetchall()  # the file open
+            method, p = rebuilt_by_helper(ledger)
+            assert method == "spawn"
+            assert rows_of(p, exact=True) == expected
+        finally:
+            held.close()
+    method, p = rebuilt_by_helper(ledger)
+    assert method == "fork"
+    assert rows_of(p, exact=True) == expected
 
 
 def test_a_report_stored_before_its_registration_counts_nowhere_whoever_folds_it(

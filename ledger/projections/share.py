@@ -11,10 +11,11 @@ come first served (a counter in shared memory):
   and applied whole, as a one-process rebuild does. From a chunk a helper took it reads
   every event but the fold events (filtered by topic in the database), and applies them
   in order as before;
-- a *helper* (forked, so it starts in milliseconds with everything imported) takes the
-  next free chunks. For each it applies the fold events to its own cells, having first
-  applied the *seed* events up to the chunk's end (`ReadModel.fold_seeds`: the events
-  that put the state rows a fold reads, kept as just their `fold_columns`);
+- a *helper* (forked where safe, so it starts in milliseconds with everything imported;
+  see `start_method`) takes the next free chunks. For each it applies the fold events to
+  its own cells, having first applied the *seed* events up to the chunk's end
+  (`ReadModel.fold_seeds`: the events that put the state rows a fold reads, kept as just
+  their `fold_columns`);
 - a helper sends its cells, the aggregates they came from and the number of events, once
   per *segment* (the chunks between two of the main process's writes). Before each write
   the main process waits for the segments up to the position it writes and adds their
@@ -46,12 +47,14 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eventsourcing.postgres import PostgresFactory
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.sqlite import SQLiteDatastore
 from eventsourcing.utils import get_topic, resolve_topic
 
 from ledger.projections.base import ReadModel
@@ -121,7 +124,8 @@ class Share:
     def __init__(self, app: LedgerApplication, models: Sequence[ReadModel], plan: Plan,
                  chunks: Chunks, helpers: int, reads: Any = None) -> None:
         self.chunks = chunks
-        context: Any = multiprocessing.get_context(start_method(app, reads or app))
+        self.method = start_method(app, reads or app)  # "fork" or "spawn"
+        context: Any = multiprocessing.get_context(self.method)
         self.counter: Any = context.Value("q", 0)
         self.owners: Any = context.Array("i", chunks.count, lock=False)  # 0: main, k: helper
         self.pipes: list[Any] = []
@@ -224,14 +228,58 @@ class Share:
 
 
 def start_method(*sides: Any) -> str:
-    """How helpers start: forked (in milliseconds, everything imported) when every database
-    this process has open is PostgreSQL; spawned (a new interpreter, ~1 s of imports) when
-    one is SQLite. A forked child inherits SQLite's per-process lock bookkeeping for the
-    files its parent has open, and a connection it opens to the same file would trust it
-    (SQLite: never carry an open database across fork); its reads could then go
-    unprotected against the parent's checkpoints."""
-    sqlite = any(not isinstance(side.factory, PostgresFactory) for side in sides)
-    return "spawn" if sqlite else "fork"
+    """How helpers start: forked (in milliseconds, everything imported), or spawned (a new
+    interpreter: ~0.3-1 s of imports, which a rebuild of 100k events cannot win back).
+
+    PostgreSQL: forked. SQLite: forked only when this process has no file descriptor open
+    on the store's files once its pools' idle connections are closed, and runs no other
+    thread; else spawned. SQLite keeps per-process bookkeeping of the locks on each file
+    it has open, which a forked child inherits, and a connection the child opened to the
+    same file would trust it (SQLite: never carry an open database across fork): its reads
+    could go unprotected against the parent's checkpoints. With no descriptor open on the
+    file, SQLite holds no bookkeeping for it (it drops a file's entry when its last
+    descriptor closes), so the child starts as clean as a spawned one. The parent's pools
+    open new connections when next asked."""
+    stores = [getattr(side.factory, "datastore", None) for side in sides]
+    if not all(isinstance(s, SQLiteDatastore | PostgresDatastore) for s in stores):
+        return "spawn"  # a datastore of another kind: nothing known of it
+    sqlite = [s for s in stores if isinstance(s, SQLiteDatastore)]
+    if not sqlite:
+        return "fork"
+    if threading.active_count() == 1 and all(released(store) for store in sqlite):
+        return "fork"
+    return "spawn"
+
+
+def released(store: SQLiteDatastore) -> bool:
+    """Close the pool's idle connections; whether no descriptor of this process is then
+    open on the database file, its WAL or its shared-memory file (Linux: /proc/self/fd)."""
+    pool = store.pool
+    with pool._put_condition:  # the library's pool: its idle connections, under its lock
+        if pool._in_use:
+            return False
+        while pool._pool:
+            pool._pool.popleft().close()
+    path = pool.db_name.removeprefix("file:").split("?", 1)[0]
+    files = set()
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            status = os.stat(name)
+        except OSError:
+            continue
+        files.add((status.st_dev, status.st_ino))
+    try:
+        descriptors = os.listdir("/proc/self/fd")
+    except OSError:
+        return False  # no way to tell here: spawn
+    for fd in descriptors:
+        try:
+            status = os.stat(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile (the listing's own descriptor)
+        if (status.st_dev, status.st_ino) in files:
+            return False
+    return True
 
 
 def shareable(*sides: Any) -> bool:
