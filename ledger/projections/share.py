@@ -255,11 +255,14 @@ def released(store: SQLiteDatastore) -> bool:
     """Close the pool's idle connections; whether no descriptor of this process is then
     open on the database file, its WAL or its shared-memory file (Linux: /proc/self/fd)."""
     pool = store.pool
-    with pool._put_condition:  # the library's pool: its idle connections, under its lock
-        if pool._in_use:
-            return False
-        while pool._pool:
-            pool._pool.popleft().close()
+    try:  # the library's pool (eventsourcing 9.5): its idle connections, under its lock
+        with pool._put_condition:
+            if pool._in_use:
+                return False
+            while pool._pool:
+                pool._pool.popleft().close()
+    except AttributeError:  # another version of the pool: nothing known of it
+        return False
     path = pool.db_name.removeprefix("file:").split("?", 1)[0]
     files = set()
     for name in (path, f"{path}-wal", f"{path}-shm"):
