@@ -69,12 +69,13 @@ def send(settings: Settings, source: BinaryIO, group_size: int, group_wait_ms: i
             if reader_gone(sys.stdout):  # `| head` has read enough: run nothing more
                 raise OutputFailed("its reader closed the pipe", "the results",
                                    _not_run(first, done))
-            for read, result in zip(group, _run(send_group, group, done), strict=True):
-                try:
-                    settings.printer.lines([result])
-                except OutputFailed as e:
-                    where = _not_printed(read.document.line, group[-1].document.line)
-                    raise e.stopped("the results", where) from None
+            results = _run(send_group, group, done)
+            try:
+                settings.printer.lines(results, together=True)
+            except OutputFailed as e:
+                where = _not_printed(first, group[-1].document.line)
+                raise e.stopped("the results", where) from None
+            for result in results:
                 if not result["ok"]:
                     unusable = result["error"]["code"] in ("invalid_json", "validation_error")
                     worst = max(worst, 2 if unusable else 1)

@@ -46,8 +46,14 @@ class Printer:
         """A single object: one JSON document."""
         click.echo(dumps(value, indent=2, zone=self.zone))
 
-    def lines(self, rows: Iterable[Any]) -> None:
-        """A listing: JSON Lines, one object per line, each printed as soon as it is known."""
+    def lines(self, rows: Iterable[Any], *, together: bool = False) -> None:
+        """A listing: JSON Lines, one object per line, each printed as soon as it is known
+        (`together`: rows known at once, written and flushed as one)."""
+        if together:
+            texts = [dumps(row, zone=self.zone) for row in rows]
+            if texts:  # one write and one flush (a reader wakes once, not once a line)
+                click.echo("\n".join(texts))
+            return
         for row in rows:
             click.echo(dumps(row, zone=self.zone))
 
