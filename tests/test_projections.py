@@ -225,6 +225,21 @@ def test_a_second_rebuild_swaps_again(full: Store, source: Ledger, new_url: NewU
     assert_applied_once(p)
 
 
+def awaiting_helper(p: Projector, methods: list[str] | None = None
+                    ) -> Callable[[int, int], None]:
+    """A rebuild's progress callback that waits for the helper to take a chunk (a spawned
+    one needs a second to start), then lets this process go on: the helper takes chunks
+    from where this process is. `methods`: how the helper was started is added to it."""
+    def progress(position: int, stop: int) -> None:
+        if methods is not None and p.share is not None and not methods:
+            methods.append(p.share.method)
+        deadline = time.monotonic() + 60
+        while p.share is not None and not any(p.share.owners) and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    return progress
+
+
 def test_a_rebuild_in_two_processes_gives_the_same_rows(
     full: Store, source: Ledger, new_url: NewUrl
 ) -> None:
@@ -232,15 +247,7 @@ def test_a_rebuild_in_two_processes_gives_the_same_rows(
     rows evicted, so sums and state rows are fetched again); every event counts once."""
     _, ledger = full
     p = projector(ledger.app, page=9, flush_every=30, working_set=10, jobs=2)
-
-    def slowly(position: int, stop: int) -> None:
-        # Wait for the helper to take a chunk (spawned on SQLite, it needs a second to
-        # start), then go on: it takes chunks from where this process is.
-        deadline = time.monotonic() + 60
-        while p.share is not None and not any(p.share.owners) and time.monotonic() < deadline:
-            time.sleep(0.001)
-
-    done = p.rebuild(progress=slowly)
+    done = p.rebuild(progress=awaiting_helper(p))
     assert done == p.head()
     assert p.shared is not None
     chunks, by_helper = p.shared
@@ -255,15 +262,7 @@ def rebuilt_by_helper(ledger: Ledger) -> tuple[str, Projector]:
     """Rebuild in two processes; how the helper was started, and the projector."""
     p = projector(ledger.app, page=9, flush_every=30, working_set=10, jobs=2)
     methods: list[str] = []
-
-    def seen(position: int, stop: int) -> None:
-        if p.share is not None and not methods:
-            methods.append(p.share.method)
-        deadline = time.monotonic() + 60  # until the helper has taken a chunk
-        while p.share is not None and not any(p.share.owners) and time.monotonic() < deadline:
-            time.sleep(0.001)
-
-    p.rebuild(restart=True, progress=seen)
+    p.rebuild(restart=True, progress=awaiting_helper(p, methods))
     assert p.shared is not None
     assert p.shared[1] > 0  # the helper folded chunks
     return methods[0], p
@@ -317,13 +316,7 @@ def test_a_report_stored_before_its_registration_counts_nowhere_whoever_folds_it
         odd.app.recorder.insert_events([
             StoredEvent(n.originator_id, n.originator_version, n.topic, n.state) for n in moved])
         p = projector(odd.app, page=9, flush_every=30, working_set=10, jobs=2)
-
-        def slowly(position: int, stop: int) -> None:
-            deadline = time.monotonic() + 60
-            while p.share is not None and not any(p.share.owners) and time.monotonic() < deadline:
-                time.sleep(0.001)
-
-        assert p.rebuild(progress=slowly) == p.head()
+        assert p.rebuild(progress=awaiting_helper(p)) == p.head()
         assert p.shared is not None
         assert p.shared[1] > 0  # the helper folded some chunks
         assert_applied_once(p)

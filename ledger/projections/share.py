@@ -243,7 +243,7 @@ def start_method(*sides: Any) -> str:
     stores = [getattr(side.factory, "datastore", None) for side in sides]
     if not all(isinstance(s, SQLiteDatastore | PostgresDatastore) for s in stores):
         return "spawn"  # a datastore of another kind: nothing known of it
-    sqlite = [s for s in stores if isinstance(s, SQLiteDatastore)]
+    sqlite = list({id(s): s for s in stores if isinstance(s, SQLiteDatastore)}.values())
     if not sqlite:
         return "fork"
     if threading.active_count() == 1 and all(released(store) for store in sqlite):
