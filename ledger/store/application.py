@@ -252,7 +252,7 @@ def library_env(store: StoreUrl, *, pool_size: int = 5) -> dict[str, str]:
     """The library's settings for a database URL (they override os.environ)."""
     if store.backend == "sqlite":
         env = {
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "PERSISTENCE_MODULE": "ledger.store.turns:LedgerSQLiteFactory",  # turns.py
             "SQLITE_DBNAME": store.path,
             # Seconds a writer waits for another's write lock ("busy timeout").
             "SQLITE_LOCK_TIMEOUT": os.environ.get("LEDGER_SQLITE_BUSY_TIMEOUT") or "30",
