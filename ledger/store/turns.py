@@ -72,7 +72,8 @@ class WriteTurns:
             yield
             return
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # Read-only is enough for `flock`: another user's lock file serves as well.
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError:  # a read-only folder: SQLite's busy handler orders what writes there
             yield
             return
@@ -111,7 +112,8 @@ class TurnTakingDatastore(SQLiteDatastore):
         file_backed = not self.pool.is_sqlite_memory_mode and not db_name.startswith("file:")
         patience = float(kwargs.get("lock_timeout") or SQLITE3_DEFAULT_LOCK_TIMEOUT)
         # A `file:` URI is how a read-only store is opened (faults.read_only_sqlite_uri).
-        self.turns = WriteTurns(os.path.abspath(db_name), patience) if file_backed else None
+        # realpath: a link to the file and the file itself take the same turns.
+        self.turns = WriteTurns(os.path.realpath(db_name), patience) if file_backed else None
 
     @contextmanager
     def get_connection(self, *, commit: bool) -> Iterator[SQLiteConnection]:
