@@ -121,8 +121,8 @@ class TurnTakingDatastore(SQLiteDatastore):
             if not commit or self.turns is None:
                 yield connection
                 return
-            # After the pool's own writer lock: this process's other writers queue there,
-            # so at most one thread of a process waits here.
+            # After the pool's own writer lock: the pool's other writers queue there, so
+            # at most one thread per pool (the store's, the read models') waits here.
             with self.turns.turn():
                 yield connection
 
