@@ -8,6 +8,7 @@ Every test runs over every read model in the registry, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -273,8 +274,8 @@ def test_a_helper_is_forked_unless_this_process_holds_the_sqlite_file_open(
 ) -> None:
     """Forked (no second of imports) on PostgreSQL, and on SQLite once the pools' idle
     connections are closed and no descriptor of this process is left on the file; while
-    one is (here a connection the test holds), the helper is spawned. Both fold the same
-    rows as one process."""
+    one is (here a connection the test holds, then a descriptor of the writers' lock
+    file), the helper is spawned. Both fold the same rows as one process."""
     _, ledger = full
     expected = rows_elsewhere(source.app, new_url(), exact=True)
     datastore = ledger.app.factory.datastore  # type: ignore[attr-defined]
@@ -287,6 +288,14 @@ def test_a_helper_is_forked_unless_this_process_holds_the_sqlite_file_open(
             assert rows_of(p, exact=True) == expected
         finally:
             held.close()
+        # A descriptor of the writers' lock file (a write in progress, ledger/store/turns.py)
+        # would let the child keep this process's turn held: spawned too.
+        turn = os.open(datastore.turns.path, os.O_RDONLY | os.O_CREAT)
+        try:
+            method, p = rebuilt_by_helper(ledger)
+            assert method == "spawn"
+        finally:
+            os.close(turn)
     method, p = rebuilt_by_helper(ledger)
     assert method == "fork"
     assert rows_of(p, exact=True) == expected

@@ -253,7 +253,8 @@ def start_method(*sides: Any) -> str:
 
 def released(store: SQLiteDatastore) -> bool:
     """Close the pool's idle connections; whether no descriptor of this process is then
-    open on the database file, its WAL or its shared-memory file (Linux: /proc/self/fd)."""
+    open on the database file, its WAL, its shared-memory file or its writers' lock file
+    (Linux: /proc/self/fd)."""
     pool = store.pool
     try:  # the library's pool (eventsourcing 9.5): its idle connections, under its lock
         with pool._put_condition:
@@ -264,8 +265,11 @@ def released(store: SQLiteDatastore) -> bool:
     except AttributeError:  # another version of the pool: nothing known of it
         return False
     path = pool.db_name.removeprefix("file:").split("?", 1)[0]
+    # And the writers' lock file (ledger/store/turns.py), open only during a write: a
+    # child holding a copy of its descriptor would keep the parent's turn held.
+    turns = getattr(store, "turns", None)
     files = set()
-    for name in (path, f"{path}-wal", f"{path}-shm"):
+    for name in (path, f"{path}-wal", f"{path}-shm", *([turns.path] if turns else [])):
         try:
             status = os.stat(name)
         except OSError:

@@ -22,9 +22,11 @@ What it does not change:
 - **Reads.** Readers never take a turn (WAL: readers do not block the writer).
 
 A thread that already has the file's turn (a write transaction inside another on a second
-pool) goes on without waiting for itself. The lock file is opened for each turn
-(`O_CLOEXEC`), so a forked rebuild helper never shares its parent's. Where the file
-cannot be made (a read-only folder: nothing there can be written), there are no turns.
+pool) goes on without waiting for itself. The lock file is opened for each turn and closed
+after it, so a process forked between writes (a rebuild's helper: ledger/projections/
+share.py checks that no descriptor of it is open) shares no turn with its parent, and
+`O_CLOEXEC` keeps it out of programs started meanwhile. Where the file cannot be made (a
+read-only folder: nothing there can be written), there are no turns.
 """
 
 from __future__ import annotations
