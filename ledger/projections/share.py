@@ -61,6 +61,7 @@ from ledger.projections.base import ReadModel
 from ledger.projections.decode import Decoded, Decoder
 from ledger.projections.tables import Batch, Key, Row, Table
 from ledger.store.application import LedgerApplication
+from ledger.store.turns import TurnTakingDatastore
 
 SEED_PAGE = 5_000  # seed events read per query by a helper
 WAIT = 0.5  # seconds between looks at a helper that has not sent what is waited for
@@ -267,7 +268,7 @@ def released(store: SQLiteDatastore) -> bool:
     path = pool.db_name.removeprefix("file:").split("?", 1)[0]
     # And the writers' lock file (ledger/store/turns.py), open only during a write: a
     # child holding a copy of its descriptor would keep the parent's turn held.
-    turns = getattr(store, "turns", None)
+    turns = store.turns if isinstance(store, TurnTakingDatastore) else None
     files = set()
     for name in (path, f"{path}-wal", f"{path}-shm", *([turns.path] if turns else [])):
         try:

@@ -111,9 +111,9 @@ class TurnTakingDatastore(SQLiteDatastore):
 
     def __init__(self, db_name: str, **kwargs: Any) -> None:
         super().__init__(db_name, **kwargs)
+        # A `file:` URI is how a read-only store is opened (faults.read_only_sqlite_uri).
         file_backed = not self.pool.is_sqlite_memory_mode and not db_name.startswith("file:")
         patience = float(kwargs.get("lock_timeout") or SQLITE3_DEFAULT_LOCK_TIMEOUT)
-        # A `file:` URI is how a read-only store is opened (faults.read_only_sqlite_uri).
         # realpath: a link to the file and the file itself take the same turns.
         self.turns = WriteTurns(os.path.realpath(db_name), patience) if file_backed else None
 

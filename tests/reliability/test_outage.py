@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
@@ -42,6 +42,7 @@ from ledger.projections.registry import projector
 from tests.conftest import POSTGRES_URL, SKIP_POSTGRES
 from tests.reliability.test_crash_writes import assert_stored, assert_whole, command_rows
 from tests.support.helpers import NOW, Json, create_campaign, iso, live_calendar, register
+from tests.support.holders import held_elsewhere
 from tests.support.service import Server, add_token, free_port, store_answers, wait_until_up
 
 CAMPAIGN = "outage-live"
@@ -94,25 +95,11 @@ def refused(admin: Admin, name: str) -> Iterator[None]:
         allow(admin, name)
 
 
-@contextmanager
-def write_locked(path: Path) -> Iterator[None]:
+def write_locked(path: Path) -> AbstractContextManager[None]:
     """Another process holds the SQLite file's write lock until the block ends."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sqlite3, sys\n"
-         f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
-         "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.read()\n"
-         "c.execute('ROLLBACK')"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "locked"
-        yield
-    finally:
-        with suppress(OSError):
-            holder.communicate(timeout=10)
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
+    return held_elsewhere("import sqlite3\n"
+                          f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+                          "c.execute('BEGIN IMMEDIATE')")
 
 
 # Clients ----------------------------------------------------------------------------------------

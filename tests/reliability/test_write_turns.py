@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -24,27 +22,15 @@ from ledger import FixedClock, Ledger
 from ledger.errors import StoreUnavailable
 from ledger.store.turns import WriteTurns, turns_path
 from tests.support.helpers import NOW, create_campaign, register
+from tests.support.holders import held_elsewhere
 
 
-@contextmanager
-def turn_held(database: Path) -> Iterator[None]:
+def turn_held(database: Path) -> AbstractContextManager[None]:
     """Another process holds the file's turn until the block ends (SQLite's own lock is
     free all along: only the turn keeps a writer waiting)."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys\n"
-         f"fd = os.open({turns_path(str(database))!r}, os.O_RDWR | os.O_CREAT)\n"
-         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
-        yield
-    finally:
-        with suppress(OSError):
-            holder.communicate(timeout=10)
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
+    return held_elsewhere("import fcntl, os\n"
+                          f"fd = os.open({turns_path(str(database))!r}, os.O_RDWR | os.O_CREAT)\n"
+                          "fcntl.flock(fd, fcntl.LOCK_EX)")
 
 
 @pytest.fixture
