@@ -379,10 +379,14 @@ def test_concurrent_writers_on_one_registration_in_a_market_lose_no_update(
 
 
 def follow_connections(url: str) -> int:
+    """The followers of this database: the connections named `ledger follow ...` that
+    hold their advisory lock (a candidate's brief try, every second, holds none)."""
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                           "current_database() AND application_name LIKE 'ledger follow %'"
-                           ).fetchone()
+        row = conn.execute(
+            "SELECT count(DISTINCT a.pid) FROM pg_locks l JOIN pg_stat_activity a "
+            "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND a.datname = current_database() AND a.application_name LIKE 'ledger follow %'"
+        ).fetchone()
     return int(row[0]) if row else 0
 
 
