@@ -263,6 +263,37 @@ def stat_of(pid: int) -> list[str] | None:
         return None
 
 
+def listening_sockets(port: int) -> set[int]:
+    """The inodes of this machine's IPv4 TCP sockets listening on `port` (Linux:
+    /proc/net/tcp, state 0A)."""
+    found: set[int] = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            found.add(int(fields[9]))
+    return found
+
+
+def polled_inodes(pid: int) -> set[int]:
+    """The inodes of the files the process's epoll instances watch: a socket its event
+    loop serves (Linux: /proc/PID/fdinfo of each eventpoll descriptor)."""
+    found: set[int] = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return found  # gone meanwhile
+    for fd in fds:
+        try:
+            if os.readlink(fd) != "anon_inode:[eventpoll]":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+        except OSError:
+            continue
+        found.update(int(field[4:], 16) for field in info.split() if field.startswith("ino:")
+                     and field != "ino:")
+    return found
+
+
 def group_members(group: int) -> list[int]:
     """The live processes of a process group (zombies waiting to be reaped left out)."""
     found = []
@@ -354,6 +385,28 @@ class Server:
         """The server's live processes (itself, its workers, their helpers)."""
         return group_members(self.process.pid)
 
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
+
+    def serving_workers(self) -> set[int]:
+        """The server's processes whose event loop serves a listening socket of its port
+        (Linux only)."""
+        listening = listening_sockets(self.port)
+        return {pid for pid in self.pids()
+                if pid != self.process.pid and polled_inodes(pid) & listening}
+
+    def wait_for_workers(self, count: int, within: float = STARTUP) -> None:
+        """Return once `count` workers serve the port. The first worker up answers
+        /healthz while the others still start, and a load begun then keeps every
+        keep-alive connection on that one; RuntimeError if they are not up in time."""
+        deadline = time.monotonic() + within
+        while len(self.serving_workers()) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(self.serving_workers())} of {count} workers "
+                                   f"serve after {within}s: {self.log.read_text()[-2000:]}")
+            time.sleep(0.1)
+
     def stop(self, timeout: float = 15) -> int:
         """SIGINT (Ctrl-C) and wait; kill the whole group if it does not stop in time."""
         return interrupt(self.process, timeout)
@@ -388,8 +441,11 @@ def serving(url: str, log: Path, *options: str, within: float = STARTUP,
     argv = command(port) if command is not None else [
         sys.executable, "-m", "ledger", "--db", url, "serve", "--port", str(port), *options]
     running = start_server(argv, port, log)
+    workers = int(options[options.index("--workers") + 1]) if "--workers" in options else 1
     try:
         running.wait_until_up(within)
+        if workers > 1 and Path("/proc/net/tcp").exists():
+            running.wait_for_workers(workers, within)
         yield running
     finally:
         running.stop()
