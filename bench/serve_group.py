@@ -20,6 +20,11 @@ field gives the mean number of commands per transaction in each window. The aim 
     python bench/serve_group.py                  # both backends, about 3 minutes
     python bench/serve_group.py --quick          # a smoke run (5 s windows)
     python bench/serve_group.py --backends postgres --workers 2 --group-wait-ms 5
+    python bench/serve_group.py --backends sqlite --follower process
+
+`--follower process`: the read models are kept current by a `ledger projections run`
+process beside `ledger serve --no-follow`, not by one of the server's workers (its CPU
+shows in the "other" column).
 
 `--pg-url` (default postgresql://postgres@127.0.0.1:5432/ledger_serve_group_bench) is
 DROPPED and created again. The helpers (the HTTP sender, the loops, CPU meters) are
@@ -30,7 +35,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -142,6 +149,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "figures": [asdict(f) for f in figures]}
 
 
+@contextmanager
+def follower_process(url: str, logs: Path, wanted: bool) -> Iterator[None]:
+    """`ledger projections run` beside the server (`--follower process`), stopped after."""
+    if not wanted:
+        yield
+        return
+    with (logs / f"follower-{free_port()}.log").open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "ledger", "--db", url,
+                                    "projections", "run"], stdout=out,
+                                   stderr=subprocess.STDOUT)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+
+
 def measure_backend(backend: str, args: argparse.Namespace, plan: Plan,
                     modes: list[tuple[str, list[str]]], logs: Path) -> list[Figures]:
     """Each mode on a fresh store of `backend`: the closed loop, then the open loop."""
@@ -154,8 +178,10 @@ def measure_backend(backend: str, args: argparse.Namespace, plan: Plan,
             log_path = logs / f"{backend}-{number}-{free_port()}.log"
             # A long keep-alive: at half the peak an open-loop client may be idle for
             # longer than the 5 s default, and http.client does not reconnect.
+            follow = ["--no-follow"] if args.follower == "process" else []
             with serving(url, log_path, "--workers", str(args.workers),
-                         "--timeout-keep-alive", "300", *options) as server:
+                         "--timeout-keep-alive", "300", *follow, *options) as server, \
+                    follower_process(url, logs, args.follower == "process"):
                 http = OverHttp(server.base, stores.token_of)
                 counter = SellerCounter(plan.sellers)
                 offset, rate = 0, None  # the closed loop first, then the open loop
@@ -209,6 +235,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         default="postgresql://postgres@127.0.0.1:5432/ledger_serve_group_bench",
                         help="PostgreSQL database to DROP and create again for the run")
     parser.add_argument("--workers", type=int, default=2, help="`ledger serve --workers` (2)")
+    parser.add_argument("--follower", choices=["worker", "process"], default="worker",
+                        help="who keeps the read models current: a worker of the server "
+                             "(`ledger serve`'s default), or a `ledger projections run` "
+                             "process beside `ledger serve --no-follow`")
     parser.add_argument("--group-wait-ms", type=float, default=2.0,
                         help="the coalescing mode's --group-wait-ms (2)")
     parser.add_argument("--group-max", type=int, default=200,
