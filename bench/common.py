@@ -441,7 +441,7 @@ def serving(url: str, log: Path, *options: str, within: float = STARTUP,
     argv = command(port) if command is not None else [
         sys.executable, "-m", "ledger", "--db", url, "serve", "--port", str(port), *options]
     running = start_server(argv, port, log)
-    workers = int(options[options.index("--workers") + 1]) if "--workers" in options else 1
+    workers = int(argv[argv.index("--workers") + 1]) if "--workers" in argv else 1
     try:
         running.wait_until_up(within)
         if workers > 1 and Path("/proc/net/tcp").exists():
