@@ -401,10 +401,10 @@ class Server:
         /healthz while the others still start, and a load begun then keeps every
         keep-alive connection on that one; RuntimeError if they are not up in time."""
         deadline = time.monotonic() + within
-        while len(self.serving_workers()) < count:
+        while (serving := len(self.serving_workers())) < count:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(self.serving_workers())} of {count} workers "
-                                   f"serve after {within}s: {self.log.read_text()[-2000:]}")
+                raise RuntimeError(f"{serving} of {count} workers serve after {within}s: "
+                                   f"{self.log.read_text()[-2000:]}")
             time.sleep(0.1)
 
     def stop(self, timeout: float = 15) -> int:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -48,7 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from common import environment, free_port, log, serving
+from common import environment, free_port, interrupt, log, serving
 from loadgen import (  # the load, shared with service.py
     OPEN_LOOP_AIM_MS,
     OverHttp,
@@ -150,20 +149,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 @contextmanager
-def follower_process(url: str, logs: Path, wanted: bool) -> Iterator[None]:
-    """`ledger projections run` beside the server (`--follower process`), stopped after."""
+def follower_process(url: str, log: Path, wanted: bool) -> Iterator[None]:
+    """`ledger projections run` beside the server (`--follower process`), its output to
+    `log`, stopped (Ctrl-C, then its group killed if need be) when the block ends."""
     if not wanted:
         yield
         return
-    with (logs / f"follower-{free_port()}.log").open("wb") as out:
+    with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "ledger", "--db", url,
                                     "projections", "run"], stdout=out,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+        interrupt(process, 30)
 
 
 def measure_backend(backend: str, args: argparse.Namespace, plan: Plan,
@@ -181,7 +180,8 @@ def measure_backend(backend: str, args: argparse.Namespace, plan: Plan,
             follow = ["--no-follow"] if args.follower == "process" else []
             with serving(url, log_path, "--workers", str(args.workers),
                          "--timeout-keep-alive", "300", *follow, *options) as server, \
-                    follower_process(url, logs, args.follower == "process"):
+                    follower_process(url, log_path.with_suffix(".follower.log"),
+                                     args.follower == "process"):
                 http = OverHttp(server.base, stores.token_of)
                 counter = SellerCounter(plan.sellers)
                 offset, rate = 0, None  # the closed loop first, then the open loop

@@ -242,7 +242,7 @@ def kill_the_helper_mid_segment(p: Projector, killed: list[int]) -> Callable[[in
             return
         deadline = time.monotonic() + TIMEOUT
         while not any(share.owners) and time.monotonic() < deadline:
-            time.sleep(0.001)  # until the helper (spawned on SQLite: ~1 s) takes a chunk
+            time.sleep(0.001)  # until the helper (forked, or spawned: ~1 s) takes a chunk
         helper = share.processes[0]
         if helper.pid is None or not helper.is_alive():
             return
