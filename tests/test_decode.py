@@ -42,13 +42,20 @@ def test_every_event_is_decoded_as_the_library_decodes_it_or_its_declared_fields
     reports = 0
     for decoded in page:
         want = expected[decoded.position]
-        assert type(decoded.event) is type(want)
         assert decoded.originator_id == str(want.originator_id)
         if isinstance(want, r.PerformanceRecorded):
+            # A fold event: a row for the fold handlers, no object.
             reports += 1
-            fields = {*REPORT_FIELDS, "originator_version"}
-            assert vars(decoded.event) == {k: v for k, v in vars(want).items() if k in fields}
+            assert decoded.event is None
+            assert decoded.cls is type(want)
+            assert decoded.row == (str(want.originator_id),
+                                   *[getattr(want, k) for k in REPORT_FIELDS])
+            # Money keeps its scale, times their offset (equal is not enough for either).
+            assert [str(v) for v in decoded.row[1:]] == [
+                str(getattr(want, k)) for k in REPORT_FIELDS]
         else:
+            assert type(decoded.event) is type(want)
+            assert decoded.row is None
             assert vars(decoded.event) == vars(want)
     assert reports > 10
 
@@ -63,11 +70,10 @@ def test_what_orjson_refuses_is_decoded_by_the_library(source: Ledger) -> None:
     row = (stored.id, str(stored.originator_id), stored.originator_version, stored.topic,
            json.dumps(state).encode())
     decoder = Decoder(app, projector(app).models)
-    event = decoder.decode(decoder.kind(stored.topic), row)
+    folded = decoder.fold(decoder.kind(stored.topic), row)
     library = app.mapper.to_domain_event(StoredEvent(UUID(row[1]), row[2], row[3], row[4]))
-    assert event.views == 2**70
-    assert {k: getattr(event, k) for k in REPORT_FIELDS} == {
-        k: getattr(library, k) for k in REPORT_FIELDS}
+    assert folded[REPORT_FIELDS.index("views") + 1] == 2**70
+    assert folded == (row[1], *[getattr(library, k) for k in REPORT_FIELDS])
 
 
 def test_rows_built_through_the_library_s_mapper_are_the_same(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
@@ -13,6 +13,9 @@ from ledger.projections.view import ViewMixin
 
 H = TypeVar("H", bound=Callable[..., None])
 Handler = Callable[[Any, Any, str], None]
+# A fold handler takes a run of rows: each the aggregate id, then the fields it `reads`.
+FoldRows = list[tuple[Any, ...]]
+FoldHandler = Callable[[Any, FoldRows], None]
 
 
 def handles(*event_classes: type[Any], reads: Sequence[str] | None = None,
@@ -28,7 +31,12 @@ def handles(*event_classes: type[Any], reads: Sequence[str] | None = None,
     of the event, the aggregate id and the `fold_columns` of its aggregate's state row
     (columns that never change once the row is first put). Such events can be applied in
     any order and in any process, and their cells added up: a rebuild with `--jobs`
-    hands them to helper processes (`ledger.projections.share`)."""
+    hands them to helper processes (`ledger.projections.share`). A fold handler must
+    declare `reads`, and is called with a run of events at once, as rows:
+    `handler(self, rows)`, each row the aggregate id then the fields of `reads`, in that
+    order (no object per event: see `ledger.projections.decode`)."""
+    if fold and reads is None:
+        raise TypeError("a fold handler declares the fields it reads (reads=...)")
 
     def mark(method: H) -> H:
         method.__dict__["handles"] = event_classes
@@ -39,6 +47,17 @@ def handles(*event_classes: type[Any], reads: Sequence[str] | None = None,
         return method
 
     return mark
+
+
+def handler_reads(handler: Callable[..., None]) -> tuple[str, ...]:
+    """The fields a handler declared it reads (a fold handler always declares them)."""
+    reads: tuple[str, ...] = getattr(handler, "reads", ())
+    return reads
+
+
+def fold_row(event: Any, aid: str, names: Sequence[str]) -> tuple[Any, ...]:
+    """An event object as a fold handler's row: its aggregate id, then the fields `names`."""
+    return (aid, *[getattr(event, name) for name in names])
 
 
 class ReadModel(Projection[Any]):
@@ -98,5 +117,10 @@ class ReadModel(Projection[Any]):
         """Apply one event to the working set; events this read model does not use change
         nothing (the library's entry point; the runner calls handlers directly)."""
         handler = self.handler(type(domain_event))
-        if handler is not None:
-            handler(self, domain_event, str(domain_event.originator_id))
+        if handler is None:
+            return
+        aid = str(domain_event.originator_id)
+        if getattr(handler, "fold", False):
+            cast(FoldHandler, handler)(self, [fold_row(domain_event, aid, handler_reads(handler))])
+        else:
+            handler(self, domain_event, aid)

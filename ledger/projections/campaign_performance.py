@@ -11,7 +11,7 @@ from ledger.aggregates import campaign as c
 from ledger.aggregates import registration_events as r
 from ledger.aggregates.registration import derive_status
 from ledger.errors import NotFound
-from ledger.projections.base import ReadModel, handles
+from ledger.projections.base import FoldRows, ReadModel, handles
 from ledger.projections.tables import Table
 from ledger.projections.view import ViewMixin, physical
 from ledger.projections.ytd import MEASURES, REPORT_FIELDS, add_report, fetch, figures, totals
@@ -95,19 +95,21 @@ class CampaignPerformance(ReadModel):
         self.batch.put(REGISTRATIONS, restatus(row))
 
     @handles(r.PerformanceRecorded, reads=REPORT_FIELDS, fold=True)
-    def on_performance(self, e: r.PerformanceRecorded, aid: str) -> None:
-        batch = self.batch
-        row = batch.get(REGISTRATIONS, aid)
-        if row is None:
-            return  # a report of a registration this read model never saw
-        # Cells per campaign, not per registration: a campaign's registrations report the
-        # same hours, so a season's reports fold into a few hundred cells instead of one
-        # each, and `settle` has that many rows to add to. The start's offset is part of
-        # the key: aware times of one instant are equal, yet each report's day is the
-        # one of its own offset.
-        start, currency, cells = e.period_start, e.currency, batch.cells
-        add_report(cells["starts"], (row["campaign_id"], start, start.tzinfo, currency), e)
-        add_report(cells["sellers"], (row["campaign_id"], row["seller_id"], currency), e)
+    def on_performance(self, reports: FoldRows) -> None:
+        get, cells = self.batch.get, self.batch.cells
+        starts, sellers = cells["starts"], cells["sellers"]
+        for report in reports:
+            row = get(REGISTRATIONS, report[0])
+            if row is None:
+                continue  # a report of a registration this read model never saw
+            # Cells per campaign, not per registration: a campaign's registrations report
+            # the same hours, so a season's reports fold into a few hundred cells instead
+            # of one each, and `settle` has that many rows to add to. The start's offset
+            # is part of the key: aware times of one instant are equal, yet each report's
+            # day is the one of its own offset.
+            campaign, start, currency = row["campaign_id"], report[1], report[2]
+            add_report(starts, (campaign, start, start.tzinfo, currency), report)
+            add_report(sellers, (campaign, row["seller_id"], currency), report)
 
     def settle(self) -> None:
         batch = self.batch

@@ -19,8 +19,8 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 
-from ledger.projections.base import Handler, ReadModel
-from ledger.projections.decode import Decoded, Decoder
+from ledger.projections.base import FoldRows, ReadModel
+from ledger.projections.decode import Decoded, Decoder, Routes
 from ledger.projections.share import Share, merge
 from ledger.projections.tables import Batch
 from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
@@ -247,25 +247,33 @@ class CatchUp:
                 if by_class is None:  # the page's aggregates, by event class (once a page)
                     by_class = {}
                     for d in fresh:
-                        if d.event is not None:
+                        if d.cls is not None:
+                            by_class.setdefault(d.cls, set()).add(d.originator_id)
+                        elif d.event is not None:
                             by_class.setdefault(type(d.event), set()).add(d.originator_id)
                 self.view.prefetch(model.state_tables, self._wanted(model, by_class),
                                    batch, shadow=shadow)
-        routes: dict[type[Any], list[tuple[Handler, ReadModel]]] = {}
+        routes = Routes([f.model for f in group])
         skipped: dict[str, int] = {}
+        run: FoldRows = []  # fold rows in a row of one class, applied together
+        run_class: type[Any] | None = None
         for item in fresh:
+            if item.row is not None:
+                if item.cls is not run_class:
+                    routes.fold(run_class, run)
+                    run, run_class = [], item.cls
+                run.append(item.row)
+                continue
             event = item.event
             if event is None:
                 if not item.known:
                     skipped[item.topic] = skipped.get(item.topic, 0) + 1
                 continue  # (or no read model here handles it)
-            route = routes.get(type(event))
-            if route is None:
-                route = routes[type(event)] = [
-                    (handler, f.model) for f in group
-                    if (handler := f.model.handler(type(event))) is not None]
-            for handler, model in route:
-                handler(model, event, item.originator_id)
+            if run:
+                routes.fold(run_class, run)
+                run, run_class = [], None
+            routes.apply(event, item.originator_id)
+        routes.fold(run_class, run)
         applied = len(fresh) - sum(skipped.values())
         for follow in group:
             follow.applied += applied

@@ -57,8 +57,8 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 from eventsourcing.utils import get_topic, resolve_topic
 
-from ledger.projections.base import ReadModel
-from ledger.projections.decode import Decoded, Decoder
+from ledger.projections.base import ReadModel, fold_row
+from ledger.projections.decode import Decoded, Decoder, Routes
 from ledger.projections.tables import Batch, Key, Row, Table
 from ledger.store.application import LedgerApplication
 from ledger.store.turns import TurnTakingDatastore
@@ -372,6 +372,7 @@ class Folder:
         for model in self.models:
             model.batch = FoldBatch(model.tables, complete=True, fold=model.fold_state())
         self.decoder = Decoder(app, self.models)
+        self.routes = Routes(self.models)
         self.plan = plan
         self.seen = after  # seed events are applied up to here
         # Per read model, where each aggregate's first seed is stored: a fold event before
@@ -390,27 +391,36 @@ class Folder:
         self.count += len(page)
 
     def apply(self, page: list[Decoded], *, seeds: bool) -> None:
-        routes: dict[type[Any], list[tuple[Any, ReadModel, bool]]] = {}
+        if seeds:
+            for item in page:
+                event = item.event
+                if event is None:
+                    continue  # (a seed topic is one this version knows)
+                aid, position = item.originator_id, item.position
+                for handler, model, _ in self.routes.route(type(event)):
+                    if isinstance(event, model.fold_seeds):
+                        self.born[model.name].setdefault(aid, position)
+                        handler(model, event, aid)
+            return
+        # Fold events: decoded as rows (every handler of a fold topic folds), or, for an
+        # event the library's mapper decoded, as an object.
+        runs: dict[type[Any], list[Decoded]] = {}
         for item in page:
-            event = item.event
-            if event is None:
-                continue  # (a fold or seed topic is one this version knows)
-            route = routes.get(type(event))
-            if route is None:
-                route = routes[type(event)] = [
-                    (handler, model, model.batch.fold_table is not None and not seeds)
-                    for model in self.models
-                    if (handler := model.handler(type(event))) is not None
-                    and (not seeds or isinstance(event, model.fold_seeds))]
-            aid, position = item.originator_id, item.position
-            for handler, model, needs_seed in route:
-                if seeds:
-                    self.born[model.name].setdefault(aid, position)
-                elif needs_seed and self.born[model.name].get(aid, position + 1) > position:
-                    continue  # no seed before it: nothing to fold it into (as one process)
-                handler(model, event, aid)
-            if not seeds:
-                self.aids.add(aid)
+            cls = item.cls if item.cls is not None else type(item.event)
+            if item.row is not None or item.event is not None:
+                runs.setdefault(cls, []).append(item)
+                self.aids.add(item.originator_id)
+        for cls, items in runs.items():
+            for handler, model, reads in self.routes.route(cls):
+                born = self.born[model.name]
+                # No seed before it: nothing to fold it into (as in one process).
+                rows = [item.row if item.row is not None
+                        else fold_row(item.event, item.originator_id, reads or ())
+                        for item in items
+                        if model.batch.fold_table is None
+                        or born.get(item.originator_id, item.position + 1) <= item.position]
+                if rows:
+                    handler(model, rows)
 
     def take(self) -> tuple[Cells, list[str], int]:
         """The cells, aggregates and events folded since the last take."""

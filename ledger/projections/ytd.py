@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.aggregates import registration_events as r
-from ledger.projections.base import ReadModel, handles
+from ledger.projections.base import FoldRows, ReadModel, handles
 from ledger.projections.tables import Key, Table
 from ledger.projections.view import ViewMixin, physical
 from ledger.values import jsonable
@@ -27,27 +27,30 @@ JOINED = Table("ytd_joined", ("seller_id", "year", "campaign_id"), {
     "seller_id": "text", "year": "int", "campaign_id": "text", "registrations": "int"})
 
 
-# What `add_report` and the report handlers read of a `PerformanceRecorded` (declared, so
-# that a rebuild decodes nothing else of 90% of a season's events).
+# What the report fold handlers read of a `PerformanceRecorded` (declared, so that a
+# rebuild decodes nothing else of 90% of a season's events), in this order: each report
+# reaches them as a row `(aggregate id, *REPORT_FIELDS)`, its amounts at `AMOUNTS`.
 REPORT_FIELDS = ("period_start", "currency", "gmv", "refunds", "orders", "items_sold",
                  "buyers", "views")
+AMOUNTS = 3  # where a report row's amounts start (in `MEASURES` order, but `reports`)
 
 
-def add_report(cells: dict[Key, list[Any]], key: Key, e: r.PerformanceRecorded) -> None:
-    """Add a report's amounts (in `MEASURES` order) to the cell at `key`. A cell gathers
-    one registration's reports of one period and currency until the next write, where
-    `settle` adds it to the sum rows: one addition per report instead of one per sum row.
-    Money stays `Decimal`, so the sums are exact whatever the grouping."""
+def add_report(cells: dict[Key, list[Any]], key: Key, report: tuple[Any, ...]) -> None:
+    """Add a report's amounts (a report row, see `REPORT_FIELDS`) to the cell at `key`. A
+    cell gathers the reports of one key until the next write, where `settle` adds it to
+    the sum rows: one addition per report instead of one per sum row. Money stays
+    `Decimal`, so the sums are exact whatever the grouping."""
     cell = cells.get(key)
     if cell is None:
-        cells[key] = [e.gmv, e.refunds, e.orders, e.items_sold, e.buyers, e.views, 1]
+        cells[key] = [*report[AMOUNTS:], 1]
         return
-    cell[0] += e.gmv
-    cell[1] += e.refunds
-    cell[2] += e.orders
-    cell[3] += e.items_sold
-    cell[4] += e.buyers
-    cell[5] += e.views
+    _, _, _, gmv, refunds, orders, items_sold, buyers, views = report
+    cell[0] += gmv
+    cell[1] += refunds
+    cell[2] += orders
+    cell[3] += items_sold
+    cell[4] += buyers
+    cell[5] += views
     cell[6] += 1
 
 
@@ -78,13 +81,16 @@ class YtdPerformance(ReadModel):
                        (1,))
 
     @handles(r.PerformanceRecorded, reads=REPORT_FIELDS, fold=True)
-    def on_performance(self, e: r.PerformanceRecorded, aid: str) -> None:
-        if self.batch.get(REGISTRATIONS, aid) is None:
-            return  # a report stored before its registration (no command stores one)
-        # The calendar of the report's own offset: a report starting 2026-12-31T23:00+07:00
-        # belongs to December 2026 for the seller who sent it, whatever UTC says.
-        start = e.period_start
-        add_report(self.batch.cells["months"], (aid, start.year, start.month, e.currency), e)
+    def on_performance(self, reports: FoldRows) -> None:
+        get, cells = self.batch.get, self.batch.cells["months"]
+        for report in reports:
+            aid, start, currency = report[0], report[1], report[2]
+            if get(REGISTRATIONS, aid) is None:
+                continue  # a report stored before its registration (no command stores one)
+            # The calendar of the report's own offset: a report starting
+            # 2026-12-31T23:00+07:00 belongs to December 2026 for the seller who sent it,
+            # whatever UTC says.
+            add_report(cells, (aid, start.year, start.month, currency), report)
 
     def settle(self) -> None:
         batch = self.batch
