@@ -96,7 +96,7 @@ class CampaignPerformance(ReadModel):
 
     @handles(r.PerformanceRecorded, reads=REPORT_FIELDS, fold=True)
     def on_performance(self, reports: FoldRows) -> None:
-        get, cells = self.batch.get, self.batch.cells
+        get, cells = self.batch.fold_get, self.batch.cells
         starts, sellers = cells["starts"], cells["sellers"]
         for report in reports:
             row = get(REGISTRATIONS, report[0])

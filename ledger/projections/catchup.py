@@ -204,14 +204,14 @@ class CatchUp:
     def _wanted(model: ReadModel, by_class: dict[type[Any], set[str]]) -> set[str]:
         """The aggregates whose state rows the model's handlers of this page read: all
         those of its events, but those of fold events whose fold columns it keeps."""
-        folded = model.batch.folded
+        folded = model.batch.folded_ids
         wanted: set[str] = set()
         for cls, ids in by_class.items():
             handler = model.handler(cls)
             if handler is None:
                 continue
             if getattr(handler, "fold", False) and model.batch.fold_table is not None:
-                wanted.update(i for i in ids if (i,) not in folded)
+                wanted |= ids - folded
             else:
                 wanted |= ids
         return wanted

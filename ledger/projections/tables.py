@@ -253,6 +253,7 @@ class Batch:
         self.fold_table = fold[0].name if fold else None
         self.fold_columns = fold[1] if fold else ()
         self.folded: dict[Key, Row] = {}
+        self.folded_ids: set[Any] = set()  # the aggregate ids of `folded`
         self.sums: dict[str, dict[Key, list[Any]]] = {t.name: {} for t in tables}
         self.deltas: dict[str, dict[Key, list[Any]]] = {t.name: {} for t in tables}
         self.dirty: dict[str, set[Key]] = {t.name: set() for t in tables}
@@ -267,6 +268,14 @@ class Batch:
             return self.rows[table.name][key]
         except KeyError:  # not fetched (a fold's aggregate): its fold columns, if kept
             return self.folded.get(key) if table.name == self.fold_table else None
+
+    def fold_get(self, table: Table, aid: str) -> Row | None:
+        """For a fold handler: the state row of `aid` in the fold table (`table`), or its
+        fold columns alone; None when it does not exist. The same as `get`, but asked
+        first of the fold columns, which a rebuild keeps for every row and never drops."""
+        key = (aid,)
+        found = self.folded.get(key)
+        return found if found is not None else self.rows[table.name].get(key)
 
     def put(self, table: Table, row: Row) -> Row:
         key = table.key_of(row)
@@ -322,6 +331,7 @@ class Batch:
         seen stays)."""
         if table.name == self.fold_table and key not in self.folded:
             self.folded[key] = {c: row[c] for c in self.fold_columns}
+            self.folded_ids.add(key[0])
 
     def largest(self) -> int:
         """The most rows cached for one table."""

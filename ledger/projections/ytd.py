@@ -82,7 +82,7 @@ class YtdPerformance(ReadModel):
 
     @handles(r.PerformanceRecorded, reads=REPORT_FIELDS, fold=True)
     def on_performance(self, reports: FoldRows) -> None:
-        get, cells = self.batch.get, self.batch.cells["months"]
+        get, cells = self.batch.fold_get, self.batch.cells["months"]
         for report in reports:
             aid, start, currency = report[0], report[1], report[2]
             if get(REGISTRATIONS, aid) is None:
