@@ -11,12 +11,13 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from eventsourcing.persistence import MapperDeserialisationError, StoredEvent
+from eventsourcing.persistence import MapperDeserialisationError, StoredEvent, Tracking
 
 from ledger import Ledger
 from ledger.aggregates import registration_events as r
-from ledger.projections.decode import Decoder
-from ledger.projections.registry import projector
+from ledger.projections.decode import Decoder, Routes
+from ledger.projections.registry import READ_MODELS, projector
+from ledger.projections.tables import Batch
 from ledger.projections.ytd import REPORT_FIELDS
 from tests.conftest import NewUrl
 from tests.support.projections import clone_events, rows_elsewhere, rows_of
@@ -150,3 +151,30 @@ def test_a_read_model_never_decodes_events_it_does_not_handle(
         with pytest.raises(MapperDeserialisationError, match="PerformanceRecorded"):
             p.catch_up(["ytd_performance"])
         assert p.view.position("ytd_performance") < broken
+
+
+def test_the_library_s_entry_point_folds_reports_as_a_rebuild_does(source: Ledger) -> None:
+    """`process_event` (the library's `Projection` entry point) hands a fold handler the
+    event as a one-row run: every event of a season applied through it leaves the same
+    cells and rows as the decoded page applied as catch-up and rebuild apply it."""
+    app = source.app
+    events = [app.mapper.to_domain_event(n)
+              for n in app.recorder.select_notifications(0, 10**6)]
+    page = projector(app).decoder.page(0, 10**6, 10**9)
+    folds = [cls for cls in READ_MODELS.values() if cls.fold_state() is not None]
+    assert folds
+    for cls in folds:
+        one, other = cls(None), cls(None)  # type: ignore[arg-type]  # no view: no writes
+        for model in (one, other):
+            model.batch = Batch(model.tables, complete=True, fold=model.fold_state())
+        for event in events:
+            one.process_event(event, Tracking("test", 0))
+        routes = Routes([other])
+        for decoded in page:
+            if decoded.row is not None:
+                routes.fold(decoded.cls, [decoded.row])
+            elif decoded.event is not None:
+                routes.apply(decoded.event, decoded.originator_id)
+        assert any(one.batch.cells.values())
+        assert repr(dict(one.batch.cells)) == repr(dict(other.batch.cells))
+        assert one.batch.rows == other.batch.rows
