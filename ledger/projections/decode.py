@@ -16,15 +16,17 @@ The event handed to handlers is an instance of its own class (dispatch and `isin
 work as before) whose attributes are those fields, the aggregate's version and, for a
 whole event, its id: what the library's mapper would give, less the fields nobody reads.
 
+Anything this path does not take on as it is falls back to the library's mapper, event by
+event: an event stored at an older `class_version` (upcasting stays the library's and the
+event class's business), a value orjson refuses (an integer over 64 bits, NaN), a
+declared field missing. So the rows are the same whichever way an event was decoded.
+
 A *fold* event (every handler of its class is a fold handler, `@handles(..., fold=True)`:
 nine events in ten of a season, the performance reports) becomes no object at all: a
 tuple, the aggregate id then the declared fields in their declared order (`Decoded.row`),
 which fold handlers take a run of at a time. Making an object per report, and calling a
 handler per report and read model, was half of a rebuild's time at 1M events (issue 15).
-Anything this path does not take on as it is falls back to the library's mapper, event by
-event: an event stored at an older `class_version` (upcasting stays the library's and the
-event class's business), a value orjson refuses (an integer over 64 bits, NaN), a
-declared field missing. So the rows are the same whichever way an event was decoded.
+Its fields are read by msgspec where their types allow (`FoldReader`), else as above.
 """
 
 from __future__ import annotations
