@@ -204,7 +204,7 @@ class CatchUp:
     def _wanted(model: ReadModel, by_class: dict[type[Any], set[str]]) -> set[str]:
         """The aggregates whose state rows the model's handlers of this page read: all
         those of its events, but those of fold events whose fold columns it keeps."""
-        folded = model.batch.folded_ids
+        folded = model.batch.folded.keys()
         wanted: set[str] = set()
         for cls, ids in by_class.items():
             handler = model.handler(cls)
@@ -227,7 +227,7 @@ class CatchUp:
                 for group, part in mine.items():
                     merge(model.batch.cells[group], part)
                 if any(t.name not in model.batch.complete for t in model.state_tables):
-                    wanted = [i for i in aids if (i,) not in model.batch.folded]
+                    wanted = [i for i in aids if i not in model.batch.folded]
                     self.view.prefetch(model.state_tables, wanted, model.batch, shadow=True)
             follow.applied += count
         return count

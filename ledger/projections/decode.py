@@ -51,7 +51,6 @@ from ledger.store.rows import EventRow, Topics
 # The library's transcodings whose data is a string, done without a method call each.
 DIRECT: dict[type[Any], Callable[[Any], Any]] = {
     DatetimeAsISO: datetime.fromisoformat, DecimalAsStr: Decimal}
-TRANSCODINGS: dict[str, type[Any]] = {"datetime_iso": DatetimeAsISO, "decimal_str": DecimalAsStr}
 
 
 @dataclass(slots=True)
@@ -122,9 +121,11 @@ class FoldReader:
     plan: tuple[Any, ...]  # per field: None (as is), TIME, or the conversion of its text
 
 
-SUPPORTED: dict[Any, tuple[type[Tagged], str] | None] = {
-    int: None, str: None, datetime: (DatetimeTagged, "datetime_iso"),
-    Decimal: (DecimalTagged, "decimal_str")}
+# The field types the reader takes: as they are, or a transcoded value (its struct, the
+# transcoding's name, and what the library's transcoding does to its text).
+SUPPORTED: dict[Any, tuple[type[Tagged], str, Callable[[str], Any]] | None] = {
+    int: None, str: None, datetime: (DatetimeTagged, "datetime_iso", datetime.fromisoformat),
+    Decimal: (DecimalTagged, "decimal_str", Decimal)}
 
 
 def fold_reader(cls: type[Any], names: Sequence[str],
@@ -146,12 +147,12 @@ def fold_reader(cls: type[Any], names: Sequence[str],
             fields.append((name, hint))
             plan.append(None)
             continue
-        struct, transcoding = tagged
-        if convert.get(transcoding) is not DIRECT[TRANSCODINGS[transcoding]]:
+        struct, transcoding, decode = tagged
+        # (`==`: each look-up of a classmethod such as `fromisoformat` is a new object)
+        if convert.get(transcoding) != decode:
             return None  # another transcoding under that name: orjson and its own decode
-        # (so a time is `datetime.fromisoformat` of its text, an amount `Decimal` of it)
         fields.append((name, struct))
-        plan.append(TIME if transcoding == "datetime_iso" else convert[transcoding])
+        plan.append(TIME if struct is DatetimeTagged else decode)
     fields.append(("class_version", int, 1))  # type: ignore[arg-type]
     struct_type = msgspec.defstruct(f"{cls.__name__}Fold", fields)
     return FoldReader(msgspec.json.Decoder(struct_type), tuple(plan))
@@ -242,22 +243,7 @@ class Decoder:
             try:
                 state = orjson.loads(row[4])
                 if state.get("class_version", 1) == kind.version:
-                    convert, value = self.convert, self.value
-                    values = [row[1]]
-                    for name in names:
-                        v = state[name]
-                        if type(v) is dict:
-                            data = v.get("_data_")
-                            if type(data) is str and len(v) == 2:
-                                t = v["_type_"]
-                                v = (self.time(data) if convert[t] is datetime.fromisoformat
-                                     else convert[t](data))
-                            else:
-                                v = value(v)
-                        elif type(v) is list:
-                            v = value(v)
-                        values.append(v)
-                    return tuple(values)
+                    return (row[1], *self.fields(state, names).values())
             except Exception:  # anything unusual: the library's mapper, as for any event
                 pass
         event = self.mapper.to_domain_event(StoredEvent(UUID(row[1]), row[2], row[3], row[4]))

@@ -406,10 +406,10 @@ class Folder:
         # event the library's mapper decoded, as an object.
         runs: dict[type[Any], list[Decoded]] = {}
         for item in page:
-            cls = item.cls if item.cls is not None else type(item.event)
-            if item.row is not None or item.event is not None:
-                runs.setdefault(cls, []).append(item)
-                self.aids.add(item.originator_id)
+            if item.row is None and item.event is None:
+                continue  # (a fold topic is one this version knows)
+            runs.setdefault(item.cls or type(item.event), []).append(item)
+            self.aids.add(item.originator_id)
         for cls, items in runs.items():
             for handler, model, reads in self.routes.route(cls):
                 born = self.born[model.name]

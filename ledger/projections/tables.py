@@ -267,8 +267,7 @@ class Batch:
         # never dropped: a fold reads them without its row being fetched again.
         self.fold_table = fold[0].name if fold else None
         self.fold_columns = fold[1] if fold else ()
-        self.folded: dict[Key, Row] = {}
-        self.folded_ids: set[Any] = set()  # the aggregate ids of `folded`
+        self.folded: dict[Any, Row] = {}  # by aggregate id (the fold table's one key)
         self.sums: dict[str, dict[Key, list[Any]]] = {t.name: {} for t in tables}
         self.deltas: dict[str, dict[Key, list[Any]]] = {t.name: {} for t in tables}
         self.dirty: dict[str, set[Key]] = {t.name: set() for t in tables}
@@ -282,15 +281,14 @@ class Batch:
         try:
             return self.rows[table.name][key]
         except KeyError:  # not fetched (a fold's aggregate): its fold columns, if kept
-            return self.folded.get(key) if table.name == self.fold_table else None
+            return self.folded.get(key[0]) if table.name == self.fold_table else None
 
     def fold_get(self, table: Table, aid: str) -> Row | None:
         """For a fold handler: the state row of `aid` in the fold table (`table`), or its
         fold columns alone; None when it does not exist. The same as `get`, but asked
         first of the fold columns, which a rebuild keeps for every row and never drops."""
-        key = (aid,)
-        found = self.folded.get(key)
-        return found if found is not None else self.rows[table.name].get(key)
+        found = self.folded.get(aid)
+        return found if found is not None else self.rows[table.name].get((aid,))
 
     def put(self, table: Table, row: Row) -> Row:
         key = table.key_of(row)
@@ -344,9 +342,8 @@ class Batch:
     def keep_fold(self, table: Table, key: Key, row: Row) -> None:
         """Keep the fold columns of a row of the fold table (they never change: the first
         seen stays)."""
-        if table.name == self.fold_table and key not in self.folded:
-            self.folded[key] = {c: row[c] for c in self.fold_columns}
-            self.folded_ids.add(key[0])
+        if table.name == self.fold_table and key[0] not in self.folded:
+            self.folded[key[0]] = {c: row[c] for c in self.fold_columns}
 
     def largest(self) -> int:
         """The most rows cached for one table."""
