@@ -57,7 +57,7 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 from eventsourcing.utils import get_topic, resolve_topic
 
-from ledger.projections.base import ReadModel, fold_row
+from ledger.projections.base import FoldRows, ReadModel, fold_row
 from ledger.projections.decode import Decoded, Decoder, Routes
 from ledger.projections.tables import Batch, Key, Row, Table
 from ledger.store.application import LedgerApplication
@@ -377,7 +377,11 @@ class Folder:
         self.seen = after  # seed events are applied up to here
         # Per read model, where each aggregate's first seed is stored: a fold event before
         # it counts for nothing, as in one process (where the state row is not there yet).
-        self.born: dict[str, dict[str, int]] = {model.name: {} for model in self.models}
+        # Read models with the same seeds share one (and so, below, their rows).
+        by_seeds: dict[tuple[type[Any], ...], dict[str, int]] = {}
+        self.born: dict[str, dict[str, int]] = {
+            model.name: by_seeds.setdefault(tuple(model.fold_seeds), {})
+            for model in self.models}
         self.aids: set[str] = set()
         self.count = 0
 
@@ -411,13 +415,18 @@ class Folder:
             runs.setdefault(item.cls or type(item.event), []).append(item)
             self.aids.add(item.originator_id)
         for cls, items in runs.items():
+            made: dict[int, FoldRows] = {}  # the rows, by the `born` they were chosen by
             for handler, model, reads in self.routes.route(cls):
-                born = self.born[model.name]
-                # No seed before it: nothing to fold it into (as in one process).
-                rows = [item.row if item.row is not None
+                born = None if model.batch.fold_table is None else self.born[model.name]
+                rows = made.get(id(born))
+                if rows is None:
+                    # No seed before it: nothing to fold it into (as in one process). (The
+                    # fold handlers of a class all read the same fields: checked.)
+                    rows = made[id(born)] = [
+                        item.row if item.row is not None
                         else fold_row(item.event, item.originator_id, reads or ())
                         for item in items
-                        if model.batch.fold_table is None
+                        if born is None
                         or born.get(item.originator_id, item.position + 1) <= item.position]
                 if rows:
                     handler(model, rows)
