@@ -62,7 +62,10 @@ class CampaignPerformance(ReadModel):
         if row is not None:
             self.batch.put(CAMPAIGNS, {**row, "expired_at": e.timestamp})
 
-    @handles(r.Registered)
+    # (`reads`: a rebuild's helper, which runs this to seed its folds, decodes no more
+    # of a registration than this.)
+    @handles(r.Registered, reads=("registration_id", "campaign_id", "seller_id",
+                                  "account_id", "terms"))
     def on_registered(self, e: r.Registered, aid: str) -> None:
         self.batch.put(REGISTRATIONS, {
             "aggregate_id": aid, "registration_id": e.registration_id,

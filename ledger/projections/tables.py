@@ -208,16 +208,19 @@ class Dialect:
 
     # Statements ----------------------------------------------------------------------------
 
-    def upsert(self, table: Table, physical: str, count: int = 1) -> str:
+    def upsert(self, table: Table, physical: str, count: int = 1,
+               staged: str | None = None) -> str:
         """Insert or replace rows in one statement. PostgreSQL takes one array per column
-        (`unnest`), so the statement stays small and is parsed and planned once."""
+        (`unnest`), so the statement stays small and is parsed and planned once; or, with
+        `staged`, the rows of that table (see `staging`)."""
         cols = table.all_columns
         names = ", ".join(f'"{c}"' for c in cols)
         keys = ", ".join(f'"{k}"' for k in table.keys)
         updates = ", ".join(f'"{c}" = excluded."{c}"' for c in cols if c not in table.keys)
         action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
         if self.backend == "postgres":
-            source = f"SELECT {self._casts(table, cols)} FROM {self._unnest(table, cols)}"
+            rows = f"{staged} AS u" if staged else self._unnest(table, cols)
+            source = f"SELECT {self._casts(table, cols)} FROM {rows}"
         else:
             marks = ", ".join(["(" + ", ".join([self.p] * len(cols)) + ")"] * count)
             source = f"VALUES {marks}"
@@ -232,6 +235,18 @@ class Dialect:
             f"%b::{'text' if table.kind(c) == 'json' else self.sql_type(table.kind(c))}[]"
             for c in cols)
         return f"unnest({arrays}) AS u({', '.join(f'{chr(34)}{c}{chr(34)}' for c in cols)})"
+
+    def column_types(self, table: Table) -> list[str]:
+        """PostgreSQL: each column's type as it travels (a JSON column as its text)."""
+        return ["text" if table.kind(c) == "json" else self.sql_type(table.kind(c)).lower()
+                for c in table.all_columns]
+
+    def staging(self, table: Table, staged: str) -> str:
+        """PostgreSQL: a temporary table (this session's, emptied at commit) that rows of
+        `table` are copied into before `upsert(..., staged=...)`."""
+        cols = ", ".join(f'"{c}" {kind}' for c, kind in zip(
+            table.all_columns, self.column_types(table), strict=True))
+        return f"CREATE TEMPORARY TABLE {staged} ({cols}) ON COMMIT DELETE ROWS"
 
     def _casts(self, table: Table, cols: Sequence[str]) -> str:
         return ", ".join(f'u."{c}"::jsonb' if table.kind(c) == "json" else f'u."{c}"'

@@ -64,7 +64,8 @@ class YtdPerformance(ReadModel):
     fold_seeds = (r.Registered,)  # `settle` reads the registration's seller and campaign
     fold_columns = ("seller_id", "campaign_id")
 
-    @handles(r.Registered)
+    # (`reads`: as campaign_performance's, for a rebuild's helper.)
+    @handles(r.Registered, reads=("seller_id", "campaign_id", "terms"))
     def on_registered(self, e: r.Registered, aid: str) -> None:
         self.batch.put(REGISTRATIONS, {
             "aggregate_id": aid, "seller_id": e.seller_id,
