@@ -53,6 +53,10 @@ DIRECT: dict[type[Any], Callable[[Any], Any]] = {
     DatetimeAsISO: datetime.fromisoformat, DecimalAsStr: Decimal}
 
 
+# Fold rows by event class, each with its position (`Decoder.fold_runs`).
+FoldRuns = dict[type[Any], list[tuple[int, tuple[Any, ...]]]]
+
+
 @dataclass(slots=True)
 class Decoded:
     """A stored event, decoded once per page for every read model: `event` is None for a
@@ -205,6 +209,25 @@ class Decoder:
             else:
                 page.append(Decoded(row[0], decode(kind, row), row[3], row[1]))
         return page
+
+    def fold_runs(self, after: int, limit: int, stop: int, topics: Topics) -> tuple[
+            FoldRuns, int]:
+        """Fold events only (`topics` names fold topics: a shared rebuild's helper reads
+        its chunks so): each class's rows with their positions, in store order, with no
+        `Decoded` made of each; and how many events were read."""
+        kinds, fold = self.kinds, self.fold
+        runs: FoldRuns = {}
+        found = self.app.store.select_rows(after, limit, stop, topics)
+        for row in found:
+            kind = kinds.get(row[3]) or self.kind(row[3])
+            cls = kind.cls
+            if kind.fold is None or cls is None:
+                raise ValueError(f"not a fold topic for these read models: {row[3]}")
+            rows = runs.get(cls)
+            if rows is None:
+                rows = runs[cls] = []
+            rows.append((row[0], fold(kind, row)))
+        return runs, len(found)
 
     def kind(self, topic: str) -> Kind:
         """How events of `topic` are decoded (worked out once per topic)."""

@@ -57,8 +57,8 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 from eventsourcing.utils import get_topic, resolve_topic
 
-from ledger.projections.base import FoldRows, ReadModel, fold_row
-from ledger.projections.decode import Decoded, Decoder, Routes
+from ledger.projections.base import FoldRows, ReadModel
+from ledger.projections.decode import Decoded, Decoder, FoldRuns, Routes
 from ledger.projections.tables import Batch, Key, Row, Table
 from ledger.store.application import LedgerApplication
 from ledger.store.turns import TurnTakingDatastore
@@ -388,46 +388,37 @@ class Folder:
     def fold(self, low: int, high: int) -> None:
         while self.seen < high:  # the seeds up to the chunk's end, in order
             page = self.decoder.page(self.seen, SEED_PAGE, high, (self.plan.seeds, True))
-            self.apply(page, seeds=True)
+            self.seed(page)
             self.seen = page[-1].position if len(page) == SEED_PAGE else high
-        page = self.decoder.page(low, high - low, high, (self.plan.folds, True))
-        self.apply(page, seeds=False)
-        self.count += len(page)
+        runs, count = self.decoder.fold_runs(low, high - low, high, (self.plan.folds, True))
+        self.fold_rows(runs)
+        self.count += count
 
-    def apply(self, page: list[Decoded], *, seeds: bool) -> None:
-        if seeds:
-            for item in page:
-                event = item.event
-                if event is None:
-                    continue  # (a seed topic is one this version knows)
-                aid, position = item.originator_id, item.position
-                for handler, model, _ in self.routes.route(type(event)):
-                    if isinstance(event, model.fold_seeds):
-                        self.born[model.name].setdefault(aid, position)
-                        handler(model, event, aid)
-            return
-        # Fold events: decoded as rows (every handler of a fold topic folds), or, for an
-        # event the library's mapper decoded, as an object.
-        runs: dict[type[Any], list[Decoded]] = {}
+    def seed(self, page: list[Decoded]) -> None:
         for item in page:
-            if item.row is None and item.event is None:
-                continue  # (a fold topic is one this version knows)
-            runs.setdefault(item.cls or type(item.event), []).append(item)
-            self.aids.add(item.originator_id)
+            event = item.event
+            if event is None:
+                continue  # (a seed topic is one this version knows)
+            aid, position = item.originator_id, item.position
+            for handler, model, _ in self.routes.route(type(event)):
+                if isinstance(event, model.fold_seeds):
+                    self.born[model.name].setdefault(aid, position)
+                    handler(model, event, aid)
+
+    def fold_rows(self, runs: FoldRuns) -> None:
+        """Hand each read model its fold rows, class by class (`Decoder.fold_runs`)."""
         for cls, items in runs.items():
+            self.aids.update([row[0] for _, row in items])
             made: dict[int, FoldRows] = {}  # the rows, by the `born` they were chosen by
-            for handler, model, reads in self.routes.route(cls):
+            for handler, model, _ in self.routes.route(cls):
                 born = None if model.batch.fold_table is None else self.born[model.name]
                 rows = made.get(id(born))
                 if rows is None:
-                    # No seed before it: nothing to fold it into (as in one process). (The
-                    # fold handlers of a class all read the same fields: checked.)
-                    rows = made[id(born)] = [
-                        item.row if item.row is not None
-                        else fold_row(item.event, item.originator_id, reads or ())
-                        for item in items
-                        if born is None
-                        or born.get(item.originator_id, item.position + 1) <= item.position]
+                    # No seed before it: nothing to fold it into (as in one process).
+                    rows = made[id(born)] = (
+                        [row for _, row in items] if born is None else
+                        [row for position, row in items
+                         if born.get(row[0], position + 1) <= position])
                 if rows:
                     handler(model, rows)
 
