@@ -72,13 +72,26 @@ def _json_dump(value: Any) -> str:
         return json.dumps(value, default=str, separators=(",", ":"))
 
 
+# The text of times written lately (`_iso`): a row is written again at each write that
+# finds it changed, and many rows share a time (a campaign's, a report's hour), so most
+# times are spelled more than once. Equal instants (in any offset) have one text.
+_ISO_TEXTS: dict[datetime, str] = {}
+ISO_CACHE = 10_000
+
+
 def _iso(value: Any) -> str:
     """A time for a SQLite TEXT column: UTC, always to the microsecond, so that the text
     sorts as the instants do (ORDER BY, as PostgreSQL's timestamptz sorts)."""
     if isinstance(value, datetime):
-        # (Most times are UTC already: no new object for them.)
-        return (value if value.tzinfo is UTC else value.astimezone(UTC)).isoformat(
-            timespec="microseconds")
+        text = _ISO_TEXTS.get(value)
+        if text is None:
+            if len(_ISO_TEXTS) >= ISO_CACHE:
+                _ISO_TEXTS.clear()
+            # (Most times are UTC already: no new object for them.)
+            text = _ISO_TEXTS[value] = (
+                value if value.tzinfo is UTC else value.astimezone(UTC)).isoformat(
+                    timespec="microseconds")
+        return text
     return str(value)
 
 
