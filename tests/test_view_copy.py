@@ -1,7 +1,9 @@
 """On PostgreSQL, a write of many read-model rows goes by binary COPY into a staging table
 of the session, then one upsert from it (`PostgresView.write_rows`); fewer rows go as one
 array per column. Both ways must give the same rows, and the staging tables must stay
-right through rollbacks and through several writes of one table in a transaction."""
+right through rollbacks and through several writes of one table in a transaction. A
+rebuild writes its read models at once, each on its own connection
+(`CatchUp._write_all`): the same rows and positions as one after the other."""
 
 from __future__ import annotations
 
@@ -29,13 +31,17 @@ def source(postgres_database: str) -> Iterator[Ledger]:
         yield ledger
 
 
-def rebuilt_rows(source: Ledger, url: str, copy_min_rows: int) -> dict[str, object]:
+def rebuilt_rows(source: Ledger, url: str, copy_min_rows: int,
+                 parallel_writes: bool = True) -> dict[str, object]:
     with clone_events(source.app, url) as clone:
-        p = projector(clone.app)
+        p = projector(clone.app, flush_every=40)  # (several writes in the rebuild)
         assert isinstance(p.view, PostgresView)
         p.view.copy_min_rows = copy_min_rows
+        p.parallel_writes = parallel_writes
         p.rebuild()
-        return rows_of(p, exact=True)
+        return {"rows": rows_of(p, exact=True),
+                "positions": sorted((s["name"], s["position"], s["events_applied"])
+                                    for s in p.status())}
 
 
 def test_a_rebuild_writes_the_same_rows_by_copy_as_by_arrays(
@@ -43,7 +49,16 @@ def test_a_rebuild_writes_the_same_rows_by_copy_as_by_arrays(
     by_copy = rebuilt_rows(source, new_schema_url(postgres_database), 1)
     by_arrays = rebuilt_rows(source, new_schema_url(postgres_database), 10**9)
     assert by_copy == by_arrays
-    assert sum(len(rows) for rows in by_copy.values()) > 100  # (a season, not nothing)
+    rows = by_copy["rows"]
+    assert isinstance(rows, dict)
+    assert sum(len(found) for found in rows.values()) > 100  # (a season, not nothing)
+
+
+def test_a_rebuild_writes_the_same_rows_with_its_writes_at_once_as_one_after_the_other(
+        source: Ledger, postgres_database: str) -> None:
+    at_once = rebuilt_rows(source, new_schema_url(postgres_database), 1, True)
+    in_turn = rebuilt_rows(source, new_schema_url(postgres_database), 1, False)
+    assert at_once == in_turn
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -120,6 +121,8 @@ class CatchUp:
         self.flush_every = flush_every or self.rebuild_page
         self.working_set = working_set
         self.jobs = jobs
+        # Several read models' writes at once (see `_write_all`): PostgreSQL only.
+        self.parallel_writes = isinstance(self.view, PostgresView)
         # A shared rebuild running now; the last one's chunks, and how many helpers took.
         self.share: Share | None = None
         self.shared: tuple[int, int] | None = None
@@ -173,19 +176,18 @@ class CatchUp:
             may_write = share is None or share.at_segment_end(end)
             if share is not None and may_write:
                 done += self._take(share, end, follows)
-            for follow in behind:
-                if may_write and (not shadow or follow.unwritten >= self.flush_every
-                                  or follow.model.batch.largest() > 2 * self.working_set):
-                    self._write(follow, shadow)
+            if may_write:
+                self._write_all([f for f in behind if not shadow
+                                 or f.unwritten >= self.flush_every
+                                 or f.model.batch.largest() > 2 * self.working_set], shadow)
             start = min(end, *(f.position for f in follows))
             done += len(page)
             if progress is not None:
                 progress(start, stop)
         if share is not None:
             done += self._take(share, stop, follows)
+        self._write_all([f for f in follows if f.unwritten], shadow)
         for follow in follows:
-            if follow.unwritten:
-                self._write(follow, shadow)
             follow.model.batch = Batch(follow.model.tables)  # let the working set go
         return done
 
@@ -280,6 +282,20 @@ class CatchUp:
             for topic, count in skipped.items():
                 follow.skipped[topic] = follow.skipped.get(topic, 0) + count
             follow.position = end
+
+    def _write_all(self, follows: list[Follow], shadow: bool) -> None:
+        """Write these read models' working sets. A rebuild's (or a verify's) on PostgreSQL
+        are written at once, each in its own transaction on its own connection, as they
+        are alone: the server works on one while this process encodes the next (at the
+        end of a 100k rebuild, the four writes took 0.36 s one after the other, half of
+        it waiting). On SQLite there is one writer at a time: one after the other."""
+        if len(follows) > 1 and shadow and self.parallel_writes:
+            with ThreadPoolExecutor(len(follows), thread_name_prefix="ledger-write") as pool:
+                for done in [pool.submit(self._write, f, shadow) for f in follows]:
+                    done.result()  # (the first error, once every write has ended)
+            return
+        for follow in follows:
+            self._write(follow, shadow)
 
     def _write(self, follow: Follow, shadow: bool) -> None:
         """Write the working set and the position; after a lost compare-and-set (another
