@@ -3,7 +3,8 @@ of the session, then one upsert from it (`PostgresView.write_rows`); fewer rows 
 array per column. Both ways must give the same rows, and the staging tables must stay
 right through rollbacks and through several writes of one table in a transaction. A
 rebuild writes its read models at once, each on its own connection
-(`CatchUp._write_all`): the same rows and positions as one after the other."""
+(`CatchUp._write_all`), and reads its next page while it applies one (`read_ahead`): the
+same rows and positions as one thing after the other."""
 
 from __future__ import annotations
 
@@ -32,12 +33,15 @@ def source(postgres_database: str) -> Iterator[Ledger]:
 
 
 def rebuilt_rows(source: Ledger, url: str, copy_min_rows: int,
-                 parallel_writes: bool = True) -> dict[str, object]:
+                 parallel_writes: bool = True, read_ahead: bool = True,
+                 jobs: int = 1) -> dict[str, object]:
     with clone_events(source.app, url) as clone:
-        p = projector(clone.app, flush_every=40)  # (several writes in the rebuild)
+        # (Pages of 10 and several writes in the rebuild.)
+        p = projector(clone.app, 10, flush_every=40, jobs=jobs)
         assert isinstance(p.view, PostgresView)
         p.view.copy_min_rows = copy_min_rows
         p.parallel_writes = parallel_writes
+        p.read_ahead = read_ahead
         p.rebuild()
         return {"rows": rows_of(p, exact=True),
                 "positions": sorted((s["name"], s["position"], s["events_applied"])
@@ -110,3 +114,13 @@ def test_two_writes_of_a_table_in_one_transaction_each_write_their_own_rows(
     with view._txn() as c:  # the next transaction starts from an empty staging table
         view.write_rows(c, SUMS, "rm_copy_sums", [row("s4", "4.00", 4)])
     assert [r[0] for r in sums(view)] == ["s1", "s2", "s3", "s4"]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_rebuild_reading_its_next_page_ahead_gives_the_rows_of_one_that_does_not(
+        source: Ledger, postgres_database: str, jobs: int) -> None:
+    ahead = rebuilt_rows(source, new_schema_url(postgres_database), 1, read_ahead=True,
+                         jobs=jobs)
+    in_turn = rebuilt_rows(source, new_schema_url(postgres_database), 1, read_ahead=False,
+                           jobs=jobs)
+    assert ahead == in_turn

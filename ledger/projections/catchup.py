@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -27,6 +27,7 @@ from ledger.projections.tables import Batch
 from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
 from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
 from ledger.store.readstore import ReadStore
+from ledger.store.rows import EventRow
 
 # Where read models are kept: beside the events (the application), or a `ReadStore`.
 ReadSide = LedgerApplication | ReadStore
@@ -121,8 +122,11 @@ class CatchUp:
         self.flush_every = flush_every or self.rebuild_page
         self.working_set = working_set
         self.jobs = jobs
-        # Several read models' writes at once (see `_write_all`): PostgreSQL only.
+        # Several read models' writes at once (see `_write_all`), and the next page of a
+        # rebuild read while this one is applied: PostgreSQL only (the server works
+        # meanwhile; SQLite reads in this process, under the GIL).
         self.parallel_writes = isinstance(self.view, PostgresView)
+        self.read_ahead = isinstance(self.app.factory, PostgresFactory)
         # A shared rebuild running now; the last one's chunks, and how many helpers took.
         self.share: Share | None = None
         self.shared: tuple[int, int] | None = None
@@ -158,38 +162,62 @@ class CatchUp:
         decoder = self.decoder_for([f.model for f in follows])
         done = 0
         limit = self.rebuild_page if shadow else self.page
-        while start < stop:
+        store = self.app.store
+
+        def read(after: int) -> tuple[int, list[EventRow]]:
+            """The rows of the page after `after` (not decoded), and where it ends."""
             if share is None:
-                page = decoder.page(start, limit, stop)
-                if not page:
+                rows = store.select_rows(after, limit, stop)
+                return (rows[-1][0] if rows else after), rows
+            # The chunk after `after`, less what a helper folds of it.
+            end, topics = share.topics(after)
+            return end, store.select_rows(after, limit, end, topics)
+
+        # A rebuild on PostgreSQL reads its next page while it applies this one (the
+        # server answers meanwhile); see `read_ahead`.
+        with ThreadPoolExecutor(1, thread_name_prefix="ledger-read") as reader:
+            ahead: tuple[int, Future[tuple[int, list[EventRow]]]] | None = None
+            while start < stop:
+                if ahead is not None and ahead[0] == start:
+                    end, rows = ahead[1].result()
+                else:
+                    end, rows = read(start)
+                ahead = None
+                if share is None and not rows:
                     break
-                end = page[-1].position
-            else:  # the chunk after `start`, less what a helper folds of it
-                end, topics = share.topics(start)
-                page = decoder.page(start, limit, end, topics)
-                share.drain()
-            behind = [f for f in follows if f.position < end]
-            for _, group in groupby(sorted(behind, key=attrgetter("position")),
-                                    key=attrgetter("position")):
-                self._apply(list(group), page, end, shadow)
-            # With a share, writes wait for the end of a segment and the helpers' cells.
-            may_write = share is None or share.at_segment_end(end)
-            if share is not None and may_write:
-                done += self._take(share, end, follows)
-            if may_write:
-                self._write_all([f for f in behind if not shadow
-                                 or f.unwritten >= self.flush_every
-                                 or f.model.batch.largest() > 2 * self.working_set], shadow)
-            start = min(end, *(f.position for f in follows))
-            done += len(page)
-            if progress is not None:
-                progress(start, stop)
+                if shadow and self.read_ahead and end < stop:
+                    ahead = (end, reader.submit(read, end))
+                page = decoder.decode_rows(rows)
+                if share is not None:
+                    share.drain()
+                done += self._page(follows, page, end, shadow, share)
+                start = min(end, *(f.position for f in follows))
+                if progress is not None:
+                    progress(start, stop)
         if share is not None:
             done += self._take(share, stop, follows)
         self._write_all([f for f in follows if f.unwritten], shadow)
         for follow in follows:
             follow.model.batch = Batch(follow.model.tables)  # let the working set go
         return done
+
+    def _page(self, follows: list[Follow], page: list[Decoded], end: int, shadow: bool,
+              share: Share | None) -> int:
+        """Apply a page read up to `end`, and write what is due; the events done."""
+        done = 0
+        behind = [f for f in follows if f.position < end]
+        for _, group in groupby(sorted(behind, key=attrgetter("position")),
+                                key=attrgetter("position")):
+            self._apply(list(group), page, end, shadow)
+        # With a share, writes wait for the end of a segment and the helpers' cells.
+        may_write = share is None or share.at_segment_end(end)
+        if share is not None and may_write:
+            done += self._take(share, end, follows)
+        if may_write:
+            self._write_all([f for f in behind if not shadow
+                             or f.unwritten >= self.flush_every
+                             or f.model.batch.largest() > 2 * self.working_set], shadow)
+        return done + len(page)
 
     def decoder_for(self, models: Sequence[ReadModel]) -> Decoder:
         """The decoder of what these read models read: events none of them handles are

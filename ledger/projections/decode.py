@@ -195,9 +195,13 @@ class Decoder:
              ) -> list[Decoded]:
         """The events after position `after` up to `stop` (at most `limit`), decoded;
         `topics` filters them by topic in the database (see `select_rows`)."""
+        return self.decode_rows(self.app.store.select_rows(after, limit, stop, topics))
+
+    def decode_rows(self, rows: list[EventRow]) -> list[Decoded]:
+        """Rows read by `select_rows`, decoded (see `page`)."""
         kinds, decode, fold = self.kinds, self.decode, self.fold
         page = []
-        for row in self.app.store.select_rows(after, limit, stop, topics):
+        for row in rows:
             kind = kinds.get(row[3]) or self.kind(row[3])
             if kind.fold is not None:
                 page.append(Decoded(row[0], None, row[3], row[1], True, fold(kind, row),
