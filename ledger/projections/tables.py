@@ -244,15 +244,18 @@ class Dialect:
         # `%b`: each column's list goes over in binary. In text, psycopg quotes and
         # escapes every element with a regular expression (times and JSON always need
         # it): that was half of a PostgreSQL rebuild's writing, measured.
-        arrays = ", ".join(
-            f"%b::{'text' if table.kind(c) == 'json' else self.sql_type(table.kind(c))}[]"
-            for c in cols)
+        arrays = ", ".join(f"%b::{self.travel_type(table, c)}[]" for c in cols)
         return f"unnest({arrays}) AS u({', '.join(f'{chr(34)}{c}{chr(34)}' for c in cols)})"
 
+    def travel_type(self, table: Table, column: str) -> str:
+        """PostgreSQL: a column's type as its values travel (a JSON column as its text,
+        cast to JSONB by `_casts`)."""
+        kind = table.kind(column)
+        return "text" if kind == "json" else self.sql_type(kind).lower()
+
     def column_types(self, table: Table) -> list[str]:
-        """PostgreSQL: each column's type as it travels (a JSON column as its text)."""
-        return ["text" if table.kind(c) == "json" else self.sql_type(table.kind(c)).lower()
-                for c in table.all_columns]
+        """PostgreSQL: each column's `travel_type`, in `all_columns` order."""
+        return [self.travel_type(table, c) for c in table.all_columns]
 
     def staging(self, table: Table, staged: str) -> str:
         """PostgreSQL: a temporary table (this session's, emptied at commit) that rows of

@@ -19,12 +19,14 @@ import psycopg
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
+from psycopg import sql
 from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import Loader
 from psycopg.pq import Format
 from psycopg.types.datetime import TimestamptzLoader
 
 from ledger.projections.tables import Batch, Dialect, Key, Table, chunks
+from ledger.store.copying import copy_rows
 
 STATUS = Table("projection_status", ("name",), {
     "name": "text", "position": "int", "last_advanced_at": "time", "events_applied": "int",
@@ -356,10 +358,7 @@ class PostgresView(ViewMixin, PostgresTrackingRecorder):
             c.execute(d.staging(table, staged))
             state.making.add(staged)
         state.used.add(staged)
-        with c.copy(f"COPY {staged} FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(d.column_types(table))
-            for row in values:
-                copy.write_row(row)
+        copy_rows(c, sql.SQL(staged), table.all_columns, d.column_types(table), values)
         c.execute(d.upsert(table, name, staged=staged))
 
     @contextmanager
