@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from ledger.commands.schemas import PAYLOADS, Actor, Envelope, Model
 from ledger.errors import InvalidJson, ValidationFailed
+from ledger.jsontext import canonical
 
 MAX_COMMAND_BYTES = 1_000_000
 
@@ -33,8 +34,7 @@ class Command:
             "expected_version": self.expected_version,
             "payload": self.payload.model_dump(mode="json"),
         }
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return hashlib.sha256(canonical(body).encode()).hexdigest()
 
 
 def _reject_constant(name: str) -> NoReturn:

@@ -12,13 +12,14 @@ longer holds raises `GuardFailed` and the command runs again on fresh state.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
+
+from ledger.jsontext import compact
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class CommandRow:
     def values(self) -> tuple[Any, ...]:
         """The row as `ledger_commands` stores it (its columns, in order)."""
         return (self.command_id, self.fingerprint, self.aggregate_id, self.version,
-                json.dumps(self.result, separators=(",", ":")), self.recorded_at.isoformat())
+                compact(self.result), self.recorded_at.isoformat())
 
 
 @dataclass(frozen=True)

@@ -269,9 +269,13 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
     # count (parsing a 200-placeholder statement cost ~10 ms a group, measured).
 
     def _versions_query(self, keys: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
-        return (f"SELECT originator_id AS id, MAX(originator_version) AS v "
-                f"FROM {self.events_table} WHERE originator_id = ANY(%s::uuid[]) "
-                "GROUP BY originator_id", (list(keys),))
+        # One backward index probe per id (as SQLite's): `MAX ... GROUP BY` over `ANY`
+        # read every version of every id, by a sequential scan of the events on a store
+        # of 23,000 (6 ms a group of 200, against 1.2 ms).
+        return (f"SELECT w.id, e.v FROM unnest(%s::uuid[]) AS w(id) CROSS JOIN LATERAL "
+                f"(SELECT originator_version AS v FROM {self.events_table} "
+                "WHERE originator_id = w.id ORDER BY originator_version DESC LIMIT 1) AS e",
+                (list(keys),))
 
     def _commands_query(self, command_ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
         return (f"SELECT * FROM {self.t}ledger_commands WHERE command_id = ANY(%s::text[])",

@@ -164,7 +164,7 @@ class LedgerRows:
                 chunk = keys[start:start + GUARD_CHUNK]
                 curs.execute(*self._versions_query(chunk))
                 for row in curs.fetchall():
-                    if row["v"] != expected[row["id"]]:
+                    if row["v"] is not None and row["v"] != expected[row["id"]]:
                         raise GuardFailed(f"registration {row['id']} changed meanwhile")
         else:
             curs.execute(
@@ -177,10 +177,12 @@ class LedgerRows:
                                   f"not {guard.count}")
 
     def _versions_query(self, keys: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
-        return (f"SELECT originator_id AS id, MAX(originator_version) AS v "
-                f"FROM {self.events_table} "
-                f"WHERE originator_id IN ({','.join([self.p] * len(keys))}) "
-                "GROUP BY originator_id", tuple(keys))
+        # Each id's last version read from the end of its key, not every version of it
+        # grouped (`MAX ... GROUP BY`, 4x slower on a feed's store): an aggregate costs
+        # one index seek however many reports it has. An id with no events: v is NULL.
+        return (f"SELECT w.column1 AS id, (SELECT originator_version FROM {self.events_table} "
+                "WHERE originator_id = w.column1 ORDER BY originator_version DESC LIMIT 1) AS v "
+                f"FROM (VALUES {','.join([f'({self.p})'] * len(keys))}) AS w", tuple(keys))
 
     def _commands_query(self, command_ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
         return (f"SELECT * FROM {self.t}ledger_commands "
@@ -195,7 +197,8 @@ class LedgerRows:
         for start in range(0, len(keys), GUARD_CHUNK):
             chunk = tuple(keys[start:start + GUARD_CHUNK])
             for row in self._query(*self._versions_query(chunk)):
-                found[hashing.as_uuid(row["id"])] = int(row["v"])
+                if row["v"] is not None:
+                    found[hashing.as_uuid(row["id"])] = int(row["v"])
         return found
 
     # The hash chains (ledger.store.hashing) ----------------------------------------------
