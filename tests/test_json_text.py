@@ -215,6 +215,6 @@ def test_the_ledger_stores_events_with_the_fast_transcoder(tmp_path: Path) -> No
             event = ledger.app.mapper.to_domain_event(notification)
             state = dict(vars(event))
             del state["originator_id"], state["originator_version"]
-            if getattr(type(event), "class_version", 1) > 1:
-                state["class_version"] = type(event).class_version
+            if (version := getattr(type(event), "class_version", 1)) > 1:
+                state["class_version"] = version
             assert notification.state == library_transcoder.encode(state)
