@@ -23,7 +23,7 @@ from ledger.aggregates.base import campaign_uuid
 from ledger.audit import chain
 from ledger.audit.merkle import MerkleRoot
 from ledger.cli import main
-from tests.conftest import NewUrl
+from tests.conftest import NewUrl, new_schema_url
 from tests.support.helpers import (
     NOW,
     add_session,
@@ -340,6 +340,48 @@ def test_racing_writers_never_fork_a_chain(scene: Scene, racers: Racers) -> None
     assert report.events == EVENTS + RACERS * (4 + 2 * 3)  # a registration: 3 events
     tables = Tables(scene.url)
     assert tables.run("SELECT COUNT(*) FROM ledger_event_hashes") == [(report.events,)]
+
+
+# A recorder remembers the chain heads it committed (`ledger.store.rows.Heads`) ------------------
+
+def test_writers_taking_turns_on_one_aggregate_chain_to_each_others_events(scene: Scene) -> None:
+    """Each writer chains its next event to the stored head, whether it wrote that head
+    itself (remembered) or another writer did (read back)."""
+    reg = str(scene.registration)
+    with scene.open() as first, scene.open() as second:
+        for hour, writer in zip(range(10, 22, 2), [first, second, first, first, second, first],
+                                strict=True):
+            assert writer.send(add_session(reg, slot(hour)))["ok"]
+        assert len(first.app.store.heads.known([(scene.registration, 11)])[0]) == 1
+    report = scene.verify()
+    assert report.clean, [f.line() for f in report.findings]
+    assert report.events == EVENTS + 6
+
+
+@pytest.mark.postgres
+def test_a_head_is_remembered_only_once_its_write_committed(postgres_database: str) -> None:
+    """A write whose commit fails (here a deferred check, run by PostgreSQL at commit,
+    after the chain links were written) leaves no head behind: the next write chains to
+    what another writer committed at that version. (SQLite has no failure after the
+    statements but before the commit, short of the disk.)"""
+    scene = build_scene(new_schema_url(postgres_database))
+    reg = str(scene.registration)
+    tables = Tables(scene.url)
+    tables.run("CREATE FUNCTION doomed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+               "IF starts_with(NEW.command_id, 'doomed-') THEN RAISE EXCEPTION 'doomed at commit'; "
+               "END IF; RETURN NEW; END $$")
+    tables.run("CREATE CONSTRAINT TRIGGER doomed AFTER INSERT ON ledger_commands "
+               "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION doomed()")
+    with scene.open() as first, scene.open() as second:
+        doomed = add_session(reg, slot(10))
+        doomed["command_id"] = "doomed-1"
+        with pytest.raises(Exception, match="doomed at commit"):
+            first.send(doomed)
+        assert first.app.store.heads.known([(scene.registration, 6)])[0] == {}
+        assert second.send(add_session(reg, slot(12)))["version"] == 6
+        assert first.send(add_session(reg, slot(14)))["version"] == 7
+    report = scene.verify()
+    assert report.clean, [f.line() for f in report.findings]
 
 
 # The commands -----------------------------------------------------------------------------------

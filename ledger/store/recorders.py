@@ -80,8 +80,18 @@ class LedgerSQLiteRecorder(LedgerRows, SQLiteApplicationRecorder):
         # 67 us of CPU per command in a group; docs/benchmarks.md):
         # sqlite3 keeps the statement prepared either way.
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
-        self.write_hashes(c, stored_events)
+        self.write_hashes(c, stored_events, written=kwargs.get("written"))
         return notification_ids
+
+    def insert_events(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        """The library's insert (one transaction); its chain links remembered once it
+        has committed (`Heads`)."""
+        written: list[hashing.Link] = []
+        ids: Sequence[int] | None = super().insert_events(stored_events, written=written,
+                                                          **kwargs)
+        self.heads.remember(written)
+        return ids
 
     @contextmanager
     def snapshot(self) -> Iterator[SQLiteCursor]:
@@ -166,16 +176,19 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
         """Many rows (a group's save) by binary COPY (`ledger.store.copying`); few by the
         library's pipelined INSERT, which needs one round trip to COPY's several."""
         plan = write_plan_of(kwargs)
+        written: list[hashing.Link] = []
+        inserted: Sequence[int] | None
         if (kwargs.get("tracking") is None and not self.datastore.enable_db_functions
                 and copying.rows_of(stored_events, plan) >= self.bulk_min_rows):
-            ids: Sequence[int] = self.copy_save(stored_events, plan)
-            return ids
-        inserted: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+            inserted = self.copy_save(stored_events, plan, written)
+        else:
+            inserted = super().insert_events(stored_events, written=written, **kwargs)
+        self.heads.remember(written)  # committed: the chain links are the heads now
         return inserted
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the library's
-    def copy_save(self, stored_events: Sequence[StoredEvent],
-                  plan: WritePlan | None) -> Sequence[int]:
+    def copy_save(self, stored_events: Sequence[StoredEvent], plan: WritePlan | None,
+                  written: list[hashing.Link] | None = None) -> Sequence[int]:
         """The events, the plan's rows and guards, and the hash links in one transaction,
         under the library's table lock, by COPY; the events' notification ids in order."""
         datastore = self.datastore
@@ -190,7 +203,7 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
             if stored_events:
                 copying.copy_rows(curs, SQL(self.events_table), copying.EVENT_COLUMNS,
                                   copying.EVENT_TYPES, copying.event_values(stored_events, ids))
-                self.write_hashes(curs, stored_events, bulk=True)
+                self.write_hashes(curs, stored_events, bulk=True, written=written)
         return ids
 
     def _notification_sequence(self) -> str:
@@ -226,7 +239,7 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
     ) -> Sequence[int] | None:
         # The library calls this after its table lock and its insert, in its transaction.
         notification_ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        self.write_hashes(curs, stored_events)
+        self.write_hashes(curs, stored_events, written=kwargs.get("written"))
         return notification_ids
 
     def _previous_hashes(self, curs: _Cursor, wanted: list[tuple[UUID, int]]

@@ -29,6 +29,7 @@ from ledger.store.plan import (
 )
 
 GUARD_CHUNK = 500  # ids per look-up (SQLite allows 32,766 parameters)
+HEADS = 20_000  # chain heads a recorder remembers from its own commits (`Heads`)
 PAGE = 5_000  # events per page of `index_reports`
 PROGRESS_EVERY = 500_000  # reports between its progress lines (on stderr, by logging)
 
@@ -57,6 +58,41 @@ class _Cursor(Protocol):
     def executemany(self, query: Any, params_seq: Any) -> Any: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> Any: ...
+
+
+class Heads:
+    """The hash of each aggregate's last event as this recorder committed it, so that its
+    next write chains to it without reading it back (a query under the write lock, on
+    every save). Only committed links are remembered (`remember`, after the commit), and
+    a link once committed never changes: the row (id, v) is insert-only, and a write of
+    v + 1 that raced another writer fails on the event's key whatever it chained to. At
+    most HEADS are kept (all are forgotten when full: they are read again)."""
+
+    def __init__(self) -> None:
+        self._hashes: dict[tuple[UUID, int], bytes] = {}
+
+    def known(self, wanted: list[tuple[UUID, int]]
+              ) -> tuple[dict[UUID, bytes], list[tuple[UUID, int]]]:
+        """Of these (id, version) heads: those remembered, and the rest."""
+        hashes = self._hashes
+        found: dict[UUID, bytes] = {}
+        unknown: list[tuple[UUID, int]] = []
+        for key in wanted:
+            digest = hashes.get(key)
+            if digest is None:
+                unknown.append(key)
+            else:
+                found[key[0]] = digest
+        return found, unknown
+
+    def remember(self, links: list[hashing.Link]) -> None:
+        """A committed write's links: each aggregate's last one is its head now."""
+        hashes = self._hashes
+        if len(hashes) + len(links) > HEADS:
+            hashes.clear()
+        for oid, version, digest in links:
+            hashes.pop((oid, version - 1), None)
+            hashes[oid, version] = digest
 
 
 class LedgerRows:
@@ -203,15 +239,29 @@ class LedgerRows:
 
     # The hash chains (ledger.store.hashing) ----------------------------------------------
 
+    @property
+    def heads(self) -> Heads:
+        """The chain heads this recorder's committed writes left (made on first use)."""
+        heads: Heads | None = self.__dict__.get("_heads")
+        if heads is None:
+            heads = self.__dict__["_heads"] = Heads()
+        return heads
+
     def write_hashes(self, curs: _Cursor, stored_events: Sequence[StoredEvent], *,
-                     bulk: bool = False) -> None:
-        """Chain the batch's events to their aggregates' stored heads: one read, one insert
-        (`bulk`: by COPY, on PostgreSQL outside the library's pipeline)."""
+                     bulk: bool = False, written: list[hashing.Link] | None = None) -> None:
+        """Chain the batch's events to their aggregates' stored heads: the heads this
+        recorder committed itself are remembered (`Heads`), the others read (one query);
+        then one insert (`bulk`: by COPY, on PostgreSQL outside the library's pipeline).
+        `written`: filled with the links, for the caller to remember once committed."""
         wanted = hashing.previous_links(stored_events)
-        previous = self._previous_hashes(curs, wanted) if wanted else {}
+        previous, unknown = self.heads.known(wanted)
+        if unknown:
+            previous.update(self._previous_hashes(curs, unknown))
         links = hashing.link(stored_events, previous)
         if links:
             self._insert_hashes(curs, links, bulk=bulk)
+        if written is not None:
+            written[:] = links
 
     def _previous_hashes(self, curs: _Cursor, wanted: list[tuple[UUID, int]]
                          ) -> dict[UUID, bytes]:
@@ -377,7 +427,8 @@ def write_plan_of(kwargs: dict[str, Any]) -> WritePlan | None:
     plan = kwargs.get("plan")
     if plan is not None and not isinstance(plan, WritePlan):
         raise TypeError(f"plan must be a WritePlan, not {type(plan).__name__}")
-    unknown = set(kwargs) - {"plan", "tracking"}  # `tracking`: the library's own
+    # `tracking`: the library's own; `written`: the recorder's own list of chain links.
+    unknown = set(kwargs) - {"plan", "tracking", "written"}
     if unknown:
         raise TypeError(f"unexpected save arguments: {sorted(unknown)}")
     return plan
