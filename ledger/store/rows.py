@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -93,6 +94,16 @@ class Heads:
         for oid, version, digest in links:
             hashes.pop((oid, version - 1), None)
             hashes[oid, version] = digest
+
+
+@dataclass
+class Saving:
+    """One save's own state, handed by the recorder to its steps through the library's
+    insert (which passes its keyword arguments on to each): the chain links written, to
+    remember once committed; whether the table lock is taken already."""
+
+    links: list[hashing.Link] = field(default_factory=list)
+    locked: bool = False
 
 
 class LedgerRows:
@@ -427,8 +438,8 @@ def write_plan_of(kwargs: dict[str, Any]) -> WritePlan | None:
     plan = kwargs.get("plan")
     if plan is not None and not isinstance(plan, WritePlan):
         raise TypeError(f"plan must be a WritePlan, not {type(plan).__name__}")
-    # `tracking`: the library's own; `written`: the recorder's own list of chain links.
-    unknown = set(kwargs) - {"plan", "tracking", "written"}
+    # `tracking`: the library's own; `saving`: the recorder's own (`Saving`).
+    unknown = set(kwargs) - {"plan", "tracking", "saving"}
     if unknown:
         raise TypeError(f"unexpected save arguments: {sorted(unknown)}")
     return plan
