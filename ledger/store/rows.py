@@ -70,7 +70,8 @@ class Heads:
     most HEADS are kept (all are forgotten when full: they are read again)."""
 
     def __init__(self) -> None:
-        self._hashes: dict[tuple[UUID, int], bytes] = {}
+        # Keyed by the id's integer: a UUID's own hash is a Python method, an int's is not.
+        self._hashes: dict[tuple[int, int], bytes] = {}
 
     def known(self, wanted: list[tuple[UUID, int]]
               ) -> tuple[dict[UUID, bytes], list[tuple[UUID, int]]]:
@@ -78,12 +79,12 @@ class Heads:
         hashes = self._hashes
         found: dict[UUID, bytes] = {}
         unknown: list[tuple[UUID, int]] = []
-        for key in wanted:
-            digest = hashes.get(key)
+        for oid, version in wanted:
+            digest = hashes.get((oid.int, version))
             if digest is None:
-                unknown.append(key)
+                unknown.append((oid, version))
             else:
-                found[key[0]] = digest
+                found[oid] = digest
         return found, unknown
 
     def remember(self, links: list[hashing.Link]) -> None:
@@ -92,8 +93,9 @@ class Heads:
         if len(hashes) + len(links) > HEADS:
             hashes.clear()
         for oid, version, digest in links:
-            hashes.pop((oid, version - 1), None)
-            hashes[oid, version] = digest
+            number = oid.int
+            hashes.pop((number, version - 1), None)
+            hashes[number, version] = digest
 
 
 @dataclass
