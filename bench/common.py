@@ -321,9 +321,15 @@ def add_store_options(parser: argparse.ArgumentParser, database: str,
                         help="this database is DROPPED and created again on every run")
     parser.add_argument("--sqlite-dir", default=None,
                         help="where the SQLite files go (default: a temporary folder, removed)")
+    add_report_options(parser)
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    """How a bench's report goes out (`emit`): `--json`, `--save FILE`, `--verbose`."""
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--save", default=None, help="also write the JSON figures to this file")
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--verbose", action="store_true",
+                        help="progress lines on stderr even with --json")
 
 
 def store_plan(args: argparse.Namespace, prefix: str) -> tuple[list[str], list[int], Path]:

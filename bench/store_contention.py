@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from multiprocessing.queues import Queue
 from typing import Any
 
-from common import AFTER_CAMPAIGN, IN_WINDOW, emit, environment, log
+from common import AFTER_CAMPAIGN, IN_WINDOW, add_report_options, emit, environment, log
 from workload import PostgresBackend, feed, feed_setup, lines, set_up
 
 from ledger import FixedClock, Ledger
@@ -110,9 +110,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per layout (8)")
     parser.add_argument("--registrations", type=int, default=1000,
                         help="approved registrations set up first (1000)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--save", default=None, help="also write the JSON figures to this file")
-    parser.add_argument("--verbose", action="store_true")
+    add_report_options(parser)
     args = parser.parse_args()
     layouts = [tuple(int(n) for n in layout.split("x")) for layout in args.layouts.split(",")]
     backend = PostgresBackend(args.pg_url)

@@ -52,8 +52,8 @@ from ledger.store import copying, hashing
 from ledger.store.plan import WritePlan
 from ledger.store.rows import (
     EventRow,
+    Heads,
     LedgerRows,
-    Saving,
     Topics,
     _Cursor,
     topic_filter,
@@ -68,6 +68,7 @@ class LedgerSQLiteRecorder(LedgerRows, SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name)
         self._dashed: dict[str, str] = {}  # an aggregate id's stored hex -> its dashed text
+        self.heads = Heads()
 
     def construct_create_table_statements(self) -> list[str]:
         return super().construct_create_table_statements() + self.ledger_create_statements()
@@ -85,17 +86,17 @@ class LedgerSQLiteRecorder(LedgerRows, SQLiteApplicationRecorder):
         # 67 us of CPU per command in a group; docs/benchmarks.md):
         # sqlite3 keeps the statement prepared either way.
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
-        self.write_hashes(c, stored_events, written=_links(kwargs))
+        self.write_hashes(c, stored_events, written=kwargs.get("written"))
         return notification_ids
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
         """The library's insert (one transaction); its chain links remembered once it
         has committed (`Heads`)."""
-        saving = Saving()
-        ids: Sequence[int] | None = super().insert_events(stored_events, saving=saving,
+        written: list[hashing.Link] = []
+        ids: Sequence[int] | None = super().insert_events(stored_events, written=written,
                                                           **kwargs)
-        self.heads.remember(saving.links)
+        self.heads.remember(written)
         return ids
 
     @contextmanager
@@ -175,6 +176,7 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
             SQL(s).format() for s in self.ledger_create_statements()
         )
         self._sequence: str | None = None
+        self.heads = Heads()
         # The library's statements as text, once: psycopg converts a composed statement
         # again at every execute, but caches the conversion of a text (8% of a small
         # group's save, with the table locked).
@@ -187,14 +189,14 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
         """Many rows (a group's save) by binary COPY (`ledger.store.copying`); few by the
         library's pipelined INSERT, which needs one round trip to COPY's several."""
         plan = write_plan_of(kwargs)
-        saving = Saving()
+        written: list[hashing.Link] = []
         inserted: Sequence[int] | None
         if (kwargs.get("tracking") is None and not self.datastore.enable_db_functions
                 and copying.rows_of(stored_events, plan) >= self.bulk_min_rows):
-            inserted = self.copy_save(stored_events, plan, saving.links)
+            inserted = self.copy_save(stored_events, plan, written)
         else:
-            inserted = super().insert_events(stored_events, saving=saving, **kwargs)
-        self.heads.remember(saving.links)  # committed: the chain links are the heads now
+            inserted = super().insert_events(stored_events, written=written, **kwargs)
+        self.heads.remember(written)  # committed: the chain links are the heads now
         return inserted
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the library's
@@ -243,21 +245,17 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
         # The library calls this first, outside the `try` that holds back the errors of
         # its own insert until its transaction has ended: a guard that fails here must end
         # the transaction unwritten.
-        plan = write_plan_of(kwargs)
-        if plan is not None and not plan.empty:
+        plan = _rows_to_write(kwargs)
+        if plan is not None:
             self._lock_table(curs)
-            saving = kwargs.get("saving")
-            if saving is not None:
-                saving.locked = True
             self.write_plan(curs, plan)
 
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         """The library's (table lock, NOTIFY, insert), without locking the table a second
-        time when the plan's write took the lock in this transaction."""
-        saving = kwargs.get("saving")
-        if saving is None or not saving.locked:
+        time when the plan's write (`_insert_events`) took the lock in this transaction."""
+        if _rows_to_write(kwargs) is None:
             self._lock_table(curs)
         self._notify_channel(curs)
         PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
@@ -270,7 +268,7 @@ class LedgerPostgresRecorder(LedgerRows, PostgresApplicationRecorder):
     ) -> Sequence[int] | None:
         # The library calls this after its table lock and its insert, in its transaction.
         notification_ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        self.write_hashes(curs, stored_events, written=_links(kwargs))
+        self.write_hashes(curs, stored_events, written=kwargs.get("written"))
         return notification_ids
 
     def _previous_hashes(self, curs: _Cursor, wanted: list[tuple[UUID, int]]
@@ -385,7 +383,7 @@ def _text(statement: Any) -> Any:
     return statement.as_string(None) if isinstance(statement, Composable) else statement
 
 
-def _links(kwargs: dict[str, Any]) -> list[hashing.Link] | None:
-    """Where a save's chain links go (`Saving.links`), when the save has its state."""
-    saving = kwargs.get("saving")
-    return saving.links if isinstance(saving, Saving) else None
+def _rows_to_write(kwargs: dict[str, Any]) -> WritePlan | None:
+    """The save's plan when it has rows or guards (written first, under the lock)."""
+    plan = write_plan_of(kwargs)
+    return None if plan is None or plan.empty else plan

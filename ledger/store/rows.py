@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -98,16 +97,6 @@ class Heads:
             hashes[number, version] = digest
 
 
-@dataclass
-class Saving:
-    """One save's own state, handed by the recorder to its steps through the library's
-    insert (which passes its keyword arguments on to each): the chain links written, to
-    remember once committed; whether the table lock is taken already."""
-
-    links: list[hashing.Link] = field(default_factory=list)
-    locked: bool = False
-
-
 class LedgerRows:
     """SQL shared by both backends; `p` is the parameter placeholder, `t` the table prefix."""
 
@@ -120,6 +109,7 @@ class LedgerRows:
     serial_key = "INTEGER PRIMARY KEY"
     position_column = "rowid"
     events_table_name: str
+    heads: Heads  # the chain heads this recorder's committed writes left (its __init__)
     load_chunk = 200  # aggregates per query of `events_after`
 
     def ledger_create_statements(self) -> list[str]:
@@ -251,14 +241,6 @@ class LedgerRows:
         return found
 
     # The hash chains (ledger.store.hashing) ----------------------------------------------
-
-    @property
-    def heads(self) -> Heads:
-        """The chain heads this recorder's committed writes left (made on first use)."""
-        heads: Heads | None = self.__dict__.get("_heads")
-        if heads is None:
-            heads = self.__dict__["_heads"] = Heads()
-        return heads
 
     def write_hashes(self, curs: _Cursor, stored_events: Sequence[StoredEvent], *,
                      bulk: bool = False, written: list[hashing.Link] | None = None) -> None:
@@ -440,8 +422,9 @@ def write_plan_of(kwargs: dict[str, Any]) -> WritePlan | None:
     plan = kwargs.get("plan")
     if plan is not None and not isinstance(plan, WritePlan):
         raise TypeError(f"plan must be a WritePlan, not {type(plan).__name__}")
-    # `tracking`: the library's own; `saving`: the recorder's own (`Saving`).
-    unknown = set(kwargs) - {"plan", "tracking", "saving"}
+    # `tracking`: the library's own; `written`: the recorder's own list, where a save's
+    # chain links go (passed on by the library's insert) to be remembered once committed.
+    unknown = set(kwargs) - {"plan", "tracking", "written"}
     if unknown:
         raise TypeError(f"unexpected save arguments: {sorted(unknown)}")
     return plan
