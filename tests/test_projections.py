@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from ledger import FixedClock, Ledger
+from ledger.projections.campaign_performance import REGISTRATIONS, CampaignPerformance
 from ledger.projections.rebuild import split
 from ledger.projections.registry import READ_MODELS, projector
 from ledger.projections.runner import Projector
@@ -100,15 +101,18 @@ rebuilds = st.tuples(st.integers(1, 9), st.integers(1, 40), st.integers(2, 80))
 # No shrinking: a failure is reported as found (shrinking would take minutes here).
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           phases=[Phase.explicit, Phase.reuse, Phase.generate])
-@given(history=histories(), cuts=cuts, rebuild=rebuilds)
+@given(history=histories(), cuts=cuts, rebuild=rebuilds, live=st.integers(1, 12))
 def test_catching_up_in_any_pages_gives_the_rows_of_a_rebuild(
     new_url: NewUrl, history: History, cuts: list[tuple[int, int, set[str]]],
-    rebuild: tuple[int, int, int]
+    rebuild: tuple[int, int, int], live: int
 ) -> None:
     clock = FixedClock(PHASES[0])
     with Ledger.open(new_url(), clock=clock, pool_size=1) as ledger:
         Player(ledger, clock).play(history)
         p = projector(ledger.app, page=5)
+        # The working sets it keeps from one catch-up to the next: small ones drop rows
+        # and fold columns, which later catch-ups fetch again.
+        p.live_working_set = live
         for per_mille, page, names in cuts:  # some read models only, now and then
             p.page = page
             p.catch_up(sorted(names) or None, until=p.head() * per_mille // 1000)
@@ -178,6 +182,44 @@ def test_readers_see_the_old_rows_until_the_rebuild_swaps_the_new_ones_in(
     assert new != old
     assert new == rows_elsewhere(source.app, new_url())
     assert_applied_once(p)
+
+
+def test_a_catch_up_keeps_its_working_set_only_while_nobody_else_writes_the_read_model(
+    source: Ledger, half: Store
+) -> None:
+    """A projector keeps each read model's working set from one catch-up to the next (a
+    follower's), and reads the rows again once anyone else has written them: here a
+    rebuild swapped in at the very position it kept them at, whose rows differ (as a
+    read model fixed in between would write them). Without that, the rows the second
+    half of the season changes would go back to what the projector held."""
+    _, ledger = half
+    p = projector(ledger.app)
+    p.catch_up()
+    assert p._kept, "the working sets are kept"
+    before = p.head()
+    fixer = projector(ledger.app, page=10)
+    shadow = fixer.view.dialect.q(physical(REGISTRATIONS, True))
+
+    swap = fixer.view.swap
+
+    def fixed_then_swapped(name: str, tables: Any) -> None:
+        with fixer.view._txn() as c:  # the rows a fixed read model would have rebuilt
+            c.execute(f"UPDATE {shadow} SET account_id = 'fixed-' || account_id")
+        swap(name, tables)
+
+    fixer.view.swap = fixed_then_swapped  # type: ignore[method-assign]
+    fixer.rebuild([CampaignPerformance.name])
+    assert fixer.view.position(CampaignPerformance.name) == before  # the kept position
+    swapped = {row["aggregate_id"]: row for row in p.view.query(
+        f"SELECT * FROM {p.view.dialect.q(physical(REGISTRATIONS, False))}")}
+    assert all(row["account_id"].startswith("fixed-") for row in swapped.values())
+    copy_events(source.app, ledger.app, after=before)
+    p.catch_up()
+    after = {row["aggregate_id"]: row for row in p.view.query(
+        f"SELECT * FROM {p.view.dialect.q(physical(REGISTRATIONS, False))}")}
+    changed = [aid for aid, row in swapped.items() if after[aid] != row]
+    assert changed, "the second half changes registrations the first half made"
+    assert all(after[aid]["account_id"].startswith("fixed-") for aid in swapped)
 
 
 class Interrupted(Exception):

@@ -39,6 +39,7 @@ PAGE = 1000
 REBUILD_PAGE = 1000
 FLUSH_EVERY = 100_000  # events between a rebuild's writes
 WORKING_SET = 5_000  # rows per table a rebuild's working set keeps after a write
+LIVE_WORKING_SET = 1_000  # rows per table a live catch-up keeps from one call to the next
 Progress = Callable[[int, int], None]
 
 
@@ -121,6 +122,7 @@ class CatchUp:
         self.rebuild_page = rebuild_page or page
         self.flush_every = flush_every or self.rebuild_page
         self.working_set = working_set
+        self.live_working_set = LIVE_WORKING_SET
         self.jobs = jobs
         # Several read models' writes at once (see `_write_all`), and the next page of a
         # rebuild read while this one is applied: PostgreSQL only (the server works
@@ -130,6 +132,9 @@ class CatchUp:
         # A shared rebuild running now; the last one's chunks, and how many helpers took.
         self.share: Share | None = None
         self.shared: tuple[int, int] | None = None
+        # Live read models' working sets kept between catch-ups, with the mark (position,
+        # last swap) they are valid at: see `catch_up`.
+        self._kept: dict[str, tuple[tuple[int, Any], Batch]] = {}
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
@@ -149,14 +154,22 @@ class CatchUp:
         it keeps each working set across pages and writes every `flush_every` events.
         `share`: a rebuild's fold events are shared with helpers (`ledger.projections.
         share`): pages are its chunks, and writes wait for the helpers' cells."""
+        chosen = [m for m in self.models if names is None or m.name in names]
+        marks = {} if shadow else self.view.marks([m.name for m in chosen])
         follows = []
-        for model in self.models:
-            if names is None or model.name in names:
-                at = self.view.position(model.name, shadow=shadow)
+        for model in chosen:
+            if shadow:
+                at = self.view.position(model.name, shadow=True)
                 # Shadow tables at position 0 are empty: the working set starts complete.
-                model.batch = Batch(model.tables, complete=shadow and at == 0,
-                                    fold=model.fold_state())
-                follows.append(Follow(model, at, at))
+                model.batch = Batch(model.tables, complete=at == 0, fold=model.fold_state())
+            else:
+                # Live: the working set the last call kept, if nobody wrote this read model
+                # since (its position and its last swap unchanged); else an empty one.
+                at = marks[model.name][0]
+                kept = self._kept.pop(model.name, None)
+                model.batch = (kept[1] if kept is not None and kept[0] == marks[model.name]
+                               else Batch(model.tables, fold=model.fold_state()))
+            follows.append(Follow(model, at, at))
         stop = self.head() if until is None else until
         start = min((f.position for f in follows), default=stop)
         decoder = self.decoder_for([f.model for f in follows])
@@ -198,6 +211,9 @@ class CatchUp:
             done += self._take(share, stop, follows)
         self._write_all([f for f in follows if f.unwritten], shadow)
         for follow in follows:
+            if not shadow and not follow.unwritten:  # (kept only once all went well)
+                self._kept[follow.model.name] = ((follow.written, marks[follow.model.name][1]),
+                                                 follow.model.batch)
             follow.model.batch = Batch(follow.model.tables)  # let the working set go
         return done
 
@@ -335,12 +351,14 @@ class CatchUp:
                             follow.position, follow.applied, follow.skipped, shadow=shadow)
         except IntegrityError:
             follow.position = self.view.position(model.name, shadow=shadow)
-            model.batch = Batch(model.tables)
+            model.batch = Batch(model.tables, fold=model.fold_state())
         else:
-            if not shadow:
-                model.batch = Batch(model.tables)
-            else:
+            # A rebuild keeps its working set across pages; a live catch-up keeps a smaller
+            # one across calls (a follower's, in a `ledger serve` worker).
+            if shadow:
                 model.batch.evict(self.working_set)
+            else:
+                model.batch.evict(self.live_working_set, fold_too=True)
         follow.written = follow.position
         follow.applied, follow.skipped = 0, {}
 

@@ -409,11 +409,16 @@ class Batch:
         for appended in self.appended.values():
             appended.clear()
 
-    def evict(self, limit: int) -> None:
+    def evict(self, limit: int, *, fold_too: bool = False) -> None:
         """Keep at most `limit` cached rows per table, dropping the oldest (down to half the
         limit, so that this is not needed again at once). Only after a write: nothing
-        dropped is dirty. A table that dropped rows is no longer complete."""
+        dropped is dirty. A table that dropped rows is no longer complete. `fold_too`: the
+        fold columns kept as well (at most `limit` aggregates'; a fold of one not kept
+        reads its row, fetched first, as any handler does)."""
         assert not self.pending()
+        if fold_too and len(self.folded) > limit:
+            for key in list(islice(iter(self.folded), len(self.folded) - limit // 2)):
+                del self.folded[key]
         for group in (self.rows, self.sums):
             for name, part in group.items():
                 if len(part) > limit:

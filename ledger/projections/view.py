@@ -37,6 +37,11 @@ REBUILD, VERIFY = "rebuild", "verify"  # what a view's shadow tables are for
 SUFFIX = {REBUILD: "new", VERIFY: "verify"}
 
 
+def _at(row: Any, index: int, column: str) -> Any:
+    """A column of a fetched row: a tuple (SQLite) or a dict (PostgreSQL's dict rows)."""
+    return row[column] if isinstance(row, dict) else row[index]
+
+
 def physical(table: Table, shadow: bool, aside: str = REBUILD) -> str:
     """The table's name in the database: live, or set aside (`aside`) for a rebuild."""
     return f"rm_{table.name}__{SUFFIX[aside]}" if shadow else f"rm_{table.name}"
@@ -87,17 +92,31 @@ class ViewMixin:
 
     def positions(self, names: Sequence[str]) -> dict[str, int]:
         """The live positions of read models `names`, read in one transaction (0: none)."""
-        d = self.dialect
-        keys = {tracking_key(name, False): name for name in names}
         # A read-only transaction: on SQLite the library's pool lets readers in alongside
         # a writer of this process (the follower's page), where `_txn` would wait for it.
         with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT application_name, notification_id FROM {self._tracking_table()} "
-                      f"WHERE application_name IN ({', '.join([d.p] * len(keys))})",
-                      tuple(keys))
-            found = {keys[row[0] if not isinstance(row, dict) else row["application_name"]]:
-                     int(row[1] if not isinstance(row, dict) else row["notification_id"])
-                     for row in c.fetchall()}
+            return self._positions_in(c, names)
+
+    def marks(self, names: Sequence[str]) -> dict[str, tuple[int, Any]]:
+        """Each live read model's position and when a rebuild last swapped it in
+        (`rebuilt_at` as stored; None: never), in one read-only transaction. A catch-up
+        keeps a read model's working set from one call to the next only while its mark is
+        unchanged (see `CatchUp.catch_up`)."""
+        with self.datastore.transaction(commit=False) as c:
+            found = self._positions_in(c, names)
+            d = self.dialect
+            c.execute(f"SELECT name, rebuilt_at FROM {d.q(physical(STATUS, False))} "
+                      f"WHERE name IN ({', '.join([d.p] * len(names))})", tuple(names))
+            rebuilt = {_at(row, 0, "name"): _at(row, 1, "rebuilt_at") for row in c.fetchall()}
+        return {name: (found[name], rebuilt.get(name)) for name in names}
+
+    def _positions_in(self, c: Any, names: Sequence[str]) -> dict[str, int]:
+        d = self.dialect
+        keys = {tracking_key(name, False): name for name in names}
+        c.execute(f"SELECT application_name, notification_id FROM {self._tracking_table()} "
+                  f"WHERE application_name IN ({', '.join([d.p] * len(keys))})", tuple(keys))
+        found = {keys[_at(row, 0, "application_name")]: int(_at(row, 1, "notification_id"))
+                 for row in c.fetchall()}
         return {name: found.get(name, 0) for name in names}
 
     def position_in(self, c: Any, name: str, *, shadow: bool = False) -> int:
@@ -105,7 +124,7 @@ class ViewMixin:
         c.execute(f"SELECT notification_id FROM {self._tracking_table()} "
                   f"WHERE application_name = {self.dialect.p}", (self.tracking_key(name, shadow),))
         row = c.fetchone()
-        return int(row[0] if not isinstance(row, dict) else row["notification_id"]) if row else 0
+        return int(_at(row, 0, "notification_id")) if row else 0
 
     def _tracking_table(self) -> str:
         raise NotImplementedError
