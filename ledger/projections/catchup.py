@@ -24,7 +24,7 @@ from ledger.projections.base import FoldRows, ReadModel
 from ledger.projections.decode import Decoded, Decoder, Routes
 from ledger.projections.share import Share, merge
 from ledger.projections.tables import Batch
-from ledger.projections.view import PostgresView, SQLiteView, ViewMixin
+from ledger.projections.view import Page, PostgresView, SQLiteView, ViewMixin
 from ledger.store.application import DDL_LOCK_KEY, LedgerApplication
 from ledger.store.readstore import ReadStore
 from ledger.store.rows import EventRow
@@ -328,37 +328,62 @@ class CatchUp:
             follow.position = end
 
     def _write_all(self, follows: list[Follow], shadow: bool) -> None:
-        """Write these read models' working sets. A rebuild's (or a verify's) on PostgreSQL
-        are written at once, each in its own transaction on its own connection, as they
-        are alone: the server works on one while this process encodes the next (at the
-        end of a 100k rebuild, the four writes took 0.36 s one after the other, half of
-        it waiting). On SQLite there is one writer at a time: one after the other."""
-        if len(follows) > 1 and shadow and self.parallel_writes:
-            with ThreadPoolExecutor(len(follows), thread_name_prefix="ledger-write") as pool:
-                for done in [pool.submit(self._write, f, shadow) for f in follows]:
-                    done.result()  # (the first error, once every write has ended)
+        """Write these read models' working sets. A live catch-up's in one transaction
+        (`ViewMixin.flush_live`). A rebuild's (or a verify's) on PostgreSQL at once, each
+        in its own transaction on its own connection, as they are alone: the server works
+        on one while this process encodes the next (at the end of a 100k rebuild, the four
+        writes took 0.36 s one after the other, half of it waiting). On SQLite there is one
+        writer at a time: one after the other."""
+        if not follows:
             return
-        for follow in follows:
-            self._write(follow, shadow)
+        if not shadow:
+            self._write_live(follows)
+        elif len(follows) > 1 and self.parallel_writes:
+            with ThreadPoolExecutor(len(follows), thread_name_prefix="ledger-write") as pool:
+                for done in [pool.submit(self._write, f) for f in follows]:
+                    done.result()  # (the first error, once every write has ended)
+        else:
+            for follow in follows:
+                self._write(follow)
 
-    def _write(self, follow: Follow, shadow: bool) -> None:
-        """Write the working set and the position; after a lost compare-and-set (another
-        runner wrote first) drop it and go on from the position now recorded."""
+    def _write(self, follow: Follow) -> None:
+        """Write a rebuild's working set and position; after a lost compare-and-set
+        (another runner wrote first) drop it and go on from the position now recorded.
+        Its working set is kept across pages, down to `working_set` rows a table."""
         model = follow.model
         model.settle()
         try:
             self.view.flush(model.name, model.tables, model.batch, follow.written,
-                            follow.position, follow.applied, follow.skipped, shadow=shadow)
+                            follow.position, follow.applied, follow.skipped, shadow=True)
         except IntegrityError:
-            follow.position = self.view.position(model.name, shadow=shadow)
-            model.batch = Batch(model.tables, fold=model.fold_state())
+            self._lost(follow, shadow=True)
         else:
-            # A rebuild keeps its working set across pages; a live catch-up keeps a smaller
-            # one across calls (a follower's, in a `ledger serve` worker).
-            if shadow:
-                model.batch.evict(self.working_set)
+            model.batch.evict(self.working_set)
+        self._written(follow)
+
+    def _write_live(self, follows: list[Follow]) -> None:
+        """Write live read models' working sets and positions in one transaction; those
+        whose compare-and-set was lost are dropped, as in `_write`. The others keep at most
+        `live_working_set` rows a table (and fold columns) for the next catch-up."""
+        for follow in follows:
+            follow.model.settle()
+        lost = self.view.flush_live([
+            Page(f.model.name, f.model.tables, f.model.batch, f.written, f.position,
+                 f.applied, f.skipped) for f in follows])
+        for follow in follows:
+            if follow.model.name in lost:
+                self._lost(follow, shadow=False)
             else:
-                model.batch.evict(self.live_working_set, fold_too=True)
+                follow.model.batch.evict(self.live_working_set, fold_too=True)
+            self._written(follow)
+
+    def _lost(self, follow: Follow, *, shadow: bool) -> None:
+        model = follow.model
+        follow.position = self.view.position(model.name, shadow=shadow)
+        model.batch = Batch(model.tables, fold=model.fold_state())
+
+    @staticmethod
+    def _written(follow: Follow) -> None:
         follow.written = follow.position
         follow.applied, follow.skipped = 0, {}
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psycopg
 from eventsourcing.persistence import IntegrityError, Tracking
@@ -35,6 +35,19 @@ STATUS = Table("projection_status", ("name",), {
 
 REBUILD, VERIFY = "rebuild", "verify"  # what a view's shadow tables are for
 SUFFIX = {REBUILD: "new", VERIFY: "verify"}
+
+
+class Page(NamedTuple):
+    """One read model's page to write: its working set, applied from position `after` up
+    to `position`, with the counts of what it applied and skipped."""
+
+    name: str
+    tables: Sequence[Table]
+    batch: Batch
+    after: int
+    position: int
+    applied: int
+    skipped: dict[str, int]
 
 
 def _at(row: Any, index: int, column: str) -> Any:
@@ -166,38 +179,70 @@ class ViewMixin:
         The changes were computed from the rows as they were at position `after`; if
         another runner has moved the position since, this raises IntegrityError and writes
         nothing (the caller must then drop the working set)."""
-        d = self.dialect
-        summed: dict[str, dict[Key, list[Any]]] = {}
+        page = Page(name, tables, batch, after, position, applied, skipped)
         with self._txn() as c:
             self._claim(c, self.tracking_key(name, shadow), after)
-            for table in tables:
-                target = self.physical(table, shadow)
-                if batch.deltas[table.name]:
-                    summed[table.name] = self._add_sums(c, table, batch.deltas[table.name],
-                                                        target)
-                dirty = batch.dirty[table.name]
-                if dirty:
-                    rows, sums = batch.rows[table.name], batch.sums[table.name]
-                    values = []
-                    for key in dirty:
-                        row = rows.get(key)
-                        if row is not None:
-                            values.append(d.row_values(table, row))
-                        else:
-                            values.append(d.encode(table, (*key, *sums[key])))
-                    self.write_rows(c, table, target, values)
-                appended = batch.appended[table.name]
-                if appended:
-                    self.write_rows(c, table, target,
-                                    [d.row_values(table, row) for row in appended])
-            if self.aside == REBUILD:  # a verify leaves the status table alone
-                self._record_status(c, name, position, applied, skipped, shadow)
-            self._insert_tracking(c, Tracking(self.tracking_key(name, shadow), position))
+            summed = self._write_page(c, page, shadow)
         batch.written(summed)
 
+    def flush_live(self, pages: Sequence[Page]) -> set[str]:
+        """Write several live read models' pages in one transaction (one commit, and on
+        SQLite one turn of the write lock, where a page each took four): each behind its
+        own compare-and-set, as `flush`. The names of those another runner had moved on
+        (nothing of theirs written; the caller drops their working sets)."""
+        lost: set[str] = set()
+        summed: dict[str, dict[str, dict[Key, list[Any]]]] = {}
+        with self._txn() as c:
+            for page in pages:  # every claim first: each locks its tracking row
+                if not self._claimed(c, self.tracking_key(page.name, False), page.after):
+                    lost.add(page.name)
+            for page in pages:
+                if page.name not in lost:
+                    summed[page.name] = self._write_page(c, page, False)
+        for page in pages:
+            if page.name not in lost:
+                page.batch.written(summed[page.name])
+        return lost
+
+    def _write_page(self, c: Any, page: Page, shadow: bool) -> dict[str, dict[Key, list[Any]]]:
+        """A page's rows, status and position, in the caller's transaction; the sum rows
+        its deltas gave, as written."""
+        d, batch = self.dialect, page.batch
+        summed: dict[str, dict[Key, list[Any]]] = {}
+        for table in page.tables:
+            target = self.physical(table, shadow)
+            if batch.deltas[table.name]:
+                summed[table.name] = self._add_sums(c, table, batch.deltas[table.name], target)
+            dirty = batch.dirty[table.name]
+            if dirty:
+                rows, sums = batch.rows[table.name], batch.sums[table.name]
+                values = []
+                for key in dirty:
+                    row = rows.get(key)
+                    if row is not None:
+                        values.append(d.row_values(table, row))
+                    else:
+                        values.append(d.encode(table, (*key, *sums[key])))
+                self.write_rows(c, table, target, values)
+            appended = batch.appended[table.name]
+            if appended:
+                self.write_rows(c, table, target,
+                                [d.row_values(table, row) for row in appended])
+        if self.aside == REBUILD:  # a verify leaves the status table alone
+            self._record_status(c, page.name, page.position, page.applied, page.skipped,
+                                shadow)
+        self._insert_tracking(c, Tracking(self.tracking_key(page.name, shadow), page.position))
+        return summed
+
     def _claim(self, c: Any, key: str, after: int) -> None:
+        """`_claimed`, or IntegrityError."""
+        if not self._claimed(c, key, after):
+            raise IntegrityError(f"{key} is no longer at position {after}")
+
+    def _claimed(self, c: Any, key: str, after: int) -> bool:
         """Compare-and-set on the tracking row, first in the transaction: it locks the row
-        (PostgreSQL) or takes the write lock (SQLite) until the page is committed."""
+        (PostgreSQL) or takes the write lock (SQLite) until the page is committed. False:
+        the position is no longer `after` (another runner moved it)."""
         d, table = self.dialect, self._tracking_table()
         if after == 0:
             c.execute(f"INSERT INTO {table} (application_name, notification_id) "
@@ -205,8 +250,7 @@ class ViewMixin:
         c.execute(f"UPDATE {table} SET notification_id = notification_id "
                   f"WHERE application_name = {d.p} AND notification_id = {d.p} "
                   "RETURNING notification_id", (key, after))
-        if c.fetchone() is None:
-            raise IntegrityError(f"{key} is no longer at position {after}")
+        return c.fetchone() is not None
 
     def _add_sums(self, c: Any, table: Table, deltas: dict[Key, list[Any]],
                   target: str) -> dict[Key, list[Any]]:
@@ -237,6 +281,17 @@ class ViewMixin:
                        skipped: dict[str, int], shadow: bool) -> None:
         key = f"{name}/rebuild" if shadow else name
         d = self.dialect
+        now = datetime.now(UTC)
+        if not skipped:  # (nearly always) one statement: the count is added in the database
+            json = f"::{d.sql_type('json')}" if d.backend == "postgres" else ""
+            c.execute(f'INSERT INTO {d.q(physical(STATUS, False))} AS s ("name", "position", '
+                      f'"last_advanced_at", "events_applied", "skipped", "rebuilt_at") '
+                      f"VALUES ({d.p}, {d.p}, {d.p}, {d.p}, {d.p}{json}, NULL) "
+                      'ON CONFLICT ("name") DO UPDATE SET "position" = excluded."position", '
+                      '"last_advanced_at" = excluded."last_advanced_at", "events_applied" = '
+                      'COALESCE(s."events_applied", 0) + excluded."events_applied"',
+                      (key, position, d.to_db("time", now), applied, d.to_db("json", {})))
+            return
         c.execute(f"SELECT * FROM {d.q(physical(STATUS, False))} WHERE name = {d.p}", (key,))
         row = c.fetchone()
         old: dict[str, Any] = (self.decode_row(STATUS, row) if row
@@ -244,7 +299,7 @@ class ViewMixin:
         merged = dict(old["skipped"] or {})
         for topic, count in skipped.items():
             merged[topic] = merged.get(topic, 0) + count
-        status = {"name": key, "position": position, "last_advanced_at": datetime.now(UTC),
+        status = {"name": key, "position": position, "last_advanced_at": now,
                   "events_applied": (old["events_applied"] or 0) + applied, "skipped": merged,
                   "rebuilt_at": old.get("rebuilt_at")}
         c.execute(d.upsert(STATUS, physical(STATUS, False)),
