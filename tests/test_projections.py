@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from ledger.projections.campaign_performance import REGISTRATIONS, CampaignPerfo
 from ledger.projections.rebuild import split
 from ledger.projections.registry import READ_MODELS, projector
 from ledger.projections.runner import Projector
+from ledger.projections.tables import Batch
 from ledger.projections.view import PostgresView, physical
 from tests.support.helpers import (
     NOW,
@@ -220,6 +222,40 @@ def test_a_catch_up_keeps_its_working_set_only_while_nobody_else_writes_the_read
     changed = [aid for aid, row in swapped.items() if after[aid] != row]
     assert changed, "the second half changes registrations the first half made"
     assert all(after[aid]["account_id"].startswith("fixed-") for aid in swapped)
+
+
+def test_fetching_a_page_s_rows_waits_for_no_write_of_the_same_process(full: Store) -> None:
+    """A follower in a `ledger serve` worker reads the rows of its page while that worker
+    writes commands: the read takes no writer's place (SQLite's pool lets one writer of a
+    process in at a time)."""
+    _, ledger = full
+    p = projector(ledger.app)
+    p.catch_up()
+    model = p.model(CampaignPerformance.name)
+    aids = [row["aggregate_id"] for row in p.view.query(
+        f"SELECT aggregate_id FROM {p.view.dialect.q(physical(REGISTRATIONS, False))}")]
+    holding, release = threading.Event(), threading.Event()
+
+    def write_held_open() -> None:
+        with p.view.datastore.transaction(commit=True):
+            holding.set()
+            release.wait(30)
+
+    writer = threading.Thread(target=write_held_open)
+    writer.start()
+    try:
+        assert holding.wait(10)
+        batch = Batch(model.tables)
+        reader = threading.Thread(target=p.view.prefetch,
+                                  args=(model.state_tables, aids, batch), kwargs={"shadow": False})
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive(), "the read waited for the write"
+        assert {key[0] for key, row in batch.rows[REGISTRATIONS.name].items()
+                if row is not None} == set(aids)
+    finally:
+        release.set()
+        writer.join()
 
 
 class Interrupted(Exception):

@@ -160,7 +160,9 @@ class ViewMixin:
         if not any(missing for _, missing in wanted):
             return
         d = self.dialect
-        with self._txn() as c:
+        # Read-only: on SQLite a write transaction would take this process's writer slot
+        # of the library's pool, holding up the commands a `ledger serve` worker writes.
+        with self.datastore.transaction(commit=False) as c:
             for table, missing in wanted:
                 found: list[dict[str, Any]] = []
                 for part in chunks(missing):
