@@ -224,6 +224,44 @@ def test_a_catch_up_keeps_its_working_set_only_while_nobody_else_writes_the_read
     assert all(after[aid]["account_id"].startswith("fixed-") for aid in swapped)
 
 
+def test_a_rebuild_swapped_in_between_a_catch_up_s_read_and_its_write_is_not_written_over(
+    source: Ledger, half: Store
+) -> None:
+    """A catch-up reads its page's rows, then a rebuild is swapped in at the very position
+    the page starts from, with rows that differ (a read model fixed in between); then the
+    catch-up writes. Its compare-and-set sees the swap: the page is applied again to the
+    rows swapped in, not written over them from what was read before."""
+    _, ledger = half
+    p = projector(ledger.app)
+    p.catch_up()
+    fixer = projector(ledger.app, page=10)
+    swaps: list[tuple[str, Any]] = []
+    swap = fixer.view.swap
+    fixer.view.swap = lambda name, tables: swaps.append((name, tables))  # type: ignore
+    fixer.rebuild([CampaignPerformance.name])  # built up to p's position; not swapped in
+    assert fixer.view.position(CampaignPerformance.name, shadow=True) == p.head()
+    shadow = fixer.view.dialect.q(physical(REGISTRATIONS, True))
+    live = p.view.dialect.q(physical(REGISTRATIONS, False))
+    copy_events(source.app, ledger.app, after=p.head())
+    write = p.view.flush_live
+
+    def swapped_first(*args: Any) -> set[str]:
+        if swaps:
+            with fixer.view._txn() as c:  # the rows a fixed read model would have rebuilt
+                c.execute(f"UPDATE {shadow} SET account_id = 'fixed-' || account_id")
+            swap(*swaps.pop())
+            fixed.update(row["aggregate_id"] for row in p.view.query(f"SELECT * FROM {live}"))
+        return write(*args)
+
+    fixed: set[str] = set()
+    p.view.flush_live = swapped_first  # type: ignore[method-assign]
+    p.catch_up()
+    after = {row["aggregate_id"]: row for row in p.view.query(f"SELECT * FROM {live}")}
+    assert fixed, "the rebuild was swapped in"
+    assert all(after[aid]["account_id"].startswith("fixed-") for aid in fixed)
+    assert_applied_once(p)
+
+
 def test_fetching_a_page_s_rows_waits_for_no_write_of_the_same_process(full: Store) -> None:
     """A follower in a `ledger serve` worker reads the rows of its page while that worker
     writes commands: the read takes no writer's place (SQLite's pool lets one writer of a

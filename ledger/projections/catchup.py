@@ -85,6 +85,7 @@ class Follow:
     written: int
     applied: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    rebuilt: Any = None  # live: the `rebuilt_at` its rows were read under (`marks`)
 
     @property
     def unwritten(self) -> int:
@@ -169,7 +170,7 @@ class CatchUp:
                 kept = self._kept.pop(model.name, None)
                 model.batch = (kept[1] if kept is not None and kept[0] == marks[model.name]
                                else Batch(model.tables, fold=model.fold_state()))
-            follows.append(Follow(model, at, at))
+            follows.append(Follow(model, at, at, rebuilt=marks.get(model.name, (0, None))[1]))
         stop = self.head() if until is None else until
         start = min((f.position for f in follows), default=stop)
         decoder = self.decoder_for([f.model for f in follows])
@@ -212,7 +213,7 @@ class CatchUp:
         self._write_all([f for f in follows if f.unwritten], shadow)
         for follow in follows:
             if not shadow and not follow.unwritten:  # (kept only once all went well)
-                self._kept[follow.model.name] = ((follow.written, marks[follow.model.name][1]),
+                self._kept[follow.model.name] = ((follow.written, follow.rebuilt),
                                                  follow.model.batch)
             follow.model.batch = Batch(follow.model.tables)  # let the working set go
         return done
@@ -367,9 +368,10 @@ class CatchUp:
         `live_working_set` rows a table (and fold columns) for the next catch-up."""
         for follow in follows:
             follow.model.settle()
-        lost = self.view.flush_live([
-            Page(f.model.name, f.model.tables, f.model.batch, f.written, f.position,
-                 f.applied, f.skipped) for f in follows])
+        lost = self.view.flush_live(
+            [Page(f.model.name, f.model.tables, f.model.batch, f.written, f.position,
+                  f.applied, f.skipped) for f in follows],
+            {f.model.name: f.rebuilt for f in follows})
         for follow in follows:
             if follow.model.name in lost:
                 self._lost(follow, shadow=False)
@@ -378,8 +380,13 @@ class CatchUp:
             self._written(follow)
 
     def _lost(self, follow: Follow, *, shadow: bool) -> None:
+        """Another runner wrote (or a rebuild was swapped in): go on from where the read
+        model is now, reading its rows again."""
         model = follow.model
-        follow.position = self.view.position(model.name, shadow=shadow)
+        if shadow:
+            follow.position = self.view.position(model.name, shadow=True)
+        else:
+            follow.position, follow.rebuilt = self.view.marks([model.name])[model.name]
         model.batch = Batch(model.tables, fold=model.fold_state())
 
     @staticmethod

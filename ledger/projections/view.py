@@ -187,16 +187,20 @@ class ViewMixin:
             summed = self._write_page(c, page, shadow)
         batch.written(summed)
 
-    def flush_live(self, pages: Sequence[Page]) -> set[str]:
+    def flush_live(self, pages: Sequence[Page], rebuilt: dict[str, Any]) -> set[str]:
         """Write several live read models' pages in one transaction (one commit, and on
         SQLite one turn of the write lock, where a page each took four): each behind its
-        own compare-and-set, as `flush`. The names of those another runner had moved on
-        (nothing of theirs written; the caller drops their working sets)."""
+        own compare-and-set, as `flush`, which also checks that no rebuild was swapped in
+        since the page's rows were read (`rebuilt`: each one's `rebuilt_at` then, from
+        `marks`): a swap at the very position the page starts from would otherwise be
+        written over with rows read before it. The names of those lost (nothing of theirs
+        written; the caller drops their working sets)."""
         lost: set[str] = set()
         summed: dict[str, dict[str, dict[Key, list[Any]]]] = {}
         with self._txn() as c:
             for page in pages:  # every claim first: each locks its tracking row
-                if not self._claimed(c, self.tracking_key(page.name, False), page.after):
+                if not self._claimed(c, self.tracking_key(page.name, False), page.after,
+                                     (page.name, rebuilt[page.name])):
                     lost.add(page.name)
             for page in pages:
                 if page.name not in lost:
@@ -241,17 +245,28 @@ class ViewMixin:
         if not self._claimed(c, key, after):
             raise IntegrityError(f"{key} is no longer at position {after}")
 
-    def _claimed(self, c: Any, key: str, after: int) -> bool:
+    def _claimed(self, c: Any, key: str, after: int,
+                 unswapped: tuple[str, Any] | None = None) -> bool:
         """Compare-and-set on the tracking row, first in the transaction: it locks the row
         (PostgreSQL) or takes the write lock (SQLite) until the page is committed. False:
-        the position is no longer `after` (another runner moved it)."""
+        the position is no longer `after` (another runner moved it), or, `unswapped`
+        given (a read model's name and the `rebuilt_at` its rows were read under), a
+        rebuild was swapped in since."""
         d, table = self.dialect, self._tracking_table()
         if after == 0:
             c.execute(f"INSERT INTO {table} (application_name, notification_id) "
                       f"VALUES ({d.p}, 0) ON CONFLICT (application_name) DO NOTHING", (key,))
+        guard = ""
+        params: tuple[Any, ...] = (key, after)
+        if unswapped is not None:
+            same = ("IS NOT DISTINCT FROM %s::timestamptz" if d.backend == "postgres"
+                    else "IS ?")
+            guard = (f" AND (SELECT rebuilt_at FROM {d.q(physical(STATUS, False))} "
+                     f"WHERE name = {d.p}) {same}")
+            params = (key, after, *unswapped)
         c.execute(f"UPDATE {table} SET notification_id = notification_id "
-                  f"WHERE application_name = {d.p} AND notification_id = {d.p} "
-                  "RETURNING notification_id", (key, after))
+                  f"WHERE application_name = {d.p} AND notification_id = {d.p}{guard} "
+                  "RETURNING notification_id", params)
         return c.fetchone() is not None
 
     def _add_sums(self, c: Any, table: Table, deltas: dict[Key, list[Any]],
