@@ -10,9 +10,11 @@ projector catches up, the two taken in turn (which goes first alternates). One p
 keeps its working sets (`CatchUp.live_working_set`, 1,000 rows a table: the default); the
 other keeps none (0: every catch-up reads the rows it needs again, as before round 13).
 
-It prints, per backend and way, the median CPU of this process per catch-up and per
-event, the median wall time, and the ratio of the two ways. The database server's CPU is
-not counted (on PostgreSQL it shrinks too: fewer statements).
+It prints, per backend and way, the statements and transactions a catch-up sends (counted
+by wrapping the drivers' `execute` and the datastores' `transaction`: figures the
+machine's load cannot move), the median CPU of this process per catch-up and per event,
+the median wall time, and the ratio of the two ways. The database server's CPU is not
+counted.
 
     python bench/follow.py                                # both backends, ~1 minute
     python bench/follow.py --backends sqlite --per 200 --rounds 20
@@ -32,7 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from common import add_report_options, emit, environment, log
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
 from workload import Plan, PostgresBackend, SellerCounter, SQLiteBackend
 
 from ledger import Ledger
@@ -40,6 +45,39 @@ from ledger.projections.catchup import LIVE_WORKING_SET
 from ledger.projections.registry import projector
 
 WAYS = {"kept": LIVE_WORKING_SET, "none": 0}  # rows a table kept between catch-ups
+
+
+class Counted:
+    """Statements and transactions this process sends while `on` (the drivers' `execute`
+    and the library datastores' `transaction`, wrapped for the run): what a catch-up asks
+    of the database, which the machine's load cannot move."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.statements = self.transactions = 0
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self) -> Counted:
+        def wrap(cls: Any, name: str, field: str) -> None:
+            method = getattr(cls, name)
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                if self.on:
+                    setattr(self, field, getattr(self, field) + 1)
+                return method(*args, **kwargs)
+
+            self._saved.append((cls, name, method))
+            setattr(cls, name, counted)
+
+        wrap(psycopg.Cursor, "execute", "statements")
+        wrap(SQLiteCursor, "execute", "statements")
+        wrap(PostgresDatastore, "transaction", "transactions")
+        wrap(SQLiteDatastore, "transaction", "transactions")
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for cls, name, method in self._saved:
+            setattr(cls, name, method)
 
 
 def measure(urls: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
@@ -56,23 +94,32 @@ def measure(urls: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
         cpu: dict[str, list[float]] = {way: [] for way in WAYS}
         wall: dict[str, list[float]] = {way: [] for way in WAYS}
         events: dict[str, int] = dict.fromkeys(WAYS, 0)
-        for r in range(args.rounds):
-            batch = commands[r * args.per:(r + 1) * args.per]
-            for ledger in ledgers.values():
-                for start in range(0, len(batch), 3):
-                    ledger.send_group(batch[start:start + 3])
-            order = list(WAYS) if r % 2 == 0 else list(reversed(WAYS))
-            for way in order:
-                began_cpu, began = time.process_time(), time.perf_counter()
-                done = projectors[way].catch_up()
-                cpu[way].append(time.process_time() - began_cpu)
-                wall[way].append(time.perf_counter() - began)
-                events[way] += done
+        asked = {way: [0, 0] for way in WAYS}  # statements, transactions
+        with Counted() as counted:
+            for r in range(args.rounds):
+                batch = commands[r * args.per:(r + 1) * args.per]
+                for ledger in ledgers.values():
+                    for start in range(0, len(batch), 3):
+                        ledger.send_group(batch[start:start + 3])
+                order = list(WAYS) if r % 2 == 0 else list(reversed(WAYS))
+                for way in order:
+                    counted.statements = counted.transactions = 0
+                    counted.on = True
+                    began_cpu, began = time.process_time(), time.perf_counter()
+                    done = projectors[way].catch_up()
+                    cpu[way].append(time.process_time() - began_cpu)
+                    wall[way].append(time.perf_counter() - began)
+                    counted.on = False
+                    events[way] += done
+                    asked[way][0] += counted.statements
+                    asked[way][1] += counted.transactions
         rows = []
         for way in WAYS:
             per_catch_up = events[way] / args.rounds
             rows.append({"way": way, "kept_rows_per_table": WAYS[way],
                          "events_per_catch_up": per_catch_up,
+                         "statements": asked[way][0] / args.rounds,
+                         "transactions": asked[way][1] / args.rounds,
                          "cpu_ms": statistics.median(cpu[way]) * 1e3,
                          "cpu_us_per_event": statistics.median(cpu[way]) / per_catch_up * 1e6,
                          "wall_ms": statistics.median(wall[way]) * 1e3})
@@ -89,18 +136,20 @@ def print_tables(report: dict[str, Any]) -> None:
           f"rounds, {report['environment']['cpus']} CPUs, commit "
           f"{report['environment']['commit']}")
     print()
-    print(f"{'backend':<9} {'working sets':<22} {'events':>7} {'CPU ms':>7} "
-          f"{'CPU us/ev':>9} {'wall ms':>8}")
+    print(f"{'backend':<9} {'working sets':<22} {'events':>7} {'stmts':>6} {'txns':>5} "
+          f"{'CPU ms':>7} {'CPU us/ev':>9} {'wall ms':>8}")
     for backend in report["backends"]:
         for row in backend["rows"]:
             way = ("kept (1,000 rows)" if row["way"] == "kept"
                    else "read again each time")
             print(f"{backend['backend']:<9} {way:<22} {row['events_per_catch_up']:>7.0f} "
+                  f"{row['statements']:>6.1f} {row['transactions']:>5.1f} "
                   f"{row['cpu_ms']:>7.1f} {row['cpu_us_per_event']:>9.0f} "
                   f"{row['wall_ms']:>8.1f}")
         print(f"{'':<9} read again / kept: CPU {backend['cpu_ratio']:.2f}x, "
               f"wall {backend['wall_ratio']:.2f}x")
-    print("  medians per catch-up; CPU: this process's, the database server's not included")
+    print("  per catch-up: statements and transactions on average, CPU and wall the medians; "
+          "CPU: this process's, the database server's not included")
 
 
 def main() -> None:
