@@ -31,7 +31,6 @@ import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -173,7 +172,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ledger-follow-") as folder:
         for name in args.backends.split(","):
             backend = (PostgresBackend(args.pg_url) if name == "postgres"
-                       else SQLiteBackend(str(Path(folder))))
+                       else SQLiteBackend(folder))
             urls = {way: backend.url(f"follow_{way}") for way in WAYS}
             log(f"{name}: set-up", args)
             for url in urls.values():

@@ -151,14 +151,18 @@ class CatchUp:
                  share: Share | None = None) -> int:
         """Apply everything recorded up to `until` (default: the head now); events done.
 
-        Live tables are written once per page. A rebuild (`shadow`) owns its tables, so
-        it keeps each working set across pages and writes every `flush_every` events.
+        Live tables are written once per page, every read model's in one transaction; a
+        live read model's working set is kept for the next call while nobody else writes
+        it (its position and last swap, `marks`, unchanged). A rebuild (`shadow`) owns its
+        tables, so it keeps each working set across pages and writes every `flush_every`
+        events.
         `share`: a rebuild's fold events are shared with helpers (`ledger.projections.
         share`): pages are its chunks, and writes wait for the helpers' cells."""
         chosen = [m for m in self.models if names is None or m.name in names]
         marks = {} if shadow else self.view.marks([m.name for m in chosen])
         follows = []
         for model in chosen:
+            rebuilt = None
             if shadow:
                 at = self.view.position(model.name, shadow=True)
                 # Shadow tables at position 0 are empty: the working set starts complete.
@@ -166,11 +170,11 @@ class CatchUp:
             else:
                 # Live: the working set the last call kept, if nobody wrote this read model
                 # since (its position and its last swap unchanged); else an empty one.
-                at = marks[model.name][0]
+                at, rebuilt = marks[model.name]
                 kept = self._kept.pop(model.name, None)
-                model.batch = (kept[1] if kept is not None and kept[0] == marks[model.name]
+                model.batch = (kept[1] if kept is not None and kept[0] == (at, rebuilt)
                                else Batch(model.tables, fold=model.fold_state()))
-            follows.append(Follow(model, at, at, rebuilt=marks.get(model.name, (0, None))[1]))
+            follows.append(Follow(model, at, at, rebuilt=rebuilt))
         stop = self.head() if until is None else until
         start = min((f.position for f in follows), default=stop)
         decoder = self.decoder_for([f.model for f in follows])
@@ -212,7 +216,7 @@ class CatchUp:
             done += self._take(share, stop, follows)
         self._write_all([f for f in follows if f.unwritten], shadow)
         for follow in follows:
-            if not shadow and not follow.unwritten:  # (kept only once all went well)
+            if not shadow:  # (only once every write committed: an error skips this)
                 self._kept[follow.model.name] = ((follow.written, follow.rebuilt),
                                                  follow.model.batch)
             follow.model.batch = Batch(follow.model.tables)  # let the working set go

@@ -105,17 +105,23 @@ class ViewMixin:
 
     def positions(self, names: Sequence[str]) -> dict[str, int]:
         """The live positions of read models `names`, read in one transaction (0: none)."""
-        # A read-only transaction: on SQLite the library's pool lets readers in alongside
-        # a writer of this process (the follower's page), where `_txn` would wait for it.
-        with self.datastore.transaction(commit=False) as c:
+        with self._reading() as c:
             return self._positions_in(c, names)
+
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        """A read-only transaction: on SQLite the library's pool lets readers in alongside
+        a writer of this process (a `ledger serve` worker's commands, or the follower's
+        page), where `_txn`, a write transaction, would take the writer's place."""
+        with self.datastore.transaction(commit=False) as c:
+            yield c
 
     def marks(self, names: Sequence[str]) -> dict[str, tuple[int, Any]]:
         """Each live read model's position and when a rebuild last swapped it in
         (`rebuilt_at` as stored; None: never), in one read-only transaction. A catch-up
         keeps a read model's working set from one call to the next only while its mark is
         unchanged (see `CatchUp.catch_up`)."""
-        with self.datastore.transaction(commit=False) as c:
+        with self._reading() as c:
             found = self._positions_in(c, names)
             d = self.dialect
             c.execute(f"SELECT name, rebuilt_at FROM {d.q(physical(STATUS, False))} "
@@ -160,9 +166,7 @@ class ViewMixin:
         if not any(missing for _, missing in wanted):
             return
         d = self.dialect
-        # Read-only: on SQLite a write transaction would take this process's writer slot
-        # of the library's pool, holding up the commands a `ledger serve` worker writes.
-        with self.datastore.transaction(commit=False) as c:
+        with self._reading() as c:
             for table, missing in wanted:
                 found: list[dict[str, Any]] = []
                 for part in chunks(missing):
@@ -259,8 +263,8 @@ class ViewMixin:
         guard = ""
         params: tuple[Any, ...] = (key, after)
         if unswapped is not None:
-            same = ("IS NOT DISTINCT FROM %s::timestamptz" if d.backend == "postgres"
-                    else "IS ?")
+            same = (f"IS NOT DISTINCT FROM {d.p}::{d.sql_type('time')}"
+                    if d.backend == "postgres" else f"IS {d.p}")
             guard = (f" AND (SELECT rebuilt_at FROM {d.q(physical(STATUS, False))} "
                      f"WHERE name = {d.p}) {same}")
             params = (key, after, *unswapped)
