@@ -140,7 +140,8 @@ class GroupLoads:
         self.missing: set[UUID] = set()
         self.reports: set[tuple[UUID, str]] = set()  # seen: stored, or decided by the run
         self.asked: set[tuple[UUID, str]] = set()  # looked up in the store already
-        self.topics: dict[UUID, str] = {}  # the last event the run decided, per aggregate
+        # The topic of the last event per aggregate: the run's own, else the store's.
+        self.topics: dict[UUID, str | None] = {}
         self.handed: list[LedgerAggregate] = []  # handed to the command being decided
 
     def prefetch(self, aggregate_ids: set[UUID], kept: Kept) -> None:
@@ -191,10 +192,15 @@ class GroupLoads:
         return aggregate_id not in self.missing and self.app.exists(aggregate_id)
 
     def last_event_topic(self, aggregate_id: UUID) -> str | None:
-        """The topic of the aggregate's last event, the run's own included."""
+        """The topic of the aggregate's last event, the run's own included. The store is
+        asked once a run per aggregate (a run of a season's `add_session`s asks about a
+        few campaigns, dozens of times): what it answered is checked again under the
+        write lock by the `not_expired` guard every command that reads it writes, and a
+        run decided again starts from a new `GroupLoads`."""
         if aggregate_id in self.topics:
             return self.topics[aggregate_id]
-        return self.app.last_event_topic(aggregate_id)
+        found = self.topics[aggregate_id] = self.app.last_event_topic(aggregate_id)
+        return found
 
     def registrations_of(self, campaign_id: str) -> list[str]:
         """Not answered in a group: `expire_campaign`, its only reader, goes alone."""

@@ -65,6 +65,7 @@ from tests.reliability.invariants import check_invariants
 from tests.support.helpers import (
     ACCOUNT,
     ENDS,
+    MANUAL,
     NOW,
     OPERATOR,
     REVIEWER,
@@ -694,6 +695,31 @@ def test_a_group_decided_before_its_campaign_expired_is_decided_again(backend: s
     assert_invariants(backend)
     assert [code(r) for r in results] == ["registration_closed"] * 2, results
     assert (stats.retried, stats.committed) == (1, 1), stats
+
+
+def test_a_group_that_read_its_campaign_before_it_expired_is_decided_again(
+        backend: str) -> None:
+    """A run asks the store once whether a campaign has expired: the first `add_session`
+    reads "not expired", the expiry commits, the second command is decided on that answer.
+    The guards both write fail at commit, and the run decided again (asking again) refuses
+    both; nothing of either is written. Asked again, not remembered past the run: one
+    retry, then the run commits (its refusals) in one go, not one command at a time."""
+    reg = closed_registration(backend, others=1)
+    other = str(registration_uuid(MANUAL, "shop-closed-0"))
+    with Ledger.open(backend, clock=FixedClock(ENDS), pool_size=1) as operator:
+        # The clock's second reading is the first command's row, after its check.
+        clock = Interleave(LATE, lambda: operator.send(expire_campaign()))
+        with Ledger.open(backend, clock=clock, pool_size=1) as seller_ledger:
+            results = seller_ledger.send_group([add_session(reg, slot(70.5, 1)),
+                                                add_session(other, slot(70.5, 1))])
+            stats = seller_ledger.group_stats
+    assert clock.result["ok"], clock.result  # the expiry committed between the two
+    assert_invariants(backend)
+    assert [code(r) for r in results] == ["campaign_ended"] * 2, results
+    assert (stats.retried, stats.committed, stats.one_at_a_time) == (1, 1, 0), stats
+    with Ledger.open(backend, clock=FixedClock(LATE), pool_size=1) as reader:
+        for registration_id in (reg, other):
+            assert len(reader.registration(registration_id).sessions) == 1  # withdrawn only
 
 
 def test_a_session_written_just_after_its_campaign_expired_is_refused(backend: str) -> None:
