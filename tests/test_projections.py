@@ -186,6 +186,14 @@ def test_readers_see_the_old_rows_until_the_rebuild_swaps_the_new_ones_in(
     assert_applied_once(p)
 
 
+def fix_shadow_rows(fixer: Projector) -> None:
+    """Change every shadow registration row (`account_id` prefixed `fixed-`): the rows a
+    fixed read model would have rebuilt, unlike any the live tables held."""
+    with fixer.view._txn() as c:
+        shadow = fixer.view.dialect.q(physical(REGISTRATIONS, True))
+        c.execute(f"UPDATE {shadow} SET account_id = 'fixed-' || account_id")
+
+
 def test_a_catch_up_keeps_its_working_set_only_while_nobody_else_writes_the_read_model(
     source: Ledger, half: Store
 ) -> None:
@@ -200,13 +208,10 @@ def test_a_catch_up_keeps_its_working_set_only_while_nobody_else_writes_the_read
     assert p._kept, "the working sets are kept"
     before = p.head()
     fixer = projector(ledger.app, page=10)
-    shadow = fixer.view.dialect.q(physical(REGISTRATIONS, True))
-
     swap = fixer.view.swap
 
     def fixed_then_swapped(name: str, tables: Any) -> None:
-        with fixer.view._txn() as c:  # the rows a fixed read model would have rebuilt
-            c.execute(f"UPDATE {shadow} SET account_id = 'fixed-' || account_id")
+        fix_shadow_rows(fixer)
         swap(name, tables)
 
     fixer.view.swap = fixed_then_swapped  # type: ignore[method-assign]
@@ -240,20 +245,18 @@ def test_a_rebuild_swapped_in_between_a_catch_up_s_read_and_its_write_is_not_wri
     fixer.view.swap = lambda name, tables: swaps.append((name, tables))  # type: ignore
     fixer.rebuild([CampaignPerformance.name])  # built up to p's position; not swapped in
     assert fixer.view.position(CampaignPerformance.name, shadow=True) == p.head()
-    shadow = fixer.view.dialect.q(physical(REGISTRATIONS, True))
     live = p.view.dialect.q(physical(REGISTRATIONS, False))
     copy_events(source.app, ledger.app, after=p.head())
     write = p.view.flush_live
+    fixed: set[str] = set()
 
     def swapped_first(*args: Any) -> set[str]:
         if swaps:
-            with fixer.view._txn() as c:  # the rows a fixed read model would have rebuilt
-                c.execute(f"UPDATE {shadow} SET account_id = 'fixed-' || account_id")
+            fix_shadow_rows(fixer)
             swap(*swaps.pop())
             fixed.update(row["aggregate_id"] for row in p.view.query(f"SELECT * FROM {live}"))
         return write(*args)
 
-    fixed: set[str] = set()
     p.view.flush_live = swapped_first  # type: ignore[method-assign]
     p.catch_up()
     after = {row["aggregate_id"]: row for row in p.view.query(f"SELECT * FROM {live}")}
