@@ -171,6 +171,32 @@ def test_snapshots_no_longer_grow_with_a_registrations_reports(new_url: NewUrl) 
     assert max(sizes) - min(sizes) < 100, sizes  # (a count's digits), not 250 ids more
 
 
+def test_snapshots_taken_from_the_saved_registration_equal_its_events(new_url: NewUrl) -> None:
+    """A snapshot is taken every 50 versions, from the saved aggregate when it stands at
+    that version (one command at a time, or a group ending there), else loaded at that
+    version (a group on the registration that runs past it); each equals what its events
+    make, at exactly the library's versions."""
+    url = new_url()
+    reports = (record_performance(REG, report_id=f"r-{n:04d}") for n in range(1000))
+    with reporting(url) as ledger:
+        start = ledger.app.get(UUID(REG)).version
+        for _ in range(50 - start):  # one at a time, up to version 50
+            sent(ledger, next(reports))
+        ran_past = list(ledger.send_many([next(reports) for _ in range(60)], group_size=60))
+        ended_on = list(ledger.send_many([next(reports) for _ in range(40)], group_size=40))
+        assert all(r["ok"] for r in ran_past + ended_on)
+        assert ledger.app.get(UUID(REG)).version == 150
+        checked = ledger.verify()  # each stored snapshot against its events, re-derived
+        assert checked.report.findings == []
+        assert checked.snapshots == 3
+        loaded = ledger.app.get(UUID(REG))  # from the snapshot at 150
+        assert loaded.reports == 150 - start
+    _, snapshots = event_tables(url)
+    versions = [v for v, in run_sql(
+        url, f"SELECT originator_version FROM {snapshots} ORDER BY originator_version")]
+    assert versions == [50, 100, 150]
+
+
 @pytest.mark.parametrize("edit", ["deleted", "inserted", "version"])
 def test_an_edited_report_row_is_an_audit_finding(new_url: NewUrl, edit: str) -> None:
     url = new_url()
